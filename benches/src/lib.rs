@@ -1,0 +1,115 @@
+//! Shared helpers for the benchmarks: the allocators under comparison and
+//! the ratio tables printed after each criterion run.
+
+use std::alloc::{GlobalAlloc, System};
+use std::path::PathBuf;
+
+pub use mimalloc::MiMalloc;
+pub use tikv_jemallocator::Jemalloc;
+
+/// The three global allocators every allocation benchmark compares,
+/// called directly through `GlobalAlloc`.
+pub fn allocators() -> [(&'static str, &'static (dyn GlobalAlloc + Sync)); 3] {
+    static SYSTEM: System = System;
+    static MI: MiMalloc = MiMalloc;
+    static JE: Jemalloc = Jemalloc;
+    [("system", &SYSTEM), ("mimalloc", &MI), ("jemalloc", &JE)]
+}
+
+/// Where criterion writes its results: `$CARGO_TARGET_DIR/criterion`, or
+/// `target/criterion` found from the running bench executable
+/// (`target/<profile>/deps/<bench>`).
+pub fn criterion_dir() -> Option<PathBuf> {
+    if let Ok(home) = std::env::var("CRITERION_HOME") {
+        return Some(PathBuf::from(home));
+    }
+    if let Ok(t) = std::env::var("CARGO_TARGET_DIR") {
+        return Some(PathBuf::from(t).join("criterion"));
+    }
+    let exe = std::env::current_exe().ok()?;
+    Some(exe.parent()?.parent()?.parent()?.join("criterion"))
+}
+
+/// The median time in nanoseconds criterion estimated for `group/id` in the
+/// latest run, if there is one.
+pub fn median_ns(group: &str, id: &str) -> Option<f64> {
+    let path = criterion_dir()?
+        .join(sanitize(group))
+        .join(sanitize_id(id))
+        .join("new")
+        .join("estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    // {"mean":{...},"median":{"confidence_interval":{...},"point_estimate":123.4,...
+    let m = text.find("\"median\"")?;
+    let rest = &text[m..];
+    let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
+    let num: String = rest[p..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        .collect();
+    num.parse().ok()
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '?' | '"' | '/' | '\\' | '*' | '<' | '>' | ':' | '|' | '^' => '_',
+            c => c,
+        })
+        .collect()
+}
+
+fn sanitize_id(id: &str) -> PathBuf {
+    // A benchmark id "function/parameter" is stored as two directories.
+    id.split('/').map(sanitize).collect()
+}
+
+/// Whether criterion runs in its smoke mode (`--test`, or run by
+/// `cargo test`, which does not pass `--bench`), where no estimates are
+/// written.
+pub fn is_test_mode() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().any(|a| a == "--test") || !args.iter().any(|a| a == "--bench")
+}
+
+/// Prints one table per group: for each row label and each column, the
+/// median and its ratio to `baseline` (a column name). Ids are
+/// `column/row` inside the group.
+///
+/// A ratio above 1 means the column is *faster* than the baseline.
+pub fn print_ratio_table(group: &str, columns: &[&str], baseline: &str, rows: &[&str]) {
+    if is_test_mode() {
+        return;
+    }
+    println!("\n## {group}: median time, speed-up vs {baseline} (x > 1 is faster)");
+    let mut header = format!("| {:<14} |", "case");
+    for c in columns {
+        header.push_str(&format!(" {c:>22} |"));
+    }
+    println!("{header}");
+    println!("|{}", "---|".repeat(columns.len() + 1));
+    for r in rows {
+        let base = median_ns(group, &format!("{baseline}/{r}"));
+        let mut line = format!("| {r:<14} |");
+        for c in columns {
+            let cell = match (median_ns(group, &format!("{c}/{r}")), base) {
+                (Some(t), Some(b)) => format!("{} ({:.2}x)", fmt_ns(t), b / t),
+                (Some(t), None) => fmt_ns(t),
+                _ => "-".to_string(),
+            };
+            line.push_str(&format!(" {cell:>22} |"));
+        }
+        println!("{line}");
+    }
+}
+
+/// Formats nanoseconds with a unit that keeps 3-4 significant digits.
+pub fn fmt_ns(ns: f64) -> String {
+    if ns < 1_000.0 {
+        format!("{ns:.1} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} us", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}

@@ -1,0 +1,71 @@
+//! Allocator selection layer for network services.
+//!
+//! Three things, one concept per module:
+//!
+//! * [`selected`]: pick the process-wide allocator with a cargo feature
+//!   (`system` by default, `mimalloc`, `jemalloc`) and install it from a
+//!   binary with one line, [`global_allocator!`]. Libraries never install a
+//!   global allocator; [`active()`] names the one the features selected.
+//! * [`counting`]: [`Counting<A>`] wraps any [`GlobalAlloc`](core::alloc::GlobalAlloc)
+//!   and counts allocations, deallocations, reallocations, bytes, live and
+//!   peak live bytes, process-wide and per thread, so a benchmark can say
+//!   "0 allocations in this loop" or "3.0 allocations per message".
+//! * [`handle`] and [`arena`]: per-container allocators through
+//!   `allocator-api2`'s [`Allocator`](allocator_api2::alloc::Allocator) trait:
+//!   a handle on any global allocator, a counting adapter for any `Allocator`,
+//!   and a per-tick [`FrameArena`] over `bumpalo`.
+//!
+//! # Example
+//!
+//! A binary installs the selected allocator, counted, and measures a loop:
+//!
+//! ```
+//! allocators::global_allocator!();
+//!
+//! fn main() {
+//!     let before = allocators::thread_stats();
+//!     let mut total = 0usize;
+//!     for i in 0..100 {
+//!         let v = vec![i as u8; 64]; // one allocation per iteration
+//!         total += v.len();
+//!     }
+//!     let delta = allocators::thread_stats().since(&before);
+//!     assert_eq!(delta.allocations, 100);
+//!     assert_eq!(delta.allocations_per(100), 1.0);
+//!     println!("{} allocator, {} bytes, {:?}", allocators::active(), total, delta);
+//! }
+//! ```
+//!
+//! A per-tick scratch vector that is thrown away wholesale at the end of the
+//! tick:
+//!
+//! ```
+//! use allocators::FrameArena;
+//! use allocator_api2::vec::Vec;
+//!
+//! let mut arena = FrameArena::new();
+//! for tick in 0..3u8 {
+//!     let mut scratch: Vec<u8, &FrameArena> = Vec::new_in(&arena);
+//!     scratch.extend_from_slice(&[tick; 128]);
+//!     assert_eq!(scratch.len(), 128);
+//!     drop(scratch);
+//!     let released = arena.reset();
+//!     assert!(released.bytes_released >= 128);
+//! }
+//! ```
+
+pub mod arena;
+pub mod counting;
+pub mod handle;
+pub mod selected;
+
+pub use allocator_api2;
+pub use bumpalo;
+
+pub use arena::{ArenaReset, FrameArena};
+pub use counting::{
+    AllocDelta, AllocStats, Counters, Counting, CountingAllocator, GLOBAL_COUNTERS, ThreadStats,
+    global_stats, thread_stats,
+};
+pub use handle::{GlobalHandle, SelectedHandle, selected_handle};
+pub use selected::{AllocatorKind, SELECTED, Selected, active};

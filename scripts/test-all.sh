@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The project's whole test suite, as README.md gives it and .ci/run calls it.
+# Installs what it needs (valgrind) when missing. Stages print a banner; any
+# failure stops the run with a non-zero exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+stage() { printf '\n==== %s ====\n' "$*"; }
+started=$(date +%s)
+
+stage "prerequisites"
+if ! command -v valgrind >/dev/null 2>&1; then
+  echo "valgrind missing: installing it from Debian's packages"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind
+fi
+cargo --version; valgrind --version
+
+stage "cargo fmt --check"
+cargo fmt --all --check
+
+stage "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Tests under each global allocator. ALLOCATORS_EXPECT makes the allocators
+# crate check that the feature wiring selects what it says. The system run
+# also runs doc tests and a smoke pass of every criterion bench (criterion's
+# test mode: each benchmark once, no timing).
+stage "tests: system allocator (+ doc tests, bench smoke)"
+ALLOCATORS_EXPECT=system cargo test --workspace --all-targets
+ALLOCATORS_EXPECT=system cargo test --workspace --doc
+
+stage "tests: mimalloc"
+ALLOCATORS_EXPECT=mimalloc cargo test --workspace --lib --bins --tests --features allocators/mimalloc
+
+stage "tests: jemalloc"
+ALLOCATORS_EXPECT=jemalloc cargo test --workspace --lib --bins --tests --features allocators/jemalloc
+
+stage "tests: --all-features (precedence picks jemalloc)"
+ALLOCATORS_EXPECT=jemalloc cargo test -p allocators --all-features
+
+if [ -x scripts/loom.sh ]; then
+  stage "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
+  scripts/loom.sh
+fi
+
+if [ -x scripts/memcheck.sh ]; then
+  stage "valgrind memcheck on the unsafe paths"
+  scripts/memcheck.sh
+fi
+
+stage "done in $(( $(date +%s) - started )) s"

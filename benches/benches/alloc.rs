@@ -125,7 +125,10 @@ fn counting_overhead(c: &mut Criterion) {
         ("counted/jemalloc", &COUNTED_JE),
     ];
     for (id, a) in variants {
-        g.bench_function(id, |b| b.iter(|| alloc_touch_free(a, layout)));
+        let (variant, alloc) = id.split_once('/').expect("variant/allocator");
+        g.bench_function(BenchmarkId::new(variant, alloc), |b| {
+            b.iter(|| alloc_touch_free(a, layout))
+        });
     }
     g.finish();
 }

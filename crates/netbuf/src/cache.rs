@@ -253,6 +253,13 @@ struct ThreadCache {
     pools: Vec<LocalPool>,
 }
 
+#[cfg(not(loom))]
+thread_local! {
+    static CACHE: RefCell<ThreadCache> = const { RefCell::new(ThreadCache { pools: Vec::new() }) };
+}
+
+// loom's `thread_local!` has no `const` form.
+#[cfg(loom)]
 thread_local! {
     static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache { pools: Vec::new() });
 }

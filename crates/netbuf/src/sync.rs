@@ -9,6 +9,7 @@
 //! directly.
 
 #[cfg(loom)]
+#[allow(unused_imports)]
 pub(crate) use loom::{
     cell::UnsafeCell,
     sync::{

@@ -113,3 +113,33 @@ pub fn fmt_ns(ns: f64) -> String {
         format!("{:.2} ms", ns / 1e6)
     }
 }
+
+/// mimalloc as a `Copy` type (`mimalloc::MiMalloc` is not `Clone`), so it
+/// fits in a copyable `allocator-api2` handle like the other two.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Mimalloc;
+
+// SAFETY: every method forwards unchanged to `MiMalloc`, which upholds the
+// `GlobalAlloc` contract.
+unsafe impl GlobalAlloc for Mimalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { MiMalloc.alloc(layout) }
+    }
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { MiMalloc.alloc_zeroed(layout) }
+    }
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { MiMalloc.dealloc(ptr, layout) }
+    }
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
+    }
+}

@@ -312,7 +312,7 @@ pub fn thread_stats() -> ThreadStats {
 /// static A: Counting<std::alloc::System> = Counting::with_counters(std::alloc::System, &COUNTS);
 /// # fn main() { let _b = Box::new(1); assert!(COUNTS.snapshot().allocations > 0); }
 /// ```
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 pub struct Counting<A> {
     inner: A,
     counters: &'static Counters,

@@ -1,0 +1,362 @@
+//! Receive buffers side by side: decode throughput of 64 B, 512 B and 4 KiB
+//! frames arriving at random read sizes (lazy `RecvBuffer`, the same buffer
+//! compacting after every read, `ChainedBuffer`, and `BytesMut` +
+//! `tokio-util`'s `LengthDelimitedCodec` configured for our wire format),
+//! then the memory held by 10,000 sessions, idle and with a half-received
+//! frame, linear vs chained (from the counting allocator).
+//!
+//! `cargo bench -p benches --bench recv` prints the tables at the end.
+
+use std::hint::black_box;
+use std::io::{self, Read};
+use std::time::Duration;
+
+use benches::print_ratio_table;
+use bytes::{BufMut, BytesMut};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use netbuf::codec::{DEFAULT_MAX_BODY, HEADER_LEN, encode_frame_into};
+use netbuf::{
+    ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, FrameCodec, Kind, MessagePool, RecvBuffer,
+};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
+
+allocators::global_allocator!();
+
+const SIZES: [(usize, &str); 3] = [(64, "64B"), (512, "512B"), (4096, "4KiB")];
+/// Bytes of frames decoded per iteration.
+const STREAM_BYTES: usize = 256 << 10;
+/// Reads return 1..=MAX_READ bytes (capped by the buffer's free space).
+const MAX_READ: usize = 8192;
+
+/// xorshift64*: deterministic, so every variant sees the same read sizes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// An in-memory socket: hands out the stream in chunks of pre-drawn random
+/// sizes, capped by the space the reader offers.
+struct ChunkReader<'a> {
+    data: &'a [u8],
+    pos: usize,
+    sizes: &'a [usize],
+    i: usize,
+}
+
+impl<'a> ChunkReader<'a> {
+    fn new(data: &'a [u8], sizes: &'a [usize]) -> Self {
+        ChunkReader {
+            data,
+            pos: 0,
+            sizes,
+            i: 0,
+        }
+    }
+
+    /// The next chunk of at most `max` bytes (empty at end of stream).
+    #[inline]
+    fn next_chunk(&mut self, max: usize) -> &'a [u8] {
+        let want = self.sizes[self.i % self.sizes.len()];
+        self.i += 1;
+        let n = want.min(max).min(self.data.len() - self.pos);
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        s
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let c = self.next_chunk(buf.len());
+        buf[..c.len()].copy_from_slice(c);
+        Ok(c.len())
+    }
+}
+
+fn stream(body: usize) -> Vec<u8> {
+    let n = STREAM_BYTES / (HEADER_LEN + body);
+    let mut v = Vec::with_capacity(n * (HEADER_LEN + body));
+    let payload: Vec<u8> = (0..body).map(|i| i as u8).collect();
+    for i in 0..n {
+        encode_frame_into(&mut v, Kind::Publish, (i % 100) as u16, &payload).unwrap();
+    }
+    v
+}
+
+fn read_sizes() -> Vec<usize> {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    (0..4099)
+        .map(|_| 1 + (rng.next() % MAX_READ as u64) as usize)
+        .collect()
+}
+
+/// What every handler does with a frame: look at it.
+#[inline]
+fn handle(kind: u8, room: u16, body: &[u8]) -> usize {
+    black_box((kind, room, body.first()));
+    body.len()
+}
+
+fn run_linear(buf: &mut RecvBuffer, wire: &[u8], sizes: &[usize]) -> usize {
+    let mut r = ChunkReader::new(wire, sizes);
+    let mut total = 0;
+    while buf.read_from(&mut r).unwrap() > 0 {
+        while let Some(f) = buf.next_frame().unwrap() {
+            total += handle(f.kind() as u8, f.room(), f.body);
+        }
+    }
+    total
+}
+
+fn run_linear_owned(
+    buf: &mut RecvBuffer,
+    pool: &MessagePool,
+    wire: &[u8],
+    sizes: &[usize],
+) -> usize {
+    let mut r = ChunkReader::new(wire, sizes);
+    let mut total = 0;
+    while buf.read_from(&mut r).unwrap() > 0 {
+        while let Some((h, m)) = buf.next_message(pool).unwrap() {
+            total += handle(h.kind as u8, h.room, &m);
+        }
+    }
+    total
+}
+
+fn run_chained(buf: &mut ChainedBuffer, wire: &[u8], sizes: &[usize]) -> usize {
+    let mut r = ChunkReader::new(wire, sizes);
+    let mut total = 0;
+    while buf.read_from(&mut r).unwrap() > 0 {
+        while let Some(f) = buf.next_frame().unwrap() {
+            total += handle(f.kind() as u8, f.room(), f.body);
+        }
+    }
+    total
+}
+
+/// Our wire format with `LengthDelimitedCodec`, as DESIGN.md says: LE
+/// 4-byte length, `length_adjustment(4)`, `num_skip(4)`; the frame then
+/// holds kind, flags, room, body, and the body limit is checked by hand.
+fn tokio_codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .little_endian()
+        .length_field_type::<u32>()
+        .length_adjustment(4)
+        .num_skip(4)
+        .max_frame_length(DEFAULT_MAX_BODY + 4)
+        .new_codec()
+}
+
+/// `BytesMut` filled the way `FramedRead` does (reserve, read into the
+/// spare capacity), decoded with `LengthDelimitedCodec`.
+fn run_tokio(codec: &mut LengthDelimitedCodec, wire: &[u8], sizes: &[usize]) -> usize {
+    let mut r = ChunkReader::new(wire, sizes);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut total = 0;
+    loop {
+        buf.reserve(1);
+        let spare = buf.capacity() - buf.len();
+        let chunk = r.next_chunk(spare);
+        if chunk.is_empty() {
+            break;
+        }
+        buf.put_slice(chunk);
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            let (kind, flags) = (frame[0], frame[1]);
+            assert!((1..=7).contains(&kind) && flags == 0, "bad header");
+            let room = u16::from_le_bytes([frame[2], frame[3]]);
+            let body = &frame[4..];
+            assert!(body.len() <= DEFAULT_MAX_BODY);
+            total += handle(kind, room, body);
+        }
+    }
+    total
+}
+
+const COLUMNS: [&str; 5] = ["lazy", "every-read", "chained", "lazy-owned", "tokio-ld"];
+
+fn decode(c: &mut Criterion) {
+    let sizes = read_sizes();
+    let pool = MessagePool::new();
+    let mut g = c.benchmark_group("recv_decode");
+    for (body, label) in SIZES {
+        let wire = stream(body);
+        let expect = (wire.len() / (HEADER_LEN + body)) * body;
+        g.throughput(Throughput::Bytes(wire.len() as u64));
+
+        let mut lazy = RecvBuffer::new();
+        assert_eq!(run_linear(&mut lazy, &wire, &sizes), expect);
+        g.bench_function(BenchmarkId::new("lazy", label), |b| {
+            b.iter(|| run_linear(&mut lazy, &wire, &sizes))
+        });
+
+        let mut every = RecvBuffer::compact_every_read(DEFAULT_RECV_CAPACITY, FrameCodec::new());
+        assert_eq!(run_linear(&mut every, &wire, &sizes), expect);
+        g.bench_function(BenchmarkId::new("every-read", label), |b| {
+            b.iter(|| run_linear(&mut every, &wire, &sizes))
+        });
+
+        let mut chained = ChainedBuffer::new(pool.clone());
+        assert_eq!(run_chained(&mut chained, &wire, &sizes), expect);
+        g.bench_function(BenchmarkId::new("chained", label), |b| {
+            b.iter(|| run_chained(&mut chained, &wire, &sizes))
+        });
+
+        let mut owned = RecvBuffer::new();
+        assert_eq!(run_linear_owned(&mut owned, &pool, &wire, &sizes), expect);
+        g.bench_function(BenchmarkId::new("lazy-owned", label), |b| {
+            b.iter(|| run_linear_owned(&mut owned, &pool, &wire, &sizes))
+        });
+
+        let mut codec = tokio_codec();
+        assert_eq!(run_tokio(&mut codec, &wire, &sizes), expect);
+        g.bench_function(BenchmarkId::new("tokio-ld", label), |b| {
+            b.iter(|| run_tokio(&mut codec, &wire, &sizes))
+        });
+
+        if !benches::is_test_mode() {
+            let s = lazy.stats();
+            let e = every.stats();
+            println!(
+                "{label}: bytes moved per byte read: lazy {:.4} ({} compactions), every-read {:.4} ({} compactions)",
+                s.bytes_moved as f64 / s.bytes_read as f64,
+                s.compactions,
+                e.bytes_moved as f64 / e.bytes_read as f64,
+                e.compactions,
+            );
+        }
+    }
+    g.finish();
+}
+
+const SESSIONS: usize = 10_000;
+
+fn live() -> i64 {
+    allocators::global_stats().live_bytes
+}
+
+/// Bytes per session held by `SESSIONS` sessions built by `make`, each fed
+/// `feed` (then decoded as far as possible), measured as the change of the
+/// allocator's live bytes (the sessions' own structs included; the pool's
+/// cache of free blocks trimmed first).
+fn per_session<S>(
+    pool: &MessagePool,
+    make: impl Fn() -> S,
+    mut feed: impl FnMut(&mut S, &[u8]),
+    wire: &[u8],
+) -> (f64, f64) {
+    pool.trim();
+    let before = live();
+    let mut sessions: Vec<S> = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        let mut s = make();
+        feed(&mut s, wire);
+        sessions.push(s);
+    }
+    pool.trim();
+    let held = (live() - before) as f64 / SESSIONS as f64;
+    let blocks = pool.stats().live_bytes as f64 / SESSIONS as f64;
+    drop(sessions);
+    (held, blocks)
+}
+
+fn memory() {
+    // The counting allocator is process-wide; run on a quiet process.
+    let pool = MessagePool::builder()
+        .extra_class(512)
+        .report_leaks_on_drop(false)
+        .build();
+    let mut rows: Vec<(String, [(f64, f64); 3])> = Vec::new();
+    let mut full = Vec::new();
+    encode_frame_into(&mut full, Kind::EchoRequest, 0, &[7u8; 100]).unwrap();
+    let cases: Vec<(String, Vec<u8>)> = [(None, "idle (after one frame)")]
+        .into_iter()
+        .chain([512usize, 4096].map(|b| (Some(b), "")))
+        .map(|(body, name)| match body {
+            None => (name.to_string(), full.clone()),
+            Some(b) => {
+                let mut w = Vec::new();
+                encode_frame_into(&mut w, Kind::Publish, 1, &vec![1u8; b]).unwrap();
+                w.truncate((HEADER_LEN + b) / 2);
+                (format!("half of a {b} B frame"), w)
+            }
+        })
+        .collect();
+    for (name, wire) in &cases {
+        let linear = per_session(
+            &pool,
+            RecvBuffer::new,
+            |s, w| {
+                let mut r = w;
+                while s.read_from(&mut r).unwrap() > 0 {}
+                while s.next_frame().unwrap().is_some() {}
+            },
+            wire,
+        );
+        let feed_chained = |s: &mut ChainedBuffer, w: &[u8]| {
+            let mut r = w;
+            while s.read_from(&mut r).unwrap() > 0 {}
+            while s.next_frame().unwrap().is_some() {}
+        };
+        let chained = per_session(
+            &pool,
+            || ChainedBuffer::new(pool.clone()),
+            feed_chained,
+            wire,
+        );
+        let chained512 = per_session(
+            &pool,
+            || ChainedBuffer::with_config(pool.clone(), 512, FrameCodec::new()),
+            feed_chained,
+            wire,
+        );
+        rows.push((name.clone(), [linear, chained, chained512]));
+    }
+    println!(
+        "\n## recv_memory: bytes per session, {SESSIONS} sessions (allocator live bytes; in parentheses: pool block bytes)"
+    );
+    println!(
+        "| {:<24} | {:>22} | {:>22} | {:>22} |",
+        "state", "linear (16 KiB)", "chained (4 KiB blocks)", "chained (512 B blocks)"
+    );
+    println!("|---|---|---|---|");
+    for (name, cells) in rows {
+        let c: Vec<String> = cells
+            .iter()
+            .map(|(held, blocks)| format!("{held:.0} B ({blocks:.0} B)"))
+            .collect();
+        println!(
+            "| {name:<24} | {:>22} | {:>22} | {:>22} |",
+            c[0], c[1], c[2]
+        );
+    }
+    println!(
+        "(struct sizes: RecvBuffer {} B, ChainedBuffer {} B, held inline in the session vector)",
+        size_of::<RecvBuffer>(),
+        size_of::<ChainedBuffer>()
+    );
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .configure_from_args();
+    decode(&mut c);
+    c.final_summary();
+
+    let rows: Vec<&str> = SIZES.iter().map(|s| s.1).collect();
+    print_ratio_table("recv_decode", &COLUMNS, "tokio-ld", &rows);
+    // Compaction strategy alone: lazy vs every read.
+    print_ratio_table("recv_decode", &["lazy", "every-read"], "every-read", &rows);
+    memory();
+    let _ = Compaction::Lazy;
+}

@@ -15,9 +15,7 @@ use benches::print_ratio_table;
 use bytes::{BufMut, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use netbuf::codec::{DEFAULT_MAX_BODY, HEADER_LEN, encode_frame_into};
-use netbuf::{
-    ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, FrameCodec, Kind, MessagePool, RecvBuffer,
-};
+use netbuf::{ChainedBuffer, DEFAULT_RECV_CAPACITY, FrameCodec, Kind, MessagePool, RecvBuffer};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 allocators::global_allocator!();
@@ -358,5 +356,4 @@ fn main() {
     // Compaction strategy alone: lazy vs every read.
     print_ratio_table("recv_decode", &["lazy", "every-read"], "every-read", &rows);
     memory();
-    let _ = Compaction::Lazy;
 }

@@ -49,18 +49,71 @@
 //! benchmark (`closures_100k`) measures it slower than `Box` under every
 //! allocator, as the field report found (3.7x there). The pool is for
 //! message payloads, where the block is filled.
+//!
+//! # Receiving frames
+//!
+//! The wire format (8-byte header: `u32` LE body length, kind, flags,
+//! `u16` LE room; then the body) is encoded and decoded by [`codec`]; every
+//! malformed input ends in a typed [`DecodeError`] that closes one session,
+//! never a panic. Two receive buffers implement [`FrameSource`] (and
+//! [`ReceiveBuffer`] picks one at run time):
+//!
+//! * [`RecvBuffer`]: linear, owned by one IO thread, with lazy compaction
+//!   (cursors reset for free when everything is consumed; bytes move only
+//!   when the free tail cannot hold the frame still needed). Fastest
+//!   decode; holds its capacity (16 KiB by default) per session.
+//! * [`ChainedBuffer`]: a chain of pool blocks; an idle session holds no
+//!   block, so memory follows the bytes in flight. Implements
+//!   [`bytes::Buf`] / [`bytes::BufMut`] and yields `IoSlice`s.
+//!
+//! Frames come out as a borrowed [`Frame`] view, or as a pooled
+//! [`Message`] with the body copied once (`next_message`).
+//!
+//! ```
+//! use netbuf::codec::{Kind, encode_frame_into};
+//! use netbuf::{FrameSource, MessagePool, ReceiveBuffer};
+//!
+//! let mut wire = Vec::new();
+//! encode_frame_into(&mut wire, Kind::Publish, 3, b"news").unwrap();
+//! let pool = MessagePool::new();
+//! let mut buf = ReceiveBuffer::chained(pool.clone(), Default::default());
+//! buf.read_from(&mut &wire[..]).unwrap();
+//! let (header, body) = buf.next_message(&pool).unwrap().unwrap();
+//! assert_eq!((header.kind, header.room, &body[..]), (Kind::Publish, 3, &b"news"[..]));
+//! let broadcast = body.freeze(); // one allocation for every recipient
+//! # drop(broadcast);
+//! ```
 
 mod cache;
+mod chained;
+pub mod codec;
+mod flush;
 mod header;
 #[cfg(feature = "leak-trace")]
 mod leak;
 mod message;
+mod notify;
 mod pool;
+mod recv;
+mod send_queue;
 mod shared;
+mod source;
 mod sync;
 
+pub use chained::{ChainStats, ChainedBuffer};
+pub use flush::{
+    Calibration, ChaCha20Transform, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed,
+    Flusher, GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate,
+};
+pub use codec::{DecodeError, EncodeError, Frame, FrameCodec, FrameHeader, Kind};
 pub use message::{CapacityError, Message, Origin};
+pub use notify::{CondvarNotify, FnNotify, Notify};
 pub use pool::{
     ClassStats, LeakReport, MessagePool, PoolBuilder, PoolConfig, PoolError, PoolStats,
 };
+pub use recv::{Compaction, DEFAULT_RECV_CAPACITY, RecvBuffer, RecvStats};
+pub use send_queue::{
+    BatchError, Drained, MAX_LIMIT, Outgoing, PushError, QueueItem, SendQueue, SendQueueBuilder,
+};
 pub use shared::SharedMessage;
+pub use source::{FrameSource, ReceiveBuffer};

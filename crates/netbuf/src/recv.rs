@@ -1,0 +1,402 @@
+//! [`RecvBuffer`]: a linear receive buffer with lazy compaction.
+
+use core::cell::Cell;
+use core::marker::PhantomData;
+use std::io::{self, Read};
+
+use allocator_api2::alloc::Allocator;
+
+use crate::codec::{DecodeError, Frame, FrameCodec, FrameHeader, HEADER_LEN};
+use crate::{Message, MessagePool};
+
+/// Default capacity of a [`RecvBuffer`]: 16 KiB.
+pub const DEFAULT_RECV_CAPACITY: usize = 16 * 1024;
+
+/// When a [`RecvBuffer`] moves buffered bytes to the front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compaction {
+    /// Only when the free tail is too small for the frame still needed
+    /// (the default). When everything is consumed the cursors are reset
+    /// for free.
+    #[default]
+    Lazy,
+    /// Before every read, whenever any byte is consumed: the naive
+    /// strategy, kept to measure against.
+    EveryRead,
+}
+
+/// Counters of a receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecvStats {
+    /// Bytes read into the buffer.
+    pub bytes_read: u64,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Times buffered bytes were moved to the front.
+    pub compactions: u64,
+    /// Bytes moved by those compactions.
+    pub bytes_moved: u64,
+    /// Times the cursors were reset for free (everything consumed).
+    pub resets: u64,
+}
+
+/// A linear receive buffer owned by one IO thread (it is `Send`, not
+/// `Sync`: no lock, no atomic).
+///
+/// Reads from any [`std::io::Read`] into its free tail and decodes frames
+/// in place. Compaction is lazy: when everything is consumed the cursors go
+/// back to the start for free; buffered bytes are moved only when the free
+/// tail cannot hold the rest of the frame being received. The capacity is
+/// always at least one maximal frame (header + body limit), so a valid
+/// frame always fits; a frame over the limit is a [`DecodeError`] that
+/// closes this session only.
+///
+/// ```
+/// use netbuf::codec::{Kind, encode_frame_into};
+/// use netbuf::RecvBuffer;
+///
+/// let mut wire = Vec::new();
+/// encode_frame_into(&mut wire, Kind::EchoRequest, 0, b"ping").unwrap();
+/// encode_frame_into(&mut wire, Kind::Join, 9, b"").unwrap();
+///
+/// let mut buf = RecvBuffer::new();
+/// let mut socket = &wire[..]; // any `Read`
+/// while buf.read_from(&mut socket).unwrap() > 0 {}
+///
+/// let f = buf.next_frame().unwrap().unwrap();
+/// assert_eq!((f.kind(), f.body), (Kind::EchoRequest, &b"ping"[..]));
+/// let pool = netbuf::MessagePool::new();
+/// let (h, body) = buf.next_message(&pool).unwrap().unwrap(); // kept: one copy
+/// assert_eq!((h.kind, h.room, body.len()), (Kind::Join, 9, 0));
+/// assert!(buf.next_frame().unwrap().is_none());
+/// ```
+#[derive(Debug)]
+pub struct RecvBuffer {
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+    codec: FrameCodec,
+    compaction: Compaction,
+    stats: RecvStats,
+    _not_sync: PhantomData<Cell<()>>,
+}
+
+impl Default for RecvBuffer {
+    fn default() -> Self {
+        RecvBuffer::new()
+    }
+}
+
+impl RecvBuffer {
+    /// A lazy buffer of [`DEFAULT_RECV_CAPACITY`] with the default 10 KiB
+    /// body limit.
+    pub fn new() -> RecvBuffer {
+        RecvBuffer::with_config(DEFAULT_RECV_CAPACITY, FrameCodec::new(), Compaction::Lazy)
+    }
+
+    /// A buffer of `capacity` bytes, raised to `HEADER_LEN + max_body` if
+    /// smaller so that every valid frame fits.
+    pub fn with_config(capacity: usize, codec: FrameCodec, compaction: Compaction) -> RecvBuffer {
+        let capacity = capacity.max(HEADER_LEN + codec.max_body());
+        RecvBuffer {
+            buf: vec![0u8; capacity].into_boxed_slice(),
+            start: 0,
+            end: 0,
+            codec,
+            compaction,
+            stats: RecvStats::default(),
+            _not_sync: PhantomData,
+        }
+    }
+
+    /// The same buffer that compacts before every read (for comparison).
+    pub fn compact_every_read(capacity: usize, codec: FrameCodec) -> RecvBuffer {
+        RecvBuffer::with_config(capacity, codec, Compaction::EveryRead)
+    }
+
+    /// Capacity in bytes.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes received and not yet consumed.
+    #[inline]
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether no byte is buffered.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// The codec (body limit) of this session.
+    #[inline]
+    pub fn codec(&self) -> FrameCodec {
+        self.codec
+    }
+
+    /// Changes the body limit (e.g. after a login raised it). The capacity
+    /// grows if a maximal frame would no longer fit.
+    pub fn set_codec(&mut self, codec: FrameCodec) {
+        self.codec = codec;
+        let need = HEADER_LEN + codec.max_body();
+        if need > self.buf.len() {
+            let mut bigger = vec![0u8; need].into_boxed_slice();
+            let n = self.buffered();
+            bigger[..n].copy_from_slice(&self.buf[self.start..self.end]);
+            self.buf = bigger;
+            self.start = 0;
+            self.end = n;
+        }
+    }
+
+    /// The compaction strategy.
+    pub fn compaction(&self) -> Compaction {
+        self.compaction
+    }
+
+    /// Counters so far.
+    #[inline]
+    pub fn stats(&self) -> RecvStats {
+        self.stats
+    }
+
+    /// The unconsumed bytes.
+    #[inline]
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Bytes the frame being received still needs from `start`, at least a
+    /// header's worth.
+    fn frame_needed(&self) -> usize {
+        match self.buf[self.start..self.end].first_chunk::<HEADER_LEN>() {
+            Some(h) => {
+                let announced = FrameHeader::announced_frame_len(h);
+                // An invalid length is reported by the decoder; do not
+                // compact for it.
+                if announced > (HEADER_LEN + self.codec.max_body()) as u64 {
+                    HEADER_LEN
+                } else {
+                    announced as usize
+                }
+            }
+            None => HEADER_LEN,
+        }
+    }
+
+    fn compact(&mut self) {
+        let n = self.buffered();
+        self.buf.copy_within(self.start..self.end, 0);
+        self.stats.compactions += 1;
+        self.stats.bytes_moved += n as u64;
+        self.start = 0;
+        self.end = n;
+    }
+
+    /// Prepares the free tail for a read and returns it.
+    fn prepare_tail(&mut self) -> &mut [u8] {
+        if self.start == self.end {
+            if self.start != 0 {
+                self.stats.resets += 1;
+            }
+            self.start = 0;
+            self.end = 0;
+        } else if self.start > 0 {
+            let compact = match self.compaction {
+                Compaction::EveryRead => true,
+                Compaction::Lazy => {
+                    self.buf.len() - self.start < self.frame_needed() || self.end == self.buf.len()
+                }
+            };
+            if compact {
+                self.compact();
+            }
+        }
+        &mut self.buf[self.end..]
+    }
+
+    /// The free tail to fill directly (e.g. from a socket API that is not
+    /// `Read`), compacting first if needed; commit with
+    /// [`commit`](Self::commit). Empty only when the buffer is full of
+    /// complete frames that were not decoded yet.
+    pub fn free_tail(&mut self) -> &mut [u8] {
+        self.prepare_tail()
+    }
+
+    /// Marks `n` bytes of the free tail as received (clamped to the tail).
+    pub fn commit(&mut self, n: usize) {
+        let n = n.min(self.buf.len() - self.end);
+        self.end += n;
+        self.stats.bytes_read += n as u64;
+    }
+
+    /// Reads once from `r` into the free tail and returns the bytes read
+    /// (`0` at end of stream). Decode the frames already complete before
+    /// reading again: if the buffer is full of them this returns an
+    /// [`io::ErrorKind::OutOfMemory`] error instead of a misleading `0`.
+    /// Errors from `r` (including `Interrupted` and `WouldBlock`) are
+    /// returned as they are.
+    pub fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        let tail = self.prepare_tail();
+        if tail.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::OutOfMemory,
+                "receive buffer full of undecoded frames",
+            ));
+        }
+        let room = tail.len();
+        let n = r.read(tail)?;
+        if n > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reader claimed more bytes than the buffer it was given",
+            ));
+        }
+        self.end += n;
+        self.stats.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    /// Copies as much of `data` as fits into the free tail, returning the
+    /// bytes taken (for tests and for callers that already hold the bytes).
+    pub fn fill_from_slice(&mut self, data: &[u8]) -> usize {
+        let tail = self.prepare_tail();
+        let n = tail.len().min(data.len());
+        tail[..n].copy_from_slice(&data[..n]);
+        self.end += n;
+        self.stats.bytes_read += n as u64;
+        n
+    }
+
+    /// Decodes the next complete frame as a view borrowing the buffer, or
+    /// `Ok(None)` if it has not fully arrived. The frame is consumed.
+    ///
+    /// A header error is reported as soon as the 8 header bytes are in,
+    /// before the body arrives; the error repeats on later calls (the
+    /// session is to be closed).
+    #[inline]
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
+        match self.codec.decode_frame(&self.buf[self.start..self.end])? {
+            Some((frame, used)) => {
+                self.start += used;
+                self.stats.frames += 1;
+                Ok(Some(frame))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Decodes the next complete frame and copies its body, once, into a
+    /// message from `pool` (a pooled block up to the block size), for
+    /// handlers that keep or forward it ([`Message::freeze`] makes it a
+    /// `SharedMessage` without copying).
+    pub fn next_message<A: Allocator + Send + Sync + 'static>(
+        &mut self,
+        pool: &MessagePool<A>,
+    ) -> Result<Option<(FrameHeader, Message)>, DecodeError> {
+        let Some((frame, used)) = self.codec.decode_frame(&self.buf[self.start..self.end])? else {
+            return Ok(None);
+        };
+        let header = frame.header;
+        let m = pool.message_from(frame.body)?;
+        self.start += used;
+        self.stats.frames += 1;
+        Ok(Some((header, m)))
+    }
+
+    /// At end of stream: `Ok(())` if no partial frame is left, else
+    /// [`DecodeError::Truncated`] (or the header's error).
+    pub fn finish(&self) -> Result<(), DecodeError> {
+        self.codec.decode_header(self.as_slice())?;
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(DecodeError::Truncated {
+                buffered: self.buffered(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Kind, encode_frame_into};
+
+    fn frames(sizes: &[usize]) -> Vec<u8> {
+        let mut v = Vec::new();
+        for (i, &s) in sizes.iter().enumerate() {
+            let body: Vec<u8> = (0..s).map(|j| (i + j) as u8).collect();
+            encode_frame_into(&mut v, Kind::Publish, i as u16, &body).unwrap();
+        }
+        v
+    }
+
+    #[test]
+    fn reset_is_free_and_lazy_moves_little() {
+        let mut b = RecvBuffer::with_config(64, FrameCodec::with_max_body(40), Compaction::Lazy);
+        assert_eq!(b.capacity(), 64);
+        let wire = frames(&[10, 10]); // 36 bytes
+        assert_eq!(b.fill_from_slice(&wire), 36);
+        assert!(b.next_frame().unwrap().is_some());
+        assert!(b.next_frame().unwrap().is_some());
+        assert!(b.next_frame().unwrap().is_none());
+        // all consumed: the next fill resets the cursors without moving
+        let wire = frames(&[30, 30]); // 76 bytes
+        assert_eq!(b.fill_from_slice(&wire), 64);
+        assert_eq!(b.stats().compactions, 0);
+        assert_eq!(b.stats().resets, 1);
+        let f = b.next_frame().unwrap().unwrap();
+        assert_eq!(f.body.len(), 30);
+        // 26 bytes of the second frame at offset 38; it needs 38 bytes, the
+        // tail from 38 has 26 -> compaction of exactly the 26 bytes.
+        assert_eq!(b.fill_from_slice(&wire[64..]), 12);
+        assert_eq!(b.stats().compactions, 1);
+        assert_eq!(b.stats().bytes_moved, 26);
+        assert_eq!(b.next_frame().unwrap().unwrap().body.len(), 30);
+        assert!(b.finish().is_ok());
+    }
+
+    #[test]
+    fn every_read_compacts_whenever_consumed() {
+        let mut b = RecvBuffer::compact_every_read(64, FrameCodec::with_max_body(40));
+        let wire = frames(&[4, 4, 4]);
+        b.fill_from_slice(&wire[..14]);
+        b.next_frame().unwrap().unwrap();
+        b.fill_from_slice(&wire[14..]);
+        assert_eq!(b.stats().compactions, 1);
+        assert_eq!(b.stats().bytes_moved, 2);
+    }
+
+    #[test]
+    fn full_buffer_of_frames_is_an_error_not_eof() {
+        let mut b = RecvBuffer::with_config(16, FrameCodec::with_max_body(8), Compaction::Lazy);
+        let wire = frames(&[8]);
+        assert_eq!(b.fill_from_slice(&wire), 16);
+        let err = b.read_from(&mut &b"x"[..]).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
+        assert!(b.next_frame().unwrap().is_some());
+        assert_eq!(b.read_from(&mut &b"x"[..]).unwrap(), 1);
+        assert_eq!(b.finish(), Err(DecodeError::Truncated { buffered: 1 }));
+    }
+
+    #[test]
+    fn raising_the_limit_grows_and_keeps_bytes() {
+        let mut b = RecvBuffer::with_config(16, FrameCodec::with_max_body(8), Compaction::Lazy);
+        let wire = frames(&[100]);
+        b.fill_from_slice(&wire[..10]);
+        assert!(matches!(
+            b.next_frame(),
+            Err(DecodeError::FrameTooLarge { len: 100, max: 8 })
+        ));
+        b.set_codec(FrameCodec::with_max_body(100));
+        assert_eq!(b.capacity(), 108);
+        b.fill_from_slice(&wire[10..]);
+        let f = b.next_frame().unwrap().unwrap();
+        assert_eq!(f.body, &wire[8..]);
+    }
+}

@@ -1,0 +1,236 @@
+//! Flusher: exact byte stream under partial writes and `WouldBlock`, every
+//! body freed exactly once, nothing leaked when a session closes mid-frame,
+//! transforms, errors.
+
+use std::io::{self, IoSlice, Write};
+
+use netbuf::codec::{Kind, encode_header};
+use netbuf::{
+    ChaCha20Transform, FlushError, Flushed, Flusher, GatherThreshold, MessagePool, OutFrame,
+    Outgoing, Transform, Transport,
+};
+use proptest::prelude::*;
+
+/// A writer that takes at most `limits[i]` bytes on call `i` (0 means
+/// `WouldBlock`), cycling.
+struct Choppy {
+    out: Vec<u8>,
+    limits: Vec<usize>,
+    call: usize,
+    vectored_calls: usize,
+}
+
+impl Choppy {
+    fn new(limits: Vec<usize>) -> Self {
+        Choppy {
+            out: Vec::new(),
+            limits,
+            call: 0,
+            vectored_calls: 0,
+        }
+    }
+    fn next_limit(&mut self) -> usize {
+        let l = self.limits[self.call % self.limits.len()];
+        self.call += 1;
+        l
+    }
+}
+
+impl Write for Choppy {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let l = self.next_limit();
+        if l == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = l.min(buf.len());
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.vectored_calls += 1;
+        let mut l = self.next_limit();
+        if l == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut n = 0;
+        for b in bufs {
+            let k = l.min(b.len());
+            self.out.extend_from_slice(&b[..k]);
+            n += k;
+            l -= k;
+            if l == 0 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn frame_bytes(kind: Kind, body: &[u8]) -> Vec<u8> {
+    let mut v = encode_header(kind, 3, body.len() as u32).to_vec();
+    v.extend_from_slice(body);
+    v
+}
+
+fn run(
+    sizes: &[usize],
+    threshold: GatherThreshold,
+    limits: Vec<usize>,
+    shared: bool,
+) -> (Vec<u8>, Vec<u8>, netbuf::FlushMetrics) {
+    let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+    let mut f: Flusher = Flusher::new(threshold);
+    let mut expected = Vec::new();
+    let mut w = Choppy::new(limits);
+    for (i, &n) in sizes.iter().enumerate() {
+        let body: Vec<u8> = (0..n).map(|k| (k * 31 + i) as u8).collect();
+        expected.extend(frame_bytes(Kind::Delivery, &body));
+        let m = pool.message_from(&body).unwrap();
+        let out: Outgoing = if shared { m.freeze().into() } else { m.into() };
+        f.push(OutFrame::new(encode_header(Kind::Delivery, 3, n as u32), out));
+        // Interleave flushing with pushing, as an IO loop does.
+        if i % 3 == 0 {
+            let _ = f.flush(&mut w).unwrap();
+        }
+    }
+    let mut spins = 0;
+    while f.flush(&mut w).unwrap() == Flushed::WouldBlock {
+        spins += 1;
+        assert!(spins < 1_000_000);
+    }
+    assert!(f.is_empty());
+    assert_eq!(pool.stats().live_messages, 0, "every body freed once written");
+    (w.out, expected, f.metrics())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn stream_is_exact_under_partial_writes(
+        sizes in prop::collection::vec(prop_oneof![0usize..100, 100usize..5000, 5000usize..70_000], 1..24),
+        limits in prop::collection::vec(prop_oneof![Just(0usize), 1usize..10, 10usize..100_000], 1..8),
+        mode in 0u8..3,
+        shared in any::<bool>(),
+    ) {
+        prop_assume!(limits.iter().any(|&l| l > 0));
+        let threshold = match mode {
+            0 => GatherThreshold::Never,
+            1 => GatherThreshold::ALWAYS,
+            _ => GatherThreshold::Bytes(1024),
+        };
+        let (out, expected, m) = run(&sizes, threshold, limits, shared);
+        prop_assert_eq!(out.len(), expected.len());
+        prop_assert!(out == expected, "byte stream differs");
+        prop_assert_eq!(m.bytes_written as usize, expected.len());
+        prop_assert_eq!((m.linear_frames + m.gather_frames) as usize, sizes.len());
+    }
+}
+
+#[test]
+fn large_bodies_are_not_copied_and_live_until_written() {
+    let pool = MessagePool::new();
+    let mut f: Flusher = Flusher::new(GatherThreshold::Bytes(4096));
+    let body = pool.message_from(&vec![1u8; 100_000]).unwrap().freeze();
+    let small = pool.message_from(b"hi").unwrap();
+    f.push(OutFrame::new(encode_header(Kind::Delivery, 1, 2), small.into()));
+    f.push(OutFrame::new(
+        encode_header(Kind::Delivery, 1, 100_000),
+        body.clone().into(),
+    ));
+    assert_eq!(pool.stats().live_messages, 1, "the small body was copied and freed");
+    let mut w = Choppy::new(vec![50_000, 0]);
+    assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
+    // The first call carried the small frame, the header and part of the
+    // large body together.
+    assert_eq!(w.out.len(), 50_000);
+    assert_eq!(w.vectored_calls, 1);
+    assert_eq!(body.ref_count(), 2, "the flusher still holds the body");
+    while f.flush(&mut w).unwrap() != Flushed::Done {}
+    assert_eq!(body.ref_count(), 1);
+    let m = f.metrics();
+    assert_eq!((m.linear_frames, m.gather_frames), (1, 1));
+    assert_eq!(m.bytes_copied, 10);
+    assert!(m.copied_per_byte_sent() < 0.001);
+    assert_eq!(m.large_path_ratio(), 0.5);
+}
+
+#[test]
+fn closing_mid_frame_leaks_nothing() {
+    let pool = MessagePool::new();
+    let mut f: Flusher = Flusher::new(GatherThreshold::Bytes(1000));
+    for n in [10, 5000, 20, 300_000] {
+        let m = pool.message_from(&vec![9; n]).unwrap();
+        f.push(OutFrame::new(encode_header(Kind::EchoReply, 0, n as u32), m.into()));
+    }
+    let mut w = Choppy::new(vec![4000, 0]);
+    assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
+    assert!(pool.stats().live_messages > 0);
+    drop(f); // the session closes mid-frame
+    assert_eq!(pool.stats().live_messages, 0);
+}
+
+#[test]
+fn chacha20_transform_is_fused_and_decrypts() {
+    let key = [3u8; 32];
+    let nonce = [4u8; 12];
+    let mut f: Flusher<Vec<u8>> =
+        Flusher::new(GatherThreshold::ALWAYS).with_transform(ChaCha20Transform::new(key, nonce));
+    let mut expected = Vec::new();
+    for n in [5usize, 70_000, 0, 1000] {
+        let body = vec![n as u8; n];
+        expected.extend(frame_bytes(Kind::Delivery, &body));
+        f.push(OutFrame::new(encode_header(Kind::Delivery, 3, n as u32), body));
+    }
+    let mut w = Choppy::new(vec![777]);
+    while f.flush(&mut w).unwrap() != Flushed::Done {}
+    assert_ne!(w.out, expected);
+    let mut plain = vec![0u8; w.out.len()];
+    ChaCha20Transform::new(key, nonce).apply(&w.out, &mut plain);
+    assert_eq!(plain, expected);
+    // A transform sends nothing by the gather path.
+    assert_eq!(f.metrics().gather_frames, 0);
+}
+
+struct Broken(io::ErrorKind);
+impl Write for Broken {
+    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+        match self.0 {
+            io::ErrorKind::WriteZero => Ok(0),
+            k => Err(k.into()),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn errors_are_typed() {
+    let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Never);
+    f.push(OutFrame::new(encode_header(Kind::EchoReply, 0, 1), vec![1]));
+    assert!(matches!(
+        f.flush(&mut Broken(io::ErrorKind::WriteZero)),
+        Err(FlushError::WriteZero)
+    ));
+    match f.flush(&mut Broken(io::ErrorKind::ConnectionReset)) {
+        Err(FlushError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(f.pending_bytes(), 9, "nothing was lost from the pending stream");
+}
+
+#[test]
+fn calibration_reports_every_size_and_a_threshold() {
+    for t in [Transport::Unix, Transport::Tcp] {
+        let c = netbuf::calibrate(t).unwrap();
+        assert_eq!(c.rows.len(), 9);
+        assert!(c.rows.iter().all(|&(_, l, g)| l > 0.0 && g > 0.0));
+        assert!(c.threshold >= 512);
+        assert_eq!(GatherThreshold::Bytes(c.threshold).resolve(), c.threshold);
+    }
+    assert!(GatherThreshold::Auto(Transport::Unix).resolve() >= 512);
+    assert_eq!(GatherThreshold::Never.resolve(), usize::MAX);
+}

@@ -83,6 +83,34 @@
 //! let broadcast = body.freeze(); // one allocation for every recipient
 //! # drop(broadcast);
 //! ```
+//!
+//! # Sending: the per-session queue
+//!
+//! [`SendQueue`] is a lock-free MPSC queue of [`Outgoing`] messages (owned
+//! or shared), one per session. Logic threads push from any thread without
+//! blocking ([`SendQueue::try_push`], or [`SendQueue::push_batch`] for many
+//! messages at the cost of one notification); the IO thread drains in
+//! batches. The queue is bounded **in bytes**, exactly: the bytes (plus a
+//! per-entry overhead) are reserved in the same atomic update as the slot,
+//! so concurrent producers never overshoot, and a refused message comes back
+//! in [`PushError::Full`]. The consumer is woken through a [`Notify`] (a
+//! mio `Waker`, [`CondvarNotify`], ...) only on the empty -> non-empty
+//! transition, with no lost wakeup (model-checked with loom).
+//!
+//! ```
+//! use netbuf::{MessagePool, Outgoing, SendQueue};
+//!
+//! let pool = MessagePool::new();
+//! let queue: SendQueue = SendQueue::builder().limit(64 << 10).build();
+//! let news = pool.message_from(b"news").unwrap().freeze();
+//! let mut batch: Vec<Outgoing> = vec![news.clone().into(), news.into()];
+//! queue.push_batch(&mut batch).unwrap(); // one notification at most
+//!
+//! let mut out = Vec::new();
+//! let drained = queue.drain_into(&mut out, 64); // on the IO thread
+//! assert_eq!(drained.items, 2);
+//! assert!(drained.idle); // the next push will notify
+//! ```
 
 mod cache;
 mod chained;
@@ -101,11 +129,11 @@ mod source;
 mod sync;
 
 pub use chained::{ChainStats, ChainedBuffer};
+pub use codec::{DecodeError, EncodeError, Frame, FrameCodec, FrameHeader, Kind};
 pub use flush::{
     Calibration, ChaCha20Transform, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed,
     Flusher, GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate,
 };
-pub use codec::{DecodeError, EncodeError, Frame, FrameCodec, FrameHeader, Kind};
 pub use message::{CapacityError, Message, Origin};
 pub use notify::{CondvarNotify, FnNotify, Notify};
 pub use pool::{

@@ -15,9 +15,12 @@ pub const DEFAULT_RECV_CAPACITY: usize = 16 * 1024;
 /// When a [`RecvBuffer`] moves buffered bytes to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
-    /// Only when the free tail is too small for the frame still needed
-    /// (the default). When everything is consumed the cursors are reset
-    /// for free.
+    /// Only when the free tail is too small for the frame still needed,
+    /// or smaller than the buffer's minimum read (see
+    /// [`RecvBuffer::set_min_read`]; 0 makes the rule strict). Since the
+    /// frames already complete are decoded before reading, what moves is at
+    /// most one partial frame. When everything is consumed the cursors are
+    /// reset for free. The default.
     #[default]
     Lazy,
     /// Before every read, whenever any byte is consumed: the naive
@@ -77,6 +80,7 @@ pub struct RecvBuffer {
     end: usize,
     codec: FrameCodec,
     compaction: Compaction,
+    min_read: usize,
     stats: RecvStats,
     _not_sync: PhantomData<Cell<()>>,
 }
@@ -104,6 +108,7 @@ impl RecvBuffer {
             end: 0,
             codec,
             compaction,
+            min_read: capacity / 4,
             stats: RecvStats::default(),
             _not_sync: PhantomData,
         }
@@ -151,6 +156,20 @@ impl RecvBuffer {
             self.start = 0;
             self.end = n;
         }
+    }
+
+    /// The smallest free tail a read is offered before a lazy buffer
+    /// compacts (default: a quarter of the capacity). Without it, a tail
+    /// that still fits the pending frame could be a few bytes long, and
+    /// each read (a system call on a socket) would return only those.
+    pub fn set_min_read(&mut self, bytes: usize) {
+        self.min_read = bytes;
+    }
+
+    /// The smallest free tail offered to a read (see
+    /// [`set_min_read`](Self::set_min_read)).
+    pub fn min_read(&self) -> usize {
+        self.min_read
     }
 
     /// The compaction strategy.
@@ -209,7 +228,10 @@ impl RecvBuffer {
             let compact = match self.compaction {
                 Compaction::EveryRead => true,
                 Compaction::Lazy => {
-                    self.buf.len() - self.start < self.frame_needed() || self.end == self.buf.len()
+                    let tail = self.buf.len() - self.end;
+                    tail == 0
+                        || tail < self.min_read
+                        || self.buf.len() - self.start < self.frame_needed()
                 }
             };
             if compact {

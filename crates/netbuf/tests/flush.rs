@@ -90,7 +90,10 @@ fn run(
         expected.extend(frame_bytes(Kind::Delivery, &body));
         let m = pool.message_from(&body).unwrap();
         let out: Outgoing = if shared { m.freeze().into() } else { m.into() };
-        f.push(OutFrame::new(encode_header(Kind::Delivery, 3, n as u32), out));
+        f.push(OutFrame::new(
+            encode_header(Kind::Delivery, 3, n as u32),
+            out,
+        ));
         // Interleave flushing with pushing, as an IO loop does.
         if i % 3 == 0 {
             let _ = f.flush(&mut w).unwrap();
@@ -102,7 +105,11 @@ fn run(
         assert!(spins < 1_000_000);
     }
     assert!(f.is_empty());
-    assert_eq!(pool.stats().live_messages, 0, "every body freed once written");
+    assert_eq!(
+        pool.stats().live_messages,
+        0,
+        "every body freed once written"
+    );
     (w.out, expected, f.metrics())
 }
 
@@ -135,12 +142,19 @@ fn large_bodies_are_not_copied_and_live_until_written() {
     let mut f: Flusher = Flusher::new(GatherThreshold::Bytes(4096));
     let body = pool.message_from(&vec![1u8; 100_000]).unwrap().freeze();
     let small = pool.message_from(b"hi").unwrap();
-    f.push(OutFrame::new(encode_header(Kind::Delivery, 1, 2), small.into()));
+    f.push(OutFrame::new(
+        encode_header(Kind::Delivery, 1, 2),
+        small.into(),
+    ));
     f.push(OutFrame::new(
         encode_header(Kind::Delivery, 1, 100_000),
         body.clone().into(),
     ));
-    assert_eq!(pool.stats().live_messages, 1, "the small body was copied and freed");
+    assert_eq!(
+        pool.stats().live_messages,
+        1,
+        "the small body was copied and freed"
+    );
     let mut w = Choppy::new(vec![50_000, 0]);
     assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
     // The first call carried the small frame, the header and part of the
@@ -163,7 +177,10 @@ fn closing_mid_frame_leaks_nothing() {
     let mut f: Flusher = Flusher::new(GatherThreshold::Bytes(1000));
     for n in [10, 5000, 20, 300_000] {
         let m = pool.message_from(&vec![9; n]).unwrap();
-        f.push(OutFrame::new(encode_header(Kind::EchoReply, 0, n as u32), m.into()));
+        f.push(OutFrame::new(
+            encode_header(Kind::EchoReply, 0, n as u32),
+            m.into(),
+        ));
     }
     let mut w = Choppy::new(vec![4000, 0]);
     assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
@@ -182,7 +199,10 @@ fn chacha20_transform_is_fused_and_decrypts() {
     for n in [5usize, 70_000, 0, 1000] {
         let body = vec![n as u8; n];
         expected.extend(frame_bytes(Kind::Delivery, &body));
-        f.push(OutFrame::new(encode_header(Kind::Delivery, 3, n as u32), body));
+        f.push(OutFrame::new(
+            encode_header(Kind::Delivery, 3, n as u32),
+            body,
+        ));
     }
     let mut w = Choppy::new(vec![777]);
     while f.flush(&mut w).unwrap() != Flushed::Done {}
@@ -219,7 +239,11 @@ fn errors_are_typed() {
         Err(FlushError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
         other => panic!("{other:?}"),
     }
-    assert_eq!(f.pending_bytes(), 9, "nothing was lost from the pending stream");
+    assert_eq!(
+        f.pending_bytes(),
+        9,
+        "nothing was lost from the pending stream"
+    );
 }
 
 #[test]

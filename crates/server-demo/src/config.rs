@@ -1,0 +1,174 @@
+//! Server configuration: every strategy the demo can swap, as command-line
+//! flags (`clap`) and as a plain struct for tests and the main job.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, ValueEnum};
+use netbuf::{GatherThreshold, Transport};
+
+/// Where message memory comes from (`--pool`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolMode {
+    /// Pooled 4 KiB blocks, heap beyond.
+    Pooled,
+    /// Every message from the global allocator.
+    Heap,
+}
+
+/// How a publish reaches N subscribers (`--broadcast`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BroadcastMode {
+    /// One `SharedMessage`, N refcount increments.
+    Shared,
+    /// One copy per subscriber.
+    Copy,
+}
+
+/// How the flusher sends bodies (`--send`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SendMode {
+    /// Copy everything into the linear send buffer.
+    Linear,
+    /// Every body by `write_vectored`.
+    Gather,
+    /// Gather from the threshold calibrated on this machine (or
+    /// `--gather-threshold`).
+    Auto,
+}
+
+/// The per-session send queue (`--queue`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QueueMode {
+    /// netbuf's lock-free byte-bounded `SendQueue`.
+    Mpsc,
+    /// A `Mutex<VecDeque>` with the same byte bound.
+    Mutex,
+}
+
+/// The receive buffer (`--recv`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecvMode {
+    /// Linear buffer with lazy compaction.
+    Linear,
+    /// Chain of pool blocks (no memory while idle).
+    Chained,
+}
+
+/// The per-session transform (`--transform`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TransformMode {
+    /// Plain bytes.
+    None,
+    /// ChaCha20 keystream per session, applied at flush time.
+    Chacha20,
+}
+
+/// Strategy and limit flags shared by `serve` and the main job.
+#[derive(Debug, Clone, Args)]
+pub struct StrategyArgs {
+    /// Message memory.
+    #[arg(long, value_enum, default_value_t = PoolMode::Pooled)]
+    pub pool: PoolMode,
+    /// Broadcast strategy.
+    #[arg(long, value_enum, default_value_t = BroadcastMode::Shared)]
+    pub broadcast: BroadcastMode,
+    /// Send path.
+    #[arg(long, value_enum, default_value_t = SendMode::Auto)]
+    pub send: SendMode,
+    /// Gather bodies of at least this many bytes (overrides calibration in
+    /// `auto` mode).
+    #[arg(long)]
+    pub gather_threshold: Option<usize>,
+    /// Per-session send queue.
+    #[arg(long, value_enum, default_value_t = QueueMode::Mpsc)]
+    pub queue: QueueMode,
+    /// Receive buffer.
+    #[arg(long, value_enum, default_value_t = RecvMode::Linear)]
+    pub recv: RecvMode,
+    /// Per-session transform.
+    #[arg(long, value_enum, default_value_t = TransformMode::None)]
+    pub transform: TransformMode,
+    /// IO threads (each runs a mio event loop).
+    #[arg(long, default_value_t = 1)]
+    pub io_threads: usize,
+    /// Logic threads (handlers).
+    #[arg(long, default_value_t = 1)]
+    pub logic_threads: usize,
+    /// Largest frame body accepted, in bytes (10 KiB by default; raise it
+    /// for large transfers, e.g. 2097152).
+    #[arg(long, default_value_t = netbuf::codec::DEFAULT_MAX_BODY)]
+    pub max_frame: usize,
+    /// Per-session send queue bound in bytes (entry overhead included).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub send_queue_bytes: usize,
+}
+
+impl Default for StrategyArgs {
+    fn default() -> Self {
+        StrategyArgs {
+            pool: PoolMode::Pooled,
+            broadcast: BroadcastMode::Shared,
+            send: SendMode::Auto,
+            gather_threshold: None,
+            queue: QueueMode::Mpsc,
+            recv: RecvMode::Linear,
+            transform: TransformMode::None,
+            io_threads: 1,
+            logic_threads: 1,
+            max_frame: netbuf::codec::DEFAULT_MAX_BODY,
+            send_queue_bytes: 4 << 20,
+        }
+    }
+}
+
+impl StrategyArgs {
+    /// The flusher threshold these flags ask for, for a session on
+    /// `transport`.
+    pub fn gather_threshold_for(&self, transport: Transport) -> GatherThreshold {
+        match (self.send, self.gather_threshold) {
+            (SendMode::Linear, _) => GatherThreshold::Never,
+            (SendMode::Gather, _) => GatherThreshold::ALWAYS,
+            (SendMode::Auto, Some(n)) => GatherThreshold::Bytes(n),
+            (SendMode::Auto, None) => GatherThreshold::Auto(transport),
+        }
+    }
+
+    /// A short label for reports, e.g. `pool=heap`.
+    pub fn label(&self) -> String {
+        let d = StrategyArgs::default();
+        let mut parts = Vec::new();
+        if self.pool != d.pool {
+            parts.push(format!("pool={:?}", self.pool).to_lowercase());
+        }
+        if self.broadcast != d.broadcast {
+            parts.push(format!("broadcast={:?}", self.broadcast).to_lowercase());
+        }
+        if self.send != d.send || self.gather_threshold.is_some() {
+            parts.push(format!("send={:?}", self.send).to_lowercase());
+        }
+        if self.queue != d.queue {
+            parts.push(format!("queue={:?}", self.queue).to_lowercase());
+        }
+        if self.recv != d.recv {
+            parts.push(format!("recv={:?}", self.recv).to_lowercase());
+        }
+        if self.transform != d.transform {
+            parts.push(format!("transform={:?}", self.transform).to_lowercase());
+        }
+        if parts.is_empty() {
+            "default".to_string()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, Default)]
+pub struct Listen {
+    /// TCP address (port 0 picks a free one).
+    pub tcp: Option<SocketAddr>,
+    /// Unix-domain socket path (removed first if it exists).
+    pub unix: Option<PathBuf>,
+}

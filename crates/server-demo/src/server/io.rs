@@ -1,0 +1,502 @@
+//! IO threads: one `mio` event loop each, owning its sockets, receive
+//! buffers and flushers. Nothing on the receive path takes a lock.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+use netbuf::codec::{FrameCodec, HEADER_LEN, Kind, encode_header};
+use netbuf::{
+    ChaCha20Transform, DecodeError, Flushed, Flusher, FrameSource, OutFrame, Outgoing,
+    ReceiveBuffer, Transport,
+};
+
+use super::logic::Job;
+use super::queue::SessionQueue;
+use super::session::{SessionNotify, SessionShared};
+use super::{Shared, ThreadMeter};
+use crate::config::{RecvMode, TransformMode};
+
+pub(crate) const WAKE: Token = Token(usize::MAX);
+const TCP_LISTENER: Token = Token(usize::MAX - 1);
+const UNIX_LISTENER: Token = Token(usize::MAX - 2);
+
+/// Frames a flusher takes from its queue per drain.
+const DRAIN_BATCH: usize = 256;
+
+/// The part of an IO thread other threads reach: its waker, the sessions
+/// that have something for it, and connections handed to it.
+pub(crate) struct IoShared {
+    waker: Waker,
+    ready: Mutex<Vec<u64>>,
+    incoming: Mutex<Vec<Stream>>,
+}
+
+impl IoShared {
+    pub(crate) fn new(waker: Waker) -> Self {
+        IoShared {
+            waker,
+            ready: Mutex::new(Vec::new()),
+            incoming: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Session `id` has output queued or a close request.
+    pub(crate) fn mark_ready(&self, id: u64) {
+        let first = {
+            let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            r.push(id);
+            r.len() == 1
+        };
+        if first {
+            self.wake();
+        }
+    }
+
+    pub(crate) fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+}
+
+/// A connected socket of either transport.
+pub(crate) enum Stream {
+    Tcp(TcpStream),
+    Unix(UnixStream),
+}
+
+impl Stream {
+    fn transport(&self) -> Transport {
+        match self {
+            Stream::Tcp(_) => Transport::Tcp,
+            Stream::Unix(_) => Transport::Unix,
+        }
+    }
+
+    fn source(&mut self) -> &mut dyn mio::event::Source {
+        match self {
+            Stream::Tcp(s) => s,
+            Stream::Unix(s) => s,
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = match self {
+            Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+        };
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write_vectored(bufs),
+            Stream::Unix(s) => s.write_vectored(bufs),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The IO thread's half of a session.
+struct Session {
+    stream: Stream,
+    shared: Arc<SessionShared>,
+    recv: ReceiveBuffer,
+    flusher: Flusher<Outgoing>,
+    /// Readable edge seen and not yet read to `WouldBlock`.
+    want_read: bool,
+}
+
+pub(crate) struct IoThread {
+    index: usize,
+    poll: Poll,
+    shared: Arc<Shared>,
+    all: Vec<Arc<IoShared>>,
+    tcp: Option<TcpListener>,
+    unix: Option<UnixListener>,
+    sessions: HashMap<u64, Session>,
+    next_target: usize,
+}
+
+/// Why a session ends.
+enum Close {
+    /// The peer closed or the connection failed: nothing to tell it.
+    Quiet(String),
+    /// A protocol violation: tell the peer why, then close.
+    Protocol(String),
+}
+
+impl IoThread {
+    pub(crate) fn new(
+        index: usize,
+        poll: Poll,
+        shared: Arc<Shared>,
+        all: Vec<Arc<IoShared>>,
+        mut tcp: Option<TcpListener>,
+        mut unix: Option<UnixListener>,
+    ) -> io::Result<Self> {
+        if let Some(l) = &mut tcp {
+            poll.registry()
+                .register(l, TCP_LISTENER, Interest::READABLE)?;
+        }
+        if let Some(l) = &mut unix {
+            poll.registry()
+                .register(l, UNIX_LISTENER, Interest::READABLE)?;
+        }
+        Ok(IoThread {
+            index,
+            poll,
+            shared,
+            all,
+            tcp,
+            unix,
+            sessions: HashMap::new(),
+            next_target: index,
+        })
+    }
+
+    fn me(&self) -> &Arc<IoShared> {
+        &self.all[self.index]
+    }
+
+    pub(crate) fn run(mut self) {
+        let meter: Arc<ThreadMeter> = self.shared.meter();
+        let mut events = Events::with_capacity(1024);
+        let mut ready = Vec::new();
+        loop {
+            if self.shared.shutdown.load(Ordering::SeqCst) {
+                let ids: Vec<u64> = self.sessions.keys().copied().collect();
+                for id in ids {
+                    self.close(id, Close::Protocol("server shutdown".into()));
+                }
+                break;
+            }
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(100)))
+            {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(thread = self.index, error = %e, "poll failed");
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKE => {}
+                    TCP_LISTENER => self.accept_tcp(),
+                    UNIX_LISTENER => self.accept_unix(),
+                    Token(t) => {
+                        let id = t as u64;
+                        if let Some(s) = self.sessions.get_mut(&id) {
+                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                                s.want_read = true;
+                            }
+                            self.process(id);
+                        }
+                    }
+                }
+            }
+            let incoming =
+                std::mem::take(&mut *self.me().incoming.lock().unwrap_or_else(|p| p.into_inner()));
+            for s in incoming {
+                self.add_session(s);
+            }
+            std::mem::swap(
+                &mut ready,
+                &mut *self.me().ready.lock().unwrap_or_else(|p| p.into_inner()),
+            );
+            for id in ready.drain(..) {
+                self.process(id);
+            }
+            meter.update();
+        }
+        meter.update();
+    }
+
+    fn accept_tcp(&mut self) {
+        loop {
+            let Some(l) = &self.tcp else { return };
+            match l.accept() {
+                Ok((s, _)) => {
+                    let _ = s.set_nodelay(true);
+                    self.assign(Stream::Tcp(s));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // e.g. EMFILE: keep serving the sessions we have.
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept_unix(&mut self) {
+        loop {
+            let Some(l) = &self.unix else { return };
+            match l.accept() {
+                Ok((s, _)) => self.assign(Stream::Unix(s)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Round-robin over IO threads.
+    fn assign(&mut self, s: Stream) {
+        let target = self.next_target % self.all.len();
+        self.next_target = self.next_target.wrapping_add(1);
+        if target == self.index {
+            self.add_session(s);
+        } else {
+            self.all[target]
+                .incoming
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(s);
+            self.all[target].wake();
+        }
+    }
+
+    fn add_session(&mut self, mut stream: Stream) {
+        let cfg = &self.shared.cfg;
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let token = Token(id as usize);
+        if let Err(e) = self.poll.registry().register(
+            stream.source(),
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            tracing::warn!(error = %e, "register failed");
+            return;
+        }
+        let queue = SessionQueue::new(
+            cfg.queue,
+            cfg.send_queue_bytes,
+            SessionNotify {
+                id,
+                io: self.me().clone(),
+            },
+        );
+        let codec = FrameCodec::with_max_body(cfg.max_frame);
+        let recv = match cfg.recv {
+            RecvMode::Linear => ReceiveBuffer::linear(codec),
+            RecvMode::Chained => ReceiveBuffer::chained(self.shared.pool.clone(), codec),
+        };
+        let mut flusher = Flusher::new(self.shared.threshold(stream.transport()));
+        if cfg.transform == TransformMode::Chacha20 {
+            let mut key = [0u8; 32];
+            key[..8].copy_from_slice(&id.to_le_bytes());
+            flusher = flusher.with_transform(ChaCha20Transform::new(key, [0; 12]));
+        }
+        let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
+        self.sessions.insert(
+            id,
+            Session {
+                stream,
+                shared,
+                recv,
+                flusher,
+                want_read: true,
+            },
+        );
+        self.shared
+            .counters
+            .sessions_opened
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.live_sessions.fetch_add(1, Ordering::Relaxed);
+        self.process(id);
+    }
+
+    /// Does whatever session `id` is ready for: a requested close, output,
+    /// input.
+    fn process(&mut self, id: u64) {
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        if let Some(reason) = s.shared.take_close_reason() {
+            self.close(id, Close::Protocol(reason));
+            return;
+        }
+        if let Err(e) = pump_output(s, &self.shared) {
+            self.close(id, Close::Quiet(format!("write failed: {e}")));
+            return;
+        }
+        if let Err(c) = self.read_input(id) {
+            self.close(id, c);
+        }
+    }
+
+    fn read_input(&mut self, id: u64) -> Result<(), Close> {
+        let shared = self.shared.clone();
+        let Some(s) = self.sessions.get_mut(&id) else {
+            return Ok(());
+        };
+        let limit = shared.cfg.send_queue_bytes / 2;
+        while s.want_read {
+            // Backpressure: a client that does not read its replies stops
+            // being read, so its requests wait in the kernel, not in our
+            // memory. Nothing is dropped.
+            let owed = s.shared.queue.queued_bytes() + s.shared.inflight.load(Ordering::Acquire);
+            if owed >= limit {
+                if !s.shared.read_paused.swap(true, Ordering::AcqRel) {
+                    shared.counters.read_pauses.fetch_add(1, Ordering::Relaxed);
+                }
+                // Re-check after publishing the flag, so an answer that
+                // landed in between is not missed.
+                let owed =
+                    s.shared.queue.queued_bytes() + s.shared.inflight.load(Ordering::Acquire);
+                if owed >= limit {
+                    return Ok(());
+                }
+            }
+            s.shared.read_paused.store(false, Ordering::Release);
+            match s.recv.read_from(&mut s.stream) {
+                Ok(0) => {
+                    return Err(match s.recv.finish() {
+                        Ok(()) => Close::Quiet("peer closed".into()),
+                        Err(e) => Close::Quiet(format!("peer closed mid-frame: {e}")),
+                    });
+                }
+                Ok(_) => decode_all(s, &shared)?,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.want_read = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Close::Quiet(format!("read failed: {e}"))),
+            }
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, id: u64, why: Close) {
+        let Some(mut s) = self.sessions.remove(&id) else {
+            return;
+        };
+        let c = &self.shared.counters;
+        let reason = match why {
+            Close::Quiet(r) => r,
+            Close::Protocol(r) => {
+                c.sessions_rejected.fetch_add(1, Ordering::Relaxed);
+                // Best effort: tell the peer why, if its socket takes it now.
+                let body = r.as_bytes();
+                if let Ok(m) = self.shared.pool.message_from(body) {
+                    s.flusher.push(OutFrame::new(
+                        encode_header(Kind::Closing, 0, body.len() as u32),
+                        Outgoing::Owned(m),
+                    ));
+                    let _ = s.flusher.flush(&mut s.stream);
+                }
+                r
+            }
+        };
+        tracing::info!(session = id, reason = %reason, "session closed");
+        let _ = self.poll.registry().deregister(s.stream.source());
+        s.stream.shutdown();
+        s.shared.queue.close();
+        let m = s.flusher.metrics();
+        c.gather_frames
+            .fetch_add(m.gather_frames, Ordering::Relaxed);
+        c.linear_frames
+            .fetch_add(m.linear_frames, Ordering::Relaxed);
+        c.bytes_copied.fetch_add(m.bytes_copied, Ordering::Relaxed);
+        c.bytes_written
+            .fetch_add(m.bytes_written, Ordering::Relaxed);
+        c.sessions_closed.fetch_add(1, Ordering::Relaxed);
+        self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
+        s.flusher.clear();
+        let logic = &self.shared.logic[(id as usize) % self.shared.logic.len()];
+        let _ = logic.jobs.try_push(Job::Closed(s.shared.clone()));
+    }
+}
+
+/// Moves queued frames into the flusher and writes until done or
+/// `WouldBlock` (a writable event resumes it).
+fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushError> {
+    loop {
+        let mut n = 0u64;
+        let flusher = &mut s.flusher;
+        let idle = s.shared.queue.drain_each(DRAIN_BATCH, |f| {
+            n += 1;
+            flusher.push(f);
+        });
+        shared.counters.frames_out.fetch_add(n, Ordering::Relaxed);
+        if flusher.is_empty() {
+            if idle {
+                return Ok(());
+            }
+            continue;
+        }
+        match flusher.flush(&mut s.stream)? {
+            Flushed::Done if idle => return Ok(()),
+            Flushed::Done => {}
+            Flushed::WouldBlock => return Ok(()),
+        }
+    }
+}
+
+/// Decodes every complete frame and hands it to its logic thread.
+fn decode_all(s: &mut Session, shared: &Shared) -> Result<(), Close> {
+    loop {
+        let next = s.recv.next_message(&shared.pool);
+        let (header, body) = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(()),
+            Err(e) => return Err(Close::Protocol(decode_reason(&e))),
+        };
+        shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        match header.kind {
+            Kind::EchoRequest | Kind::Join | Kind::Leave | Kind::Publish => {}
+            Kind::Closing => return Err(Close::Quiet("peer sent closing".into())),
+            k => {
+                return Err(Close::Protocol(format!(
+                    "protocol error: unexpected kind {} from a client",
+                    k.as_u8()
+                )));
+            }
+        }
+        let bytes = HEADER_LEN + body.len();
+        s.shared.inflight.fetch_add(bytes, Ordering::AcqRel);
+        let logic = &shared.logic[(s.shared.id as usize) % shared.logic.len()];
+        if logic
+            .jobs
+            .try_push(Job::Frame {
+                session: s.shared.clone(),
+                header,
+                body,
+            })
+            .is_err()
+        {
+            s.shared.inflight.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(Close::Protocol("server overloaded".into()));
+        }
+    }
+}
+
+fn decode_reason(e: &DecodeError) -> String {
+    format!("protocol error: {e}")
+}

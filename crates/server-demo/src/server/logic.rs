@@ -1,0 +1,179 @@
+//! Logic threads: the handlers (echo, rooms, broadcast).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use netbuf::codec::{FrameHeader, HEADER_LEN, Kind, encode_header};
+use netbuf::{CondvarNotify, Message, OutFrame, Outgoing, QueueItem, SendQueue, SharedMessage};
+
+use super::queue::Refused;
+use super::{SessionShared, Shared};
+use crate::config::BroadcastMode;
+
+/// One logic thread's job queue (netbuf's MPSC queue, smart notify into a
+/// condvar the thread sleeps on).
+pub(crate) struct LogicQueue {
+    pub(crate) jobs: SendQueue<Job>,
+    pub(crate) wake: Arc<CondvarNotify>,
+}
+
+pub(crate) enum Job {
+    /// A decoded request.
+    Frame {
+        session: Arc<SessionShared>,
+        header: FrameHeader,
+        body: Message,
+    },
+    /// The session closed: forget its room memberships.
+    Closed(Arc<SessionShared>),
+}
+
+impl QueueItem for Job {
+    fn byte_size(&self) -> usize {
+        match self {
+            Job::Frame { body, .. } => HEADER_LEN + body.len(),
+            Job::Closed(_) => 0,
+        }
+    }
+}
+
+type Members = Arc<Mutex<Vec<Arc<SessionShared>>>>;
+
+/// Room memberships. Publishing holds the room's lock, so every subscriber
+/// sees the room's publishes in one order.
+#[derive(Default)]
+pub(crate) struct Rooms {
+    map: RwLock<HashMap<u16, Members>>,
+}
+
+impl Rooms {
+    fn room(&self, id: u16) -> Members {
+        if let Some(r) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            return r.clone();
+        }
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id)
+            .or_default()
+            .clone()
+    }
+
+    fn join(&self, id: u16, s: &Arc<SessionShared>) {
+        let mut mine = s.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        if mine.contains(&id) {
+            return;
+        }
+        mine.push(id);
+        self.room(id)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(s.clone());
+    }
+
+    fn leave(&self, id: u16, s: &Arc<SessionShared>) {
+        s.rooms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|&r| r != id);
+        self.room(id)
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|m| m.id != s.id);
+    }
+
+    fn leave_all(&self, s: &Arc<SessionShared>) {
+        let rooms = std::mem::take(&mut *s.rooms.lock().unwrap_or_else(|p| p.into_inner()));
+        for id in rooms {
+            self.room(id)
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|m| m.id != s.id);
+        }
+    }
+
+    /// Total memberships (for tests and reports).
+    pub(crate) fn memberships(&self) -> usize {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
+    }
+}
+
+pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
+    let meter = shared.meter();
+    loop {
+        let d = q.jobs.drain_each(256, |job| handle(&shared, job));
+        meter.update();
+        if d.idle {
+            if shared.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            q.wake.wait_timeout(Duration::from_millis(100));
+        }
+    }
+    q.jobs.close();
+    meter.update();
+}
+
+fn handle(shared: &Shared, job: Job) {
+    match job {
+        Job::Frame {
+            session,
+            header,
+            body,
+        } => {
+            let bytes = HEADER_LEN + body.len();
+            match header.kind {
+                Kind::EchoRequest => {
+                    // The request's message becomes the reply's body: the
+                    // payload is copied once, from the socket buffer.
+                    let h = encode_header(Kind::EchoReply, 0, body.len() as u32);
+                    push(
+                        &session,
+                        OutFrame::new(h, Outgoing::Owned(body)),
+                        "send queue overflow",
+                    );
+                }
+                Kind::Join => shared.rooms.join(header.room, &session),
+                Kind::Leave => shared.rooms.leave(header.room, &session),
+                Kind::Publish => publish(shared, header.room, body),
+                // The IO thread only dispatches the kinds above.
+                _ => {}
+            }
+            session.answered(bytes);
+        }
+        Job::Closed(session) => shared.rooms.leave_all(&session),
+    }
+}
+
+fn push(session: &SessionShared, frame: OutFrame, overflow_reason: &str) {
+    match session.queue.try_push(frame) {
+        Ok(()) => {}
+        Err(Refused::Full(_)) => session.request_close(overflow_reason),
+        Err(Refused::Closed(_)) => {}
+    }
+}
+
+fn publish(shared: &Shared, room: u16, body: Message) {
+    let h = encode_header(Kind::Delivery, room, body.len() as u32);
+    let msg: SharedMessage = body.freeze();
+    let members = shared.rooms.room(room);
+    let members = members.lock().unwrap_or_else(|p| p.into_inner());
+    for s in members.iter() {
+        let out = match shared.cfg.broadcast {
+            BroadcastMode::Shared => Outgoing::Shared(msg.clone()),
+            BroadcastMode::Copy => match shared.pool.message_from(&msg) {
+                Ok(m) => Outgoing::Owned(m),
+                Err(_) => continue,
+            },
+        };
+        // A subscriber that does not read is closed, never waited for: the
+        // publisher and the other subscribers go on.
+        push(s, OutFrame::new(h, out), "slow consumer");
+    }
+}

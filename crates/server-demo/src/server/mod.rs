@@ -1,0 +1,340 @@
+//! The server: N IO threads, each a `mio` event loop owning its sockets,
+//! receive buffers and flushers (no lock on the receive path); M logic
+//! threads fed by byte-bounded job queues with smart notify; sessions whose
+//! outgoing frames go through a `SendQueue`.
+//!
+//! ```text
+//! socket -> ReceiveBuffer -> decode (limit) -> Message (pool) -> job queue
+//!        -> logic thread: echo (reply reuses the request's message) /
+//!           publish (one SharedMessage, N refcounts) -> SessionQueue
+//!        -> IO thread (woken on empty -> non-empty) -> Flusher -> socket
+//! ```
+
+mod io;
+mod logic;
+pub mod queue;
+mod session;
+
+use std::io as stdio;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use netbuf::{CondvarNotify, GatherThreshold, MessagePool, SendQueue, Transport};
+
+use crate::config::{Listen, PoolMode, StrategyArgs};
+
+pub use session::SessionShared;
+
+/// Counters one server thread publishes about itself (read by reports).
+#[derive(Debug, Default)]
+pub struct ThreadMeter {
+    /// Allocator calls (allocations + reallocations) made by the thread,
+    /// through the counting global allocator.
+    pub allocations: AtomicU64,
+    /// CPU time the thread consumed, in nanoseconds.
+    pub cpu_ns: AtomicU64,
+}
+
+impl ThreadMeter {
+    /// Publishes the calling thread's current figures.
+    pub fn update(&self) {
+        let t = allocators::thread_stats();
+        self.allocations
+            .store(t.allocations + t.reallocations, Ordering::Relaxed);
+        self.cpu_ns.store(thread_cpu_ns(), Ordering::Relaxed);
+    }
+}
+
+/// CPU time of the calling thread.
+pub fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_THREAD_CPUTIME_ID is
+    // supported on Linux for the calling thread.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Totals across the server, for reports and tests.
+#[derive(Debug, Default)]
+pub struct ServerCounters {
+    /// Sessions accepted.
+    pub sessions_opened: AtomicU64,
+    /// Sessions closed (any reason).
+    pub sessions_closed: AtomicU64,
+    /// Sessions closed for a protocol error, oversize frame or slow consumer.
+    pub sessions_rejected: AtomicU64,
+    /// Frames decoded.
+    pub frames_in: AtomicU64,
+    /// Frames handed to flushers.
+    pub frames_out: AtomicU64,
+    /// Frames that took the flusher's gather path (closed sessions).
+    pub gather_frames: AtomicU64,
+    /// Frames that took the linear path (closed sessions).
+    pub linear_frames: AtomicU64,
+    /// Bytes copied into send buffers (closed sessions).
+    pub bytes_copied: AtomicU64,
+    /// Bytes written to sockets (closed sessions).
+    pub bytes_written: AtomicU64,
+    /// Times a session's reading was paused for backpressure.
+    pub read_pauses: AtomicU64,
+}
+
+/// Everything the threads share.
+pub(crate) struct Shared {
+    pub(crate) cfg: StrategyArgs,
+    pub(crate) pool: MessagePool,
+    pub(crate) counters: ServerCounters,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) logic: Vec<Arc<logic::LogicQueue>>,
+    pub(crate) rooms: logic::Rooms,
+    pub(crate) meters: Mutex<Vec<Arc<ThreadMeter>>>,
+    pub(crate) next_session: AtomicU64,
+    pub(crate) live_sessions: AtomicU64,
+    /// Gather thresholds resolved (calibrated) once at start: TCP, Unix.
+    thresholds: [usize; 2],
+}
+
+impl Shared {
+    pub(crate) fn threshold(&self, t: Transport) -> GatherThreshold {
+        GatherThreshold::Bytes(match t {
+            Transport::Tcp => self.thresholds[0],
+            Transport::Unix => self.thresholds[1],
+        })
+    }
+
+    fn meter(&self) -> Arc<ThreadMeter> {
+        let m = Arc::new(ThreadMeter::default());
+        self.meters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(m.clone());
+        m
+    }
+}
+
+/// A running server. Dropping it shuts the server down.
+pub struct Server {
+    shared: Arc<Shared>,
+    io: Vec<Arc<io::IoShared>>,
+    threads: Vec<JoinHandle<()>>,
+    tcp_addr: Option<SocketAddr>,
+    unix_path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("tcp", &self.tcp_addr)
+            .field("unix", &self.unix_path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Raises the open-file limit to the hard limit (10,000+ connections).
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid rlimit to fill / read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+    lim.rlim_cur
+}
+
+impl Server {
+    /// Binds, starts every thread, and returns once the listeners accept
+    /// connections.
+    pub fn start(listen: Listen, cfg: StrategyArgs) -> stdio::Result<Server> {
+        raise_fd_limit();
+        let pool = MessagePool::builder()
+            .pooled(cfg.pool == PoolMode::Pooled)
+            .max_message(cfg.max_frame.max(16 << 20))
+            .build();
+        let logic_n = cfg.logic_threads.max(1);
+        let io_n = cfg.io_threads.max(1);
+        let logic: Vec<Arc<logic::LogicQueue>> = (0..logic_n)
+            .map(|_| {
+                let wake = Arc::new(CondvarNotify::new());
+                Arc::new(logic::LogicQueue {
+                    jobs: SendQueue::builder()
+                        .limit(netbuf::MAX_LIMIT)
+                        .notify(wake.clone())
+                        .build(),
+                    wake,
+                })
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            pool,
+            counters: ServerCounters::default(),
+            shutdown: AtomicBool::new(false),
+            logic,
+            rooms: logic::Rooms::default(),
+            meters: Mutex::new(Vec::new()),
+            next_session: AtomicU64::new(1),
+            live_sessions: AtomicU64::new(0),
+            thresholds: [
+                cfg.gather_threshold_for(Transport::Tcp).resolve(),
+                cfg.gather_threshold_for(Transport::Unix).resolve(),
+            ],
+        });
+
+        let mut tcp = None;
+        let mut tcp_addr = None;
+        if let Some(addr) = listen.tcp {
+            let l = mio::net::TcpListener::bind(addr)?;
+            tcp_addr = Some(l.local_addr()?);
+            tcp = Some(l);
+        }
+        let mut unix = None;
+        if let Some(path) = &listen.unix {
+            let _ = std::fs::remove_file(path);
+            unix = Some(mio::net::UnixListener::bind(path)?);
+        }
+
+        let mut io_shared = Vec::new();
+        let mut polls = Vec::new();
+        for _ in 0..io_n {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), io::WAKE)?;
+            io_shared.push(Arc::new(io::IoShared::new(waker)));
+            polls.push(poll);
+        }
+        let mut threads = Vec::new();
+        for (i, poll) in polls.into_iter().enumerate() {
+            let ctx = io::IoThread::new(
+                i,
+                poll,
+                shared.clone(),
+                io_shared.clone(),
+                if i == 0 { tcp.take() } else { None },
+                if i == 0 { unix.take() } else { None },
+            )?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("io-{i}"))
+                    .spawn(move || ctx.run())?,
+            );
+        }
+        for (i, q) in shared.logic.iter().enumerate() {
+            let q = q.clone();
+            let s = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("logic-{i}"))
+                    .spawn(move || logic::run(s, q))?,
+            );
+        }
+        Ok(Server {
+            shared,
+            io: io_shared,
+            threads,
+            tcp_addr,
+            unix_path: listen.unix,
+        })
+    }
+
+    /// The bound TCP address (the real port when 0 was asked).
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The Unix socket path.
+    pub fn unix_path(&self) -> Option<&PathBuf> {
+        self.unix_path.as_ref()
+    }
+
+    /// The message pool (for statistics).
+    pub fn pool(&self) -> &MessagePool {
+        &self.shared.pool
+    }
+
+    /// Server-wide counters.
+    pub fn counters(&self) -> &ServerCounters {
+        &self.shared.counters
+    }
+
+    /// The gather thresholds in use (TCP, Unix), in bytes.
+    pub fn gather_thresholds(&self) -> (usize, usize) {
+        (self.shared.thresholds[0], self.shared.thresholds[1])
+    }
+
+    /// Room memberships currently held.
+    pub fn room_memberships(&self) -> usize {
+        self.shared.rooms.memberships()
+    }
+
+    /// Sessions currently open.
+    pub fn live_sessions(&self) -> u64 {
+        self.shared.live_sessions.load(Ordering::Relaxed)
+    }
+
+    /// Sums of the server threads' allocator calls and CPU time
+    /// (`(allocations, cpu_ns)`), as last published by each thread.
+    pub fn thread_totals(&self) -> (u64, u64) {
+        // Ask every thread to publish fresh figures.
+        for io in &self.io {
+            io.wake();
+        }
+        for q in &self.shared.logic {
+            netbuf::Notify::notify(&*q.wake);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let meters = self.shared.meters.lock().unwrap_or_else(|p| p.into_inner());
+        meters.iter().fold((0, 0), |(a, c), m| {
+            (
+                a + m.allocations.load(Ordering::Relaxed),
+                c + m.cpu_ns.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Stops accepting, closes every session, joins every thread. Returns
+    /// the pool's leak report taken after everything closed.
+    pub fn shutdown(mut self) -> netbuf::LeakReport {
+        self.stop();
+        self.shared.pool.leak_report()
+    }
+
+    fn stop(&mut self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for io in &self.io {
+            io.wake();
+        }
+        for q in &self.shared.logic {
+            netbuf::Notify::notify(&*q.wake);
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(p) = &self.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}

@@ -28,6 +28,10 @@ const UNIX_LISTENER: Token = Token(usize::MAX - 2);
 /// Frames a flusher takes from its queue per drain.
 const DRAIN_BATCH: usize = 256;
 
+/// Bytes read from one session before the loop serves the others (a
+/// client that never stops sending must not starve the rest).
+const READ_BUDGET: usize = 256 << 10;
+
 /// The part of an IO thread other threads reach: its waker, the sessions
 /// that have something for it, and connections handed to it.
 pub(crate) struct IoShared {
@@ -137,6 +141,8 @@ pub(crate) struct IoThread {
     unix: Option<UnixListener>,
     sessions: HashMap<u64, Session>,
     next_target: usize,
+    /// Sessions that used their read budget and have more to read.
+    again: Vec<u64>,
 }
 
 /// Why a session ends.
@@ -173,6 +179,7 @@ impl IoThread {
             unix,
             sessions: HashMap::new(),
             next_target: index,
+            again: Vec::new(),
         })
     }
 
@@ -226,6 +233,10 @@ impl IoThread {
                 &mut ready,
                 &mut *self.me().ready.lock().unwrap_or_else(|p| p.into_inner()),
             );
+            for id in ready.drain(..) {
+                self.process(id);
+            }
+            ready.append(&mut self.again);
             for id in ready.drain(..) {
                 self.process(id);
             }
@@ -359,7 +370,12 @@ impl IoThread {
             return Ok(());
         };
         let limit = shared.cfg.send_queue_bytes / 2;
+        let mut budget = READ_BUDGET;
         while s.want_read {
+            if budget == 0 {
+                self.again.push(id);
+                return Ok(());
+            }
             // Backpressure: a client that does not read its replies stops
             // being read, so its requests wait in the kernel, not in our
             // memory. Nothing is dropped.
@@ -384,7 +400,10 @@ impl IoThread {
                         Err(e) => Close::Quiet(format!("peer closed mid-frame: {e}")),
                     });
                 }
-                Ok(_) => decode_all(s, &shared)?,
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    decode_all(s, &shared)?
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.want_read = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Close::Quiet(format!("read failed: {e}"))),

@@ -18,4 +18,5 @@
 
 pub mod config;
 pub mod load;
+pub mod report;
 pub mod server;

@@ -88,6 +88,9 @@ const COALESCE: usize = 64 << 10;
 const WARMUP: [u8; 8] = u64::MAX.to_le_bytes();
 /// Minimum receive-buffer capacity.
 const RECV_CAPACITY: usize = 16 << 10;
+/// Minimum receive-buffer capacity of an echo-throughput reader (one per
+/// connection, so it can afford fewer, larger reads).
+const ECHO_RECV_CAPACITY: usize = 256 << 10;
 
 // ---------------------------------------------------------------------------
 // Errors
@@ -793,7 +796,11 @@ fn throughput_reader(
             phase: PHASE,
             source,
         })?;
-    let mut rb = recv_buffer(tpl.len());
+    let mut rb = RecvBuffer::with_config(
+        ECHO_RECV_CAPACITY,
+        FrameCodec::with_max_body(tpl.len().max(DEFAULT_MAX_BODY)),
+        Compaction::Lazy,
+    );
     let mut got = 0u64;
     let mut first = None;
     let mut last = Instant::now();

@@ -13,10 +13,20 @@ use server_demo::server::Server;
 allocators::global_allocator!();
 
 #[derive(Parser, Debug)]
-#[command(version, about = "netbuf demo server and load generator")]
+#[command(
+    version,
+    about = "netbuf demo server and load generator",
+    long_about = "Without a subcommand: the main job. Starts the server on loopback once per \
+                  strategy, drives a short matrix through it with the built-in load generator \
+                  and prints throughput, latency, server allocations and CPU per message, \
+                  the large-path ratio, and server memory per idle connection."
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Option<Cmd>,
+    /// Main job: also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -32,13 +42,29 @@ enum Cmd {
         #[command(flatten)]
         strategy: StrategyArgs,
     },
+    /// Drive any server that speaks the framing (echo, latency, fan-out).
+    Load(server_demo::load::LoadArgs),
+    /// Hold N idle TCP connections until standard input closes (used by the
+    /// main job's idle-memory measurement).
+    #[command(hide = true)]
+    Hold {
+        #[arg(long)]
+        tcp: std::net::SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
 }
 
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| {
+                    // The main job opens and closes thousands of sessions:
+                    // one log line each would drown its report.
+                    let level = if cli_is_main_job() { "warn" } else { "info" };
+                    tracing_subscriber::EnvFilter::new(level)
+                }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -49,12 +75,29 @@ fn main() {
             unix,
             strategy,
         }) => serve(tcp, unix, strategy),
-        None => {
-            eprintln!("no subcommand: see --help");
-            2
-        }
+        Some(Cmd::Load(args)) => match server_demo::load::run_load(args) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("load: {e}");
+                1
+            }
+        },
+        Some(Cmd::Hold { tcp, count }) => match server_demo::report::hold_connections(tcp, count) {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("hold: {e}");
+                1
+            }
+        },
+        None => server_demo::report::main_job(cli.json.as_deref()),
     };
     std::process::exit(code);
+}
+
+fn cli_is_main_job() -> bool {
+    std::env::args()
+        .nth(1)
+        .is_none_or(|a| a.starts_with('-') && a != "--help" && a != "-h")
 }
 
 fn serve(tcp: Option<std::net::SocketAddr>, unix: Option<PathBuf>, strategy: StrategyArgs) -> i32 {

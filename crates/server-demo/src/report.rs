@@ -1,0 +1,417 @@
+//! The main job: start the server on loopback once per strategy, drive a
+//! short representative matrix through it with the load generator, and
+//! print what each strategy costs (throughput, latency, server allocations
+//! and CPU per message, large-path ratio), then memory per idle connection.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::{
+    BroadcastMode, Listen, PoolMode, QueueMode, RecvMode, SendMode, StrategyArgs, TransformMode,
+};
+use crate::load::{EchoLatency, EchoThroughput, FanOut, LoadError, Target};
+use crate::server::Server;
+
+/// One measured row of the main job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Strategy label (`default`, `pool=heap`, ...).
+    pub strategy: String,
+    /// Scenario (`echo 64B tcp`, ...).
+    pub scenario: String,
+    /// Messages (or deliveries) per second.
+    pub per_sec: f64,
+    /// Body MB/s (one direction).
+    pub mb_per_sec: f64,
+    /// Round-trip percentiles in microseconds (latency rows).
+    pub p50_us: Option<f64>,
+    /// 99th percentile.
+    pub p99_us: Option<f64>,
+    /// 99.9th percentile.
+    pub p999_us: Option<f64>,
+    /// Server allocator calls per message (counting global allocator,
+    /// server threads only).
+    pub allocs_per_msg: f64,
+    /// Server CPU nanoseconds per message (all server threads).
+    pub cpu_ns_per_msg: f64,
+    /// Share of frames the flusher sent by the gather path.
+    pub large_path_ratio: f64,
+}
+
+/// Memory per idle connection.
+#[derive(Debug, Clone, Serialize)]
+pub struct IdleRow {
+    /// `linear` or `chained`.
+    pub recv: String,
+    /// Connections held.
+    pub connections: u64,
+    /// Server heap bytes per connection (counting allocator, live bytes).
+    pub bytes_per_connection: f64,
+}
+
+enum Scenario {
+    Echo { size: usize, messages: u64, unix: bool },
+    Latency { size: usize, round_trips: u64 },
+    FanOut { size: usize, subscribers: usize, messages: u64 },
+}
+
+impl Scenario {
+    fn name(&self) -> String {
+        match self {
+            Scenario::Echo { size, unix, .. } => format!(
+                "echo {} {}",
+                crate::load::fmt_size(*size),
+                if *unix { "unix" } else { "tcp" }
+            ),
+            Scenario::Latency { size, .. } => {
+                format!("ping-pong {} tcp", crate::load::fmt_size(*size))
+            }
+            Scenario::FanOut {
+                size, subscribers, ..
+            } => format!("fan-out {} x{}", crate::load::fmt_size(*size), subscribers),
+        }
+    }
+}
+
+fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError> {
+    let tcp = Target::Tcp(server.tcp_addr().expect("tcp listener"));
+    let c = server.counters();
+    let (a0, cpu0) = server.thread_totals();
+    let g0 = c.gather_frames.load(Ordering::Relaxed);
+    let l0 = c.linear_frames.load(Ordering::Relaxed);
+    let mut row = Row {
+        strategy: label.to_string(),
+        scenario: sc.name(),
+        per_sec: 0.0,
+        mb_per_sec: 0.0,
+        p50_us: None,
+        p99_us: None,
+        p999_us: None,
+        allocs_per_msg: 0.0,
+        cpu_ns_per_msg: 0.0,
+        large_path_ratio: 0.0,
+    };
+    let messages = match sc {
+        Scenario::Echo {
+            size,
+            messages,
+            unix,
+        } => {
+            let target = if *unix {
+                Target::Unix(server.unix_path().expect("unix listener").clone())
+            } else {
+                tcp
+            };
+            let r = EchoThroughput::new(target, *size, *messages).run()?;
+            row.per_sec = r.msgs_per_sec;
+            row.mb_per_sec = r.mb_per_sec;
+            *messages
+        }
+        Scenario::Latency { size, round_trips } => {
+            let r = EchoLatency::new(tcp, *size, *round_trips).run()?;
+            row.per_sec = 1e6 / r.mean_us.max(1e-9);
+            row.mb_per_sec = row.per_sec * *size as f64 / 1e6;
+            row.p50_us = Some(r.p50_us);
+            row.p99_us = Some(r.p99_us);
+            row.p999_us = Some(r.p999_us);
+            *round_trips
+        }
+        Scenario::FanOut {
+            size,
+            subscribers,
+            messages,
+        } => {
+            let r = FanOut::new(tcp, *size, *subscribers, *messages).run()?;
+            row.per_sec = r.deliveries_per_sec;
+            row.mb_per_sec = r.deliveries_per_sec * *size as f64 / 1e6;
+            r.deliveries
+        }
+    };
+    // Sessions of the run close (their flusher metrics are folded in then).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.live_sessions() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (a1, cpu1) = server.thread_totals();
+    let m = messages.max(1) as f64;
+    row.allocs_per_msg = a1.saturating_sub(a0) as f64 / m;
+    row.cpu_ns_per_msg = cpu1.saturating_sub(cpu0) as f64 / m;
+    let g = c.gather_frames.load(Ordering::Relaxed) - g0;
+    let l = c.linear_frames.load(Ordering::Relaxed) - l0;
+    row.large_path_ratio = if g + l == 0 {
+        0.0
+    } else {
+        g as f64 / (g + l) as f64
+    };
+    Ok(row)
+}
+
+/// The strategies the main job compares: the default, then one switch at a
+/// time.
+pub fn strategies() -> Vec<StrategyArgs> {
+    let base = StrategyArgs {
+        max_frame: 1 << 20,
+        ..StrategyArgs::default()
+    };
+    vec![
+        base.clone(),
+        StrategyArgs {
+            pool: PoolMode::Heap,
+            ..base.clone()
+        },
+        StrategyArgs {
+            broadcast: BroadcastMode::Copy,
+            ..base.clone()
+        },
+        StrategyArgs {
+            send: SendMode::Linear,
+            ..base.clone()
+        },
+        StrategyArgs {
+            send: SendMode::Gather,
+            ..base.clone()
+        },
+        StrategyArgs {
+            queue: QueueMode::Mutex,
+            ..base.clone()
+        },
+        StrategyArgs {
+            recv: RecvMode::Chained,
+            ..base.clone()
+        },
+        StrategyArgs {
+            transform: TransformMode::Chacha20,
+            ..base
+        },
+    ]
+}
+
+fn scenarios(full: bool) -> Vec<Scenario> {
+    let mut v = vec![
+        Scenario::Echo {
+            size: 64,
+            messages: 200_000,
+            unix: false,
+        },
+        Scenario::Echo {
+            size: 1024,
+            messages: 100_000,
+            unix: false,
+        },
+        Scenario::Echo {
+            size: 256 << 10,
+            messages: 2_000,
+            unix: false,
+        },
+        Scenario::FanOut {
+            size: 1024,
+            subscribers: 256,
+            messages: 200,
+        },
+    ];
+    if full {
+        v.push(Scenario::Echo {
+            size: 64,
+            messages: 200_000,
+            unix: true,
+        });
+        v.push(Scenario::Echo {
+            size: 256 << 10,
+            messages: 2_000,
+            unix: true,
+        });
+        v.push(Scenario::Latency {
+            size: 64,
+            round_trips: 5_000,
+        });
+    }
+    v
+}
+
+/// Runs the matrix; the default strategy gets every scenario, the others
+/// the subset that shows what they change.
+pub fn run_matrix() -> Vec<Row> {
+    let mut rows = Vec::new();
+    let dir = std::env::temp_dir().join(format!("server-demo-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    for (i, cfg) in strategies().into_iter().enumerate() {
+        let label = cfg.label();
+        let server = match Server::start(
+            Listen {
+                tcp: Some("127.0.0.1:0".parse().expect("addr")),
+                unix: Some(dir.join(format!("s{i}.sock"))),
+            },
+            cfg,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("{label}: cannot start: {e}");
+                continue;
+            }
+        };
+        for sc in scenarios(i == 0) {
+            match run_one(&server, &label, &sc) {
+                Ok(r) => {
+                    eprintln!("  {:<22} {:<20} {:>12.0}/s", r.strategy, r.scenario, r.per_sec);
+                    rows.push(r);
+                }
+                Err(e) => eprintln!("  {label} {}: failed: {e}", sc.name()),
+            }
+        }
+        let leaks = server.shutdown();
+        if !leaks.is_clean() {
+            eprintln!("{label}: LEAK after shutdown: {leaks}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
+}
+
+/// Renders the matrix as a Markdown table.
+pub fn render(rows: &[Row]) -> String {
+    let mut s = String::new();
+    s.push_str("| strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | allocs/msg | CPU ns/msg | large-path |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        let lat = match (r.p50_us, r.p99_us, r.p999_us) {
+            (Some(a), Some(b), Some(c)) => format!("{a:.0}/{b:.0}/{c:.0}"),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {:.0} | {:.1} | {} | {:.3} | {:.0} | {:.2} |\n",
+            r.strategy,
+            r.scenario,
+            r.per_sec,
+            r.mb_per_sec,
+            lat,
+            r.allocs_per_msg,
+            r.cpu_ns_per_msg,
+            r.large_path_ratio
+        ));
+    }
+    s
+}
+
+/// Holds `count` idle TCP connections to `addr` from this process until
+/// standard input closes (the `hold` subcommand the idle measurement
+/// spawns, so client and server sockets do not share one fd limit).
+pub fn hold_connections(addr: std::net::SocketAddr, count: usize) -> std::io::Result<()> {
+    crate::server::raise_fd_limit();
+    let mut held = Vec::with_capacity(count);
+    for _ in 0..count {
+        held.push(std::net::TcpStream::connect(addr)?);
+    }
+    println!("held {}", held.len());
+    std::io::stdout().flush()?;
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    Ok(())
+}
+
+/// Server heap bytes per idle connection, for each receive buffer.
+pub fn idle_memory(count: usize) -> Vec<IdleRow> {
+    let mut rows = Vec::new();
+    for recv in [RecvMode::Linear, RecvMode::Chained] {
+        let cfg = StrategyArgs {
+            recv,
+            ..StrategyArgs::default()
+        };
+        let Ok(server) = Server::start(
+            Listen {
+                tcp: Some("127.0.0.1:0".parse().expect("addr")),
+                unix: None,
+            },
+            cfg,
+        ) else {
+            continue;
+        };
+        let addr = server.tcp_addr().expect("tcp");
+        // Let the threads reach their steady state first.
+        std::thread::sleep(Duration::from_millis(50));
+        let before = allocators::global_stats().live_bytes;
+        let Ok(exe) = std::env::current_exe() else {
+            continue;
+        };
+        let child = Command::new(exe)
+            .args(["hold", "--tcp", &addr.to_string(), "--count", &count.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn();
+        let Ok(mut child) = child else { continue };
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            let _ = BufReader::new(out).read_line(&mut line);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (server.live_sessions() as usize) < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let held = server.live_sessions();
+        let after = allocators::global_stats().live_bytes;
+        drop(child.stdin.take());
+        let _ = child.wait();
+        rows.push(IdleRow {
+            recv: format!("{recv:?}").to_lowercase(),
+            connections: held,
+            bytes_per_connection: (after - before) as f64 / held.max(1) as f64,
+        });
+        let _ = server.shutdown();
+    }
+    rows
+}
+
+/// The whole main job; returns the process exit code.
+pub fn main_job(json: Option<&std::path::Path>) -> i32 {
+    let started = Instant::now();
+    println!(
+        "netbuf demo: server + load generator on loopback, global allocator: {} (counted)",
+        allocators::active()
+    );
+    let t = StrategyArgs::default();
+    let thresholds = (
+        t.gather_threshold_for(netbuf::Transport::Tcp).resolve(),
+        t.gather_threshold_for(netbuf::Transport::Unix).resolve(),
+    );
+    println!(
+        "gather threshold calibrated on this machine: tcp {} B, unix {} B\n",
+        thresholds.0, thresholds.1
+    );
+    let rows = run_matrix();
+    println!("{}", render(&rows));
+    let idle = idle_memory(10_000);
+    println!("| receive buffer | idle connections | server heap bytes / connection |");
+    println!("|---|---:|---:|");
+    for r in &idle {
+        println!(
+            "| {} | {} | {:.0} |",
+            r.recv, r.connections, r.bytes_per_connection
+        );
+    }
+    println!("\n(total {:.1} s)", started.elapsed().as_secs_f64());
+    if let Some(path) = json {
+        #[derive(Serialize)]
+        struct Out<'a> {
+            allocator: &'static str,
+            rows: &'a [Row],
+            idle: &'a [IdleRow],
+        }
+        let out = Out {
+            allocator: allocators::active().name(),
+            rows: &rows,
+            idle: &idle,
+        };
+        match serde_json::to_string_pretty(&out) {
+            Ok(s) => {
+                if let Err(e) = std::fs::write(path, s) {
+                    eprintln!("cannot write {}: {e}", path.display());
+                }
+            }
+            Err(e) => eprintln!("cannot serialize: {e}"),
+        }
+    }
+    if rows.is_empty() { 1 } else { 0 }
+}

@@ -58,13 +58,12 @@ enum Cmd {
 fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| {
-                    // The main job opens and closes thousands of sessions:
-                    // one log line each would drown its report.
-                    let level = if cli_is_main_job() { "warn" } else { "info" };
-                    tracing_subscriber::EnvFilter::new(level)
-                }),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                // The main job opens and closes thousands of sessions:
+                // one log line each would drown its report.
+                let level = if cli_is_main_job() { "warn" } else { "info" };
+                tracing_subscriber::EnvFilter::new(level)
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

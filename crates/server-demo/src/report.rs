@@ -54,9 +54,26 @@ pub struct IdleRow {
 }
 
 enum Scenario {
-    Echo { size: usize, messages: u64, unix: bool },
-    Latency { size: usize, round_trips: u64 },
-    FanOut { size: usize, subscribers: usize, messages: u64 },
+    Echo {
+        size: usize,
+        messages: u64,
+        unix: bool,
+    },
+    /// Echo to a server whose replies are enciphered (`--transform
+    /// chacha20`): the client deciphers the stream and checks every reply.
+    EchoChacha {
+        size: usize,
+        messages: u64,
+    },
+    Latency {
+        size: usize,
+        round_trips: u64,
+    },
+    FanOut {
+        size: usize,
+        subscribers: usize,
+        messages: u64,
+    },
 }
 
 impl Scenario {
@@ -67,6 +84,9 @@ impl Scenario {
                 crate::load::fmt_size(*size),
                 if *unix { "unix" } else { "tcp" }
             ),
+            Scenario::EchoChacha { size, .. } => {
+                format!("echo {} tcp (deciphered)", crate::load::fmt_size(*size))
+            }
             Scenario::Latency { size, .. } => {
                 format!("ping-pong {} tcp", crate::load::fmt_size(*size))
             }
@@ -111,6 +131,13 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
             row.mb_per_sec = r.mb_per_sec;
             *messages
         }
+        Scenario::EchoChacha { size, messages } => {
+            let addr = server.tcp_addr().expect("tcp listener");
+            let per_sec = chacha_echo(addr, *size, *messages)?;
+            row.per_sec = per_sec;
+            row.mb_per_sec = per_sec * *size as f64 / 1e6;
+            *messages
+        }
         Scenario::Latency { size, round_trips } => {
             let r = EchoLatency::new(tcp, *size, *round_trips).run()?;
             row.per_sec = 1e6 / r.mean_us.max(1e-9);
@@ -148,6 +175,72 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
         g as f64 / (g + l) as f64
     };
     Ok(row)
+}
+
+fn io_err(source: std::io::Error) -> LoadError {
+    LoadError::Io {
+        phase: "chacha20 echo",
+        source,
+    }
+}
+
+/// Echo throughput against a server with the ChaCha20 transform: one
+/// writer thread sends `messages` requests, this thread reads the
+/// enciphered stream, deciphers it with the demo key and checks every
+/// reply. Returns replies per second.
+fn chacha_echo(addr: std::net::SocketAddr, size: usize, messages: u64) -> Result<f64, LoadError> {
+    use chacha20::cipher::{KeyIvInit, StreamCipher};
+    use netbuf::codec::{HEADER_LEN, Kind, encode_header};
+    use std::io::Read;
+    let conn = std::net::TcpStream::connect(addr).map_err(io_err)?;
+    conn.set_nodelay(true).map_err(io_err)?;
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(io_err)?;
+    let mut writer = conn.try_clone().map_err(io_err)?;
+    let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut request = encode_header(Kind::EchoRequest, 0, size as u32).to_vec();
+    request.extend_from_slice(&body);
+    let mut expected = encode_header(Kind::EchoReply, 0, size as u32).to_vec();
+    expected.extend_from_slice(&body);
+    let req = request.clone();
+    let w = std::thread::spawn(move || -> std::io::Result<()> {
+        let batch: Vec<u8> = req.repeat(64);
+        let mut left = messages;
+        while left > 0 {
+            let n = left.min(64);
+            writer.write_all(&batch[..n as usize * req.len()])?;
+            left -= n;
+        }
+        Ok(())
+    });
+    let mut cipher = chacha20::ChaCha20::new(
+        &crate::server::DEMO_KEY.into(),
+        &crate::server::DEMO_NONCE.into(),
+    );
+    let frame = HEADER_LEN + size;
+    let mut buf = vec![0u8; frame * 64];
+    let mut reader = conn;
+    let mut got = 0u64;
+    let mut start = None;
+    while got < messages {
+        let n = (messages - got).min(64) as usize;
+        reader.read_exact(&mut buf[..n * frame]).map_err(io_err)?;
+        start.get_or_insert_with(Instant::now);
+        cipher.apply_keystream(&mut buf[..n * frame]);
+        for (i, f) in buf[..n * frame].chunks(frame).enumerate() {
+            if f != &expected[..] {
+                return Err(LoadError::Mismatch {
+                    phase: "chacha20 echo",
+                    index: got + i as u64,
+                    detail: "deciphered reply differs from the request".into(),
+                });
+            }
+        }
+        got += n as u64;
+    }
+    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+    w.join().map_err(|_| LoadError::Panicked)?.map_err(io_err)?;
+    Ok(messages as f64 / elapsed.as_secs_f64().max(1e-9))
 }
 
 /// The strategies the main job compares: the default, then one switch at a
@@ -190,7 +283,23 @@ pub fn strategies() -> Vec<StrategyArgs> {
     ]
 }
 
-fn scenarios(full: bool) -> Vec<Scenario> {
+fn scenarios(cfg: &StrategyArgs, full: bool) -> Vec<Scenario> {
+    if cfg.transform == TransformMode::Chacha20 {
+        return vec![
+            Scenario::EchoChacha {
+                size: 64,
+                messages: 200_000,
+            },
+            Scenario::EchoChacha {
+                size: 1024,
+                messages: 100_000,
+            },
+            Scenario::EchoChacha {
+                size: 256 << 10,
+                messages: 2_000,
+            },
+        ];
+    }
     let mut v = vec![
         Scenario::Echo {
             size: 64,
@@ -240,6 +349,7 @@ pub fn run_matrix() -> Vec<Row> {
     let _ = std::fs::create_dir_all(&dir);
     for (i, cfg) in strategies().into_iter().enumerate() {
         let label = cfg.label();
+        let plan = scenarios(&cfg, i == 0);
         let server = match Server::start(
             Listen {
                 tcp: Some("127.0.0.1:0".parse().expect("addr")),
@@ -253,10 +363,17 @@ pub fn run_matrix() -> Vec<Row> {
                 continue;
             }
         };
-        for sc in scenarios(i == 0) {
+        for sc in plan {
+            let t = Instant::now();
             match run_one(&server, &label, &sc) {
                 Ok(r) => {
-                    eprintln!("  {:<22} {:<20} {:>12.0}/s", r.strategy, r.scenario, r.per_sec);
+                    eprintln!(
+                        "  {:<22} {:<20} {:>12.0}/s  ({:.2} s)",
+                        r.strategy,
+                        r.scenario,
+                        r.per_sec,
+                        t.elapsed().as_secs_f64()
+                    );
                     rows.push(r);
                 }
                 Err(e) => eprintln!("  {label} {}: failed: {e}", sc.name()),
@@ -337,7 +454,13 @@ pub fn idle_memory(count: usize) -> Vec<IdleRow> {
             continue;
         };
         let child = Command::new(exe)
-            .args(["hold", "--tcp", &addr.to_string(), "--count", &count.to_string()])
+            .args([
+                "hold",
+                "--tcp",
+                &addr.to_string(),
+                "--count",
+                &count.to_string(),
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn();
@@ -382,7 +505,9 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
     );
     let rows = run_matrix();
     println!("{}", render(&rows));
+    let t = Instant::now();
     let idle = idle_memory(10_000);
+    eprintln!("  idle memory: {:.2} s", t.elapsed().as_secs_f64());
     println!("| receive buffer | idle connections | server heap bytes / connection |");
     println!("|---|---:|---:|");
     for r in &idle {

@@ -21,6 +21,14 @@ use super::session::{SessionNotify, SessionShared};
 use super::{Shared, ThreadMeter};
 use crate::config::{RecvMode, TransformMode};
 
+/// The demo's ChaCha20 key and nonce: every session's outgoing stream is
+/// enciphered from its first byte with this keystream. It stands in for
+/// the cost of session encryption (fused with the send-buffer copy) and is
+/// not a security mechanism: a client decrypts with the same constants.
+pub const DEMO_KEY: [u8; 32] = [0x42; 32];
+/// See [`DEMO_KEY`].
+pub const DEMO_NONCE: [u8; 12] = [0; 12];
+
 pub(crate) const WAKE: Token = Token(usize::MAX);
 const TCP_LISTENER: Token = Token(usize::MAX - 1);
 const UNIX_LISTENER: Token = Token(usize::MAX - 2);
@@ -322,9 +330,7 @@ impl IoThread {
         };
         let mut flusher = Flusher::new(self.shared.threshold(stream.transport()));
         if cfg.transform == TransformMode::Chacha20 {
-            let mut key = [0u8; 32];
-            key[..8].copy_from_slice(&id.to_le_bytes());
-            flusher = flusher.with_transform(ChaCha20Transform::new(key, [0; 12]));
+            flusher = flusher.with_transform(ChaCha20Transform::new(DEMO_KEY, DEMO_NONCE));
         }
         let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
         self.sessions.insert(

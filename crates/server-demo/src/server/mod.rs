@@ -26,6 +26,7 @@ use netbuf::{CondvarNotify, GatherThreshold, MessagePool, SendQueue, Transport};
 
 use crate::config::{Listen, PoolMode, StrategyArgs};
 
+pub use io::{DEMO_KEY, DEMO_NONCE};
 pub use session::SessionShared;
 
 /// Counters one server thread publishes about itself (read by reports).
@@ -158,6 +159,17 @@ pub fn raise_fd_limit() -> u64 {
     lim.rlim_cur
 }
 
+/// Raises a listener's accept backlog from the library default (128) so a
+/// burst of thousands of connects is not dropped (and retried by the client
+/// a second later) while the IO thread is busy.
+fn deepen_backlog(l: &impl std::os::fd::AsRawFd) {
+    // SAFETY: `listen` on a valid, bound, listening socket only changes its
+    // backlog; the kernel caps it at `net.core.somaxconn`.
+    unsafe {
+        libc::listen(l.as_raw_fd(), 8192);
+    }
+}
+
 impl Server {
     /// Binds, starts every thread, and returns once the listeners accept
     /// connections.
@@ -201,13 +213,16 @@ impl Server {
         let mut tcp_addr = None;
         if let Some(addr) = listen.tcp {
             let l = mio::net::TcpListener::bind(addr)?;
+            deepen_backlog(&l);
             tcp_addr = Some(l.local_addr()?);
             tcp = Some(l);
         }
         let mut unix = None;
         if let Some(path) = &listen.unix {
             let _ = std::fs::remove_file(path);
-            unix = Some(mio::net::UnixListener::bind(path)?);
+            let l = mio::net::UnixListener::bind(path)?;
+            deepen_backlog(&l);
+            unix = Some(l);
         }
 
         let mut io_shared = Vec::new();

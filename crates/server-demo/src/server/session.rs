@@ -68,7 +68,11 @@ impl SessionShared {
     /// let the IO thread look again.
     pub(crate) fn answered(&self, bytes: usize) {
         self.inflight.fetch_sub(bytes, Ordering::AcqRel);
-        if self.read_paused.load(Ordering::Acquire) {
+        // Only the first answer after a pause wakes the IO thread; it sets
+        // the flag again if the session is still over its bound.
+        if self.read_paused.load(Ordering::Acquire)
+            && self.read_paused.swap(false, Ordering::AcqRel)
+        {
             self.io.mark_ready(self.id);
         }
     }

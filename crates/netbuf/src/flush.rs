@@ -333,6 +333,7 @@ impl<B: AsRef<[u8]>> Flusher<B> {
         self.metrics.linear_frames += 1;
         self.metrics.linear_bytes += total as u64;
         self.metrics.bytes_copied += total as u64;
+        self.reclaim_written_prefix();
         let start = self.buf.len();
         match &mut self.transform {
             None => {
@@ -387,6 +388,53 @@ impl<B: AsRef<[u8]>> Flusher<B> {
         self.buf.clear();
         self.head_written = 0;
         self.pending = 0;
+    }
+
+    /// Under a writer that never drains completely (a slow peer), the send
+    /// buffer would only ever grow: once the bytes already written before
+    /// the first pending linear segment are the larger half of the buffer,
+    /// move what is pending to the front (at most the pending bytes move,
+    /// which the caller bounds by draining only while `pending_bytes()` is
+    /// small).
+    fn reclaim_written_prefix(&mut self) {
+        let first = self.segments.iter().find_map(|s| match s {
+            Segment::Linear { start, .. } => Some(*start),
+            Segment::Large { .. } => None,
+        });
+        let consumed = match first {
+            Some(start) => {
+                start
+                    + if self.head_is_linear() {
+                        self.head_written
+                    } else {
+                        0
+                    }
+            }
+            None => self.buf.len(),
+        };
+        if consumed == 0 || consumed < self.buf.len() / 2 || consumed < 16 << 10 {
+            return;
+        }
+        self.buf.drain(..consumed);
+        let head_linear = self.head_is_linear();
+        for (i, seg) in self.segments.iter_mut().enumerate() {
+            if let Segment::Linear { start, end } = seg {
+                if i == 0 && head_linear {
+                    // The written part of the head went with the prefix.
+                    *start = 0;
+                } else {
+                    *start -= consumed;
+                }
+                *end -= consumed;
+            }
+        }
+        if head_linear {
+            self.head_written = 0;
+        }
+    }
+
+    fn head_is_linear(&self) -> bool {
+        matches!(self.segments.front(), Some(Segment::Linear { .. }))
     }
 
     fn fill_iov<'a>(&'a self, iov: &mut [IoSlice<'a>; MAX_IOV]) -> usize {

@@ -36,6 +36,10 @@ pub struct Row {
     /// Server allocator calls per message (counting global allocator,
     /// server threads only).
     pub allocs_per_msg: f64,
+    /// Messages taken from the server's `MessagePool` (pooled or heap) per
+    /// message: about 1 per delivery with `--broadcast copy`, about 1 per
+    /// publish (so 1/N per delivery) with `shared`.
+    pub pool_msgs_per_msg: f64,
     /// Server CPU nanoseconds per message (all server threads).
     pub cpu_ns_per_msg: f64,
     /// Share of frames the flusher sent by the gather path.
@@ -65,6 +69,11 @@ enum Scenario {
         size: usize,
         messages: u64,
     },
+    /// Echo over the in-process transport (no socket).
+    EchoInproc {
+        size: usize,
+        messages: u64,
+    },
     Latency {
         size: usize,
         round_trips: u64,
@@ -87,6 +96,9 @@ impl Scenario {
             Scenario::EchoChacha { size, .. } => {
                 format!("echo {} tcp (deciphered)", crate::load::fmt_size(*size))
             }
+            Scenario::EchoInproc { size, .. } => {
+                format!("echo {} inproc", crate::load::fmt_size(*size))
+            }
             Scenario::Latency { size, .. } => {
                 format!("ping-pong {} tcp", crate::load::fmt_size(*size))
             }
@@ -101,6 +113,11 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
     let tcp = Target::Tcp(server.tcp_addr().expect("tcp listener"));
     let c = server.counters();
     let (a0, cpu0) = server.thread_totals();
+    let pool_allocs = |s: &Server| {
+        let p = s.pool().stats();
+        p.pooled_allocs + p.heap_allocs
+    };
+    let p0 = pool_allocs(server);
     let g0 = c.gather_frames.load(Ordering::Relaxed);
     let l0 = c.linear_frames.load(Ordering::Relaxed);
     let mut row = Row {
@@ -112,6 +129,7 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
         p99_us: None,
         p999_us: None,
         allocs_per_msg: 0.0,
+        pool_msgs_per_msg: 0.0,
         cpu_ns_per_msg: 0.0,
         large_path_ratio: 0.0,
     };
@@ -133,7 +151,19 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
         }
         Scenario::EchoChacha { size, messages } => {
             let addr = server.tcp_addr().expect("tcp listener");
-            let per_sec = chacha_echo(addr, *size, *messages)?;
+            let conn = std::net::TcpStream::connect(addr).map_err(io_err)?;
+            conn.set_nodelay(true).map_err(io_err)?;
+            conn.set_read_timeout(Some(Duration::from_secs(30)))
+                .map_err(io_err)?;
+            let writer = conn.try_clone().map_err(io_err)?;
+            let per_sec = stream_echo(conn, writer, *size, *messages, true)?;
+            row.per_sec = per_sec;
+            row.mb_per_sec = per_sec * *size as f64 / 1e6;
+            *messages
+        }
+        Scenario::EchoInproc { size, messages } => {
+            let client = server.connect_inproc();
+            let per_sec = stream_echo(client.clone(), client, *size, *messages, false)?;
             row.per_sec = per_sec;
             row.mb_per_sec = per_sec * *size as f64 / 1e6;
             *messages
@@ -166,6 +196,7 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
     let (a1, cpu1) = server.thread_totals();
     let m = messages.max(1) as f64;
     row.allocs_per_msg = a1.saturating_sub(a0) as f64 / m;
+    row.pool_msgs_per_msg = pool_allocs(server).saturating_sub(p0) as f64 / m;
     row.cpu_ns_per_msg = cpu1.saturating_sub(cpu0) as f64 / m;
     let g = c.gather_frames.load(Ordering::Relaxed) - g0;
     let l = c.linear_frames.load(Ordering::Relaxed) - l0;
@@ -184,19 +215,20 @@ fn io_err(source: std::io::Error) -> LoadError {
     }
 }
 
-/// Echo throughput against a server with the ChaCha20 transform: one
-/// writer thread sends `messages` requests, this thread reads the
-/// enciphered stream, deciphers it with the demo key and checks every
-/// reply. Returns replies per second.
-fn chacha_echo(addr: std::net::SocketAddr, size: usize, messages: u64) -> Result<f64, LoadError> {
+/// Echo throughput over any blocking connection: a writer thread sends
+/// `messages` requests in batches of 64, this thread reads the replies,
+/// deciphers them first if the server runs the ChaCha20 transform, and
+/// checks every one. Returns replies per second, timed from the first
+/// reply.
+fn stream_echo(
+    mut reader: impl std::io::Read,
+    mut writer: impl Write + Send + 'static,
+    size: usize,
+    messages: u64,
+    decipher: bool,
+) -> Result<f64, LoadError> {
     use chacha20::cipher::{KeyIvInit, StreamCipher};
     use netbuf::codec::{HEADER_LEN, Kind, encode_header};
-    use std::io::Read;
-    let conn = std::net::TcpStream::connect(addr).map_err(io_err)?;
-    conn.set_nodelay(true).map_err(io_err)?;
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(io_err)?;
-    let mut writer = conn.try_clone().map_err(io_err)?;
     let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let mut request = encode_header(Kind::EchoRequest, 0, size as u32).to_vec();
     request.extend_from_slice(&body);
@@ -213,26 +245,29 @@ fn chacha_echo(addr: std::net::SocketAddr, size: usize, messages: u64) -> Result
         }
         Ok(())
     });
-    let mut cipher = chacha20::ChaCha20::new(
-        &crate::server::DEMO_KEY.into(),
-        &crate::server::DEMO_NONCE.into(),
-    );
+    let mut cipher = decipher.then(|| {
+        chacha20::ChaCha20::new(
+            &crate::server::DEMO_KEY.into(),
+            &crate::server::DEMO_NONCE.into(),
+        )
+    });
     let frame = HEADER_LEN + size;
     let mut buf = vec![0u8; frame * 64];
-    let mut reader = conn;
     let mut got = 0u64;
     let mut start = None;
     while got < messages {
         let n = (messages - got).min(64) as usize;
         reader.read_exact(&mut buf[..n * frame]).map_err(io_err)?;
         start.get_or_insert_with(Instant::now);
-        cipher.apply_keystream(&mut buf[..n * frame]);
+        if let Some(c) = &mut cipher {
+            c.apply_keystream(&mut buf[..n * frame]);
+        }
         for (i, f) in buf[..n * frame].chunks(frame).enumerate() {
             if f != &expected[..] {
                 return Err(LoadError::Mismatch {
-                    phase: "chacha20 echo",
+                    phase: "stream echo",
                     index: got + i as u64,
-                    detail: "deciphered reply differs from the request".into(),
+                    detail: "reply differs from the request".into(),
                 });
             }
         }
@@ -328,6 +363,14 @@ fn scenarios(cfg: &StrategyArgs, full: bool) -> Vec<Scenario> {
             messages: 200_000,
             unix: true,
         });
+        v.push(Scenario::EchoInproc {
+            size: 64,
+            messages: 200_000,
+        });
+        v.push(Scenario::EchoInproc {
+            size: 256 << 10,
+            messages: 2_000,
+        });
         v.push(Scenario::Echo {
             size: 256 << 10,
             messages: 2_000,
@@ -391,21 +434,22 @@ pub fn run_matrix() -> Vec<Row> {
 /// Renders the matrix as a Markdown table.
 pub fn render(rows: &[Row]) -> String {
     let mut s = String::new();
-    s.push_str("| strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | allocs/msg | CPU ns/msg | large-path |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    s.push_str("| strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | global allocs/msg | pool msgs/msg | CPU ns/msg | large-path |\n");
+    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let lat = match (r.p50_us, r.p99_us, r.p999_us) {
             (Some(a), Some(b), Some(c)) => format!("{a:.0}/{b:.0}/{c:.0}"),
             _ => "-".into(),
         };
         s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.1} | {} | {:.3} | {:.0} | {:.2} |\n",
+            "| {} | {} | {:.0} | {:.1} | {} | {:.3} | {:.3} | {:.0} | {:.2} |\n",
             r.strategy,
             r.scenario,
             r.per_sec,
             r.mb_per_sec,
             lat,
             r.allocs_per_msg,
+            r.pool_msgs_per_msg,
             r.cpu_ns_per_msg,
             r.large_path_ratio
         ));

@@ -15,6 +15,7 @@ use netbuf::{
     ReceiveBuffer, Transport,
 };
 
+use super::inproc::ServerEnd;
 use super::logic::Job;
 use super::queue::SessionQueue;
 use super::session::{SessionNotify, SessionShared};
@@ -36,6 +37,9 @@ const UNIX_LISTENER: Token = Token(usize::MAX - 2);
 /// Frames a flusher takes from its queue per drain.
 const DRAIN_BATCH: usize = 256;
 
+/// Bytes a session's flusher may hold before it stops draining the queue.
+const FLUSHER_HIGH: usize = 256 << 10;
+
 /// Bytes read from one session before the loop serves the others (a
 /// client that never stops sending must not starve the rest).
 const READ_BUDGET: usize = 256 << 10;
@@ -45,7 +49,7 @@ const READ_BUDGET: usize = 256 << 10;
 pub(crate) struct IoShared {
     waker: Waker,
     ready: Mutex<Vec<u64>>,
-    incoming: Mutex<Vec<Stream>>,
+    pub(crate) incoming: Mutex<Vec<Stream>>,
 }
 
 impl IoShared {
@@ -74,24 +78,30 @@ impl IoShared {
     }
 }
 
-/// A connected socket of either transport.
+/// A connected socket of either transport, or an in-process connection.
 pub(crate) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    Inproc(ServerEnd),
 }
 
 impl Stream {
     fn transport(&self) -> Transport {
         match self {
             Stream::Tcp(_) => Transport::Tcp,
-            Stream::Unix(_) => Transport::Unix,
+            // Bodies copied into an in-memory pipe: the Unix socket's
+            // threshold is the closer model.
+            Stream::Unix(_) | Stream::Inproc(_) => Transport::Unix,
         }
     }
 
-    fn source(&mut self) -> &mut dyn mio::event::Source {
+    /// The mio source (none for in-process connections, which wake their
+    /// IO thread through its ready list).
+    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         match self {
-            Stream::Tcp(s) => s,
-            Stream::Unix(s) => s,
+            Stream::Tcp(s) => Some(s),
+            Stream::Unix(s) => Some(s),
+            Stream::Inproc(_) => None,
         }
     }
 
@@ -99,6 +109,10 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
+            Stream::Inproc(s) => {
+                s.shutdown();
+                Ok(())
+            }
         };
     }
 }
@@ -108,6 +122,7 @@ impl Read for Stream {
         match self {
             Stream::Tcp(s) => s.read(buf),
             Stream::Unix(s) => s.read(buf),
+            Stream::Inproc(s) => s.read(buf),
         }
     }
 }
@@ -117,12 +132,14 @@ impl Write for Stream {
         match self {
             Stream::Tcp(s) => s.write(buf),
             Stream::Unix(s) => s.write(buf),
+            Stream::Inproc(s) => s.write(buf),
         }
     }
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write_vectored(bufs),
             Stream::Unix(s) => s.write_vectored(bufs),
+            Stream::Inproc(s) => s.write_vectored(bufs),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -288,7 +305,7 @@ impl IoThread {
     }
 
     /// Round-robin over IO threads.
-    fn assign(&mut self, s: Stream) {
+    pub(crate) fn assign(&mut self, s: Stream) {
         let target = self.next_target % self.all.len();
         self.next_target = self.next_target.wrapping_add(1);
         if target == self.index {
@@ -307,13 +324,22 @@ impl IoThread {
         let cfg = &self.shared.cfg;
         let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
         let token = Token(id as usize);
-        if let Err(e) = self.poll.registry().register(
-            stream.source(),
-            token,
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
-            tracing::warn!(error = %e, "register failed");
-            return;
+        match stream.source() {
+            Some(src) => {
+                if let Err(e) = self.poll.registry().register(
+                    src,
+                    token,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    tracing::warn!(error = %e, "register failed");
+                    return;
+                }
+            }
+            None => {
+                if let Stream::Inproc(end) = &stream {
+                    end.bind(id, self.me().clone());
+                }
+            }
         }
         let queue = SessionQueue::new(
             cfg.queue,
@@ -357,6 +383,10 @@ impl IoThread {
         let Some(s) = self.sessions.get_mut(&id) else {
             return;
         };
+        if matches!(s.stream, Stream::Inproc(_)) {
+            // No readiness events: a wakeup may mean new input.
+            s.want_read = true;
+        }
         if let Some(reason) = s.shared.take_close_reason() {
             self.close(id, Close::Protocol(reason));
             return;
@@ -440,7 +470,9 @@ impl IoThread {
             }
         };
         tracing::info!(session = id, reason = %reason, "session closed");
-        let _ = self.poll.registry().deregister(s.stream.source());
+        if let Some(src) = s.stream.source() {
+            let _ = self.poll.registry().deregister(src);
+        }
         s.stream.shutdown();
         s.shared.queue.close();
         let m = s.flusher.metrics();
@@ -460,23 +492,29 @@ impl IoThread {
 }
 
 /// Moves queued frames into the flusher and writes until done or
-/// `WouldBlock` (a writable event resumes it).
+/// `WouldBlock` (a writable event resumes it). Frames stay in the send
+/// queue, where its byte bound counts them, while the flusher already holds
+/// [`FLUSHER_HIGH`] bytes: a slow peer pushes back on producers instead of
+/// growing the flusher.
 fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushError> {
     loop {
-        let mut n = 0u64;
-        let flusher = &mut s.flusher;
-        let idle = s.shared.queue.drain_each(DRAIN_BATCH, |f| {
-            n += 1;
-            flusher.push(f);
-        });
-        shared.counters.frames_out.fetch_add(n, Ordering::Relaxed);
-        if flusher.is_empty() {
+        let mut idle = false;
+        if s.flusher.pending_bytes() < FLUSHER_HIGH {
+            let mut n = 0u64;
+            let flusher = &mut s.flusher;
+            idle = s.shared.queue.drain_each(DRAIN_BATCH, |f| {
+                n += 1;
+                flusher.push(f);
+            });
+            shared.counters.frames_out.fetch_add(n, Ordering::Relaxed);
+        }
+        if s.flusher.is_empty() {
             if idle {
                 return Ok(());
             }
             continue;
         }
-        match flusher.flush(&mut s.stream)? {
+        match s.flusher.flush(&mut s.stream)? {
             Flushed::Done if idle => return Ok(()),
             Flushed::Done => {}
             Flushed::WouldBlock => return Ok(()),
@@ -504,7 +542,9 @@ fn decode_all(s: &mut Session, shared: &Shared) -> Result<(), Close> {
                 )));
             }
         }
-        let bytes = HEADER_LEN + body.len();
+        // Count the memory the request holds (its block), not its length:
+        // a 64 B request in a 4 KiB block costs 4 KiB until answered.
+        let bytes = HEADER_LEN + body.capacity();
         s.shared.inflight.fetch_add(bytes, Ordering::AcqRel);
         let logic = &shared.logic[(s.shared.id as usize) % shared.logic.len()];
         if logic

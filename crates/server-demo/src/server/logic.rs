@@ -127,7 +127,7 @@ fn handle(shared: &Shared, job: Job) {
             header,
             body,
         } => {
-            let bytes = HEADER_LEN + body.len();
+            let bytes = HEADER_LEN + body.capacity();
             match header.kind {
                 Kind::EchoRequest => {
                     // The request's message becomes the reply's body: the

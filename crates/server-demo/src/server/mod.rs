@@ -10,6 +10,7 @@
 //!        -> IO thread (woken on empty -> non-empty) -> Flusher -> socket
 //! ```
 
+pub mod inproc;
 mod io;
 mod logic;
 pub mod queue;
@@ -26,6 +27,7 @@ use netbuf::{CondvarNotify, GatherThreshold, MessagePool, SendQueue, Transport};
 
 use crate::config::{Listen, PoolMode, StrategyArgs};
 
+pub use inproc::InprocClient;
 pub use io::{DEMO_KEY, DEMO_NONCE};
 pub use session::SessionShared;
 
@@ -175,7 +177,10 @@ impl Server {
     /// connections.
     pub fn start(listen: Listen, cfg: StrategyArgs) -> stdio::Result<Server> {
         raise_fd_limit();
+        // A 256 B class beside the 4 KiB block: small requests and replies
+        // (the common case) do not pin a whole page each.
         let pool = MessagePool::builder()
+            .extra_class(256)
             .pooled(cfg.pool == PoolMode::Pooled)
             .max_message(cfg.max_frame.max(16 << 20))
             .build();
@@ -275,6 +280,27 @@ impl Server {
     /// The Unix socket path.
     pub fn unix_path(&self) -> Option<&PathBuf> {
         self.unix_path.as_ref()
+    }
+
+    /// Opens an in-process connection: the same session path as a socket
+    /// (receive buffer, decoding, logic threads, send queue, flusher) over
+    /// in-memory pipes. The client speaks the wire format through blocking
+    /// `Read`/`Write`.
+    pub fn connect_inproc(&self) -> InprocClient {
+        let (end, client) = inproc::pair();
+        let n = self.io.len();
+        let target = self
+            .shared
+            .next_session
+            .load(std::sync::atomic::Ordering::Relaxed) as usize
+            % n;
+        self.io[target]
+            .incoming
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(io::Stream::Inproc(end));
+        self.io[target].wake();
+        client
     }
 
     /// The message pool (for statistics).

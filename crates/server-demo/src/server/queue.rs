@@ -22,6 +22,9 @@ pub enum Refused {
 }
 
 /// A session's outgoing frames.
+// The lock-free queue is cache-padded (large) and lives inside the
+// session's `Arc`; boxing it would add a pointer chase to every push.
+#[allow(clippy::large_enum_variant)]
 pub enum SessionQueue {
     /// Lock-free MPSC.
     Mpsc(SendQueue<OutFrame>),

@@ -369,3 +369,52 @@ fn shutdown_with_open_sessions_leaves_no_live_blocks() {
         assert_eq!(kinds.last(), Some(&Kind::Closing.as_u8()));
     }
 }
+
+#[test]
+fn in_process_transport_runs_the_same_path() {
+    let s = start(StrategyArgs {
+        io_threads: 2,
+        ..StrategyArgs::default()
+    });
+    let mut a = s.connect_inproc();
+    let mut b = s.connect_inproc();
+    // Echo, pipelined, every size.
+    let mut out = Vec::new();
+    for (i, &n) in SIZES.iter().enumerate() {
+        out.extend(frame(Kind::EchoRequest, 0, &payload(n, i as u8)));
+    }
+    a.write_all(&out).unwrap();
+    for (i, &n) in SIZES.iter().enumerate() {
+        let (k, _, body) = read_frame(&mut a).unwrap();
+        assert_eq!(k, Kind::EchoReply.as_u8());
+        assert_eq!(body, payload(n, i as u8));
+    }
+    // Rooms across transports: an in-process subscriber, a TCP publisher.
+    b.write_all(&frame(Kind::Join, 4, &[])).unwrap();
+    wait_until("join", || s.room_memberships() == 1);
+    let mut publisher = tcp(&s);
+    publisher
+        .write_all(&frame(Kind::Publish, 4, b"hello"))
+        .unwrap();
+    assert_eq!(
+        read_frame(&mut b).unwrap(),
+        (Kind::Delivery.as_u8(), 4, b"hello".to_vec())
+    );
+    // Bad input closes only that in-process session.
+    b.write_all(&encode_header(Kind::EchoRequest, 0, 1 << 20))
+        .unwrap();
+    let (k, _, _) = read_frame(&mut b).unwrap();
+    assert_eq!(k, Kind::Closing.as_u8());
+    assert!(read_frame(&mut b).is_none());
+    echo_check_inproc(&mut a);
+    drop((a, b, publisher));
+    wait_until("closed", || s.live_sessions() == 0);
+    assert!(s.shutdown().is_clean());
+}
+
+fn echo_check_inproc(c: &mut server_demo::server::InprocClient) {
+    c.write_all(&frame(Kind::EchoRequest, 0, b"still here"))
+        .unwrap();
+    let (k, _, body) = read_frame(c).unwrap();
+    assert_eq!((k, body), (Kind::EchoReply.as_u8(), b"still here".to_vec()));
+}

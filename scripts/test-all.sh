@@ -30,6 +30,9 @@ stage "tests: system allocator (+ doc tests, bench smoke)"
 ALLOCATORS_EXPECT=system cargo test --workspace --all-targets
 ALLOCATORS_EXPECT=system cargo test --workspace --doc
 
+stage "tests: netbuf with the leak-trace feature"
+cargo test -p netbuf --features leak-trace --test leak_trace --test pool
+
 stage "tests: mimalloc"
 ALLOCATORS_EXPECT=mimalloc cargo test --workspace --lib --bins --tests --features allocators/mimalloc
 

@@ -36,7 +36,12 @@ fn sampling_traces_one_in_n() {
         .report_leaks_on_drop(false)
         .build();
     let kept: Vec<_> = (0..100).map(|_| pool.alloc(1).unwrap()).collect();
-    let traced: u64 = pool.leak_report().sampled_sites.iter().map(|(n, _)| n).sum();
+    let traced: u64 = pool
+        .leak_report()
+        .sampled_sites
+        .iter()
+        .map(|(n, _)| n)
+        .sum();
     assert_eq!(traced, 10);
     drop(kept);
 }

@@ -418,3 +418,28 @@ fn echo_check_inproc(c: &mut server_demo::server::InprocClient) {
     let (k, _, body) = read_frame(c).unwrap();
     assert_eq!((k, body), (Kind::EchoReply.as_u8(), b"still here".to_vec()));
 }
+
+#[test]
+fn a_connection_dropped_mid_write_closes_only_itself() {
+    let s = start(StrategyArgs {
+        max_frame: 2 << 20,
+        ..StrategyArgs::default()
+    });
+    let mut healthy = tcp(&s);
+    for _ in 0..5 {
+        // Ask for megabytes of replies, read a few bytes, vanish: the
+        // server is mid-write when the socket goes away.
+        let mut c = tcp(&s);
+        let req = frame(Kind::EchoRequest, 0, &vec![3u8; 1 << 20]);
+        for _ in 0..4 {
+            c.write_all(&req).unwrap();
+        }
+        let mut some = [0u8; 100];
+        c.read_exact(&mut some).unwrap();
+        drop(c);
+        echo_check(&mut healthy, &[64, 5000]);
+    }
+    drop(healthy);
+    wait_until("all closed", || s.live_sessions() == 0);
+    assert!(s.shutdown().is_clean());
+}

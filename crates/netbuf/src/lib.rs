@@ -116,6 +116,9 @@ mod cache;
 mod chained;
 pub mod codec;
 mod flush;
+#[cfg(not(loom))]
+#[doc(hidden)]
+pub mod fuzzing;
 mod header;
 #[cfg(feature = "leak-trace")]
 mod leak;

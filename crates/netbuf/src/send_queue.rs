@@ -391,10 +391,13 @@ impl SendQueueBuilder {
         let overhead = self
             .entry_overhead
             .unwrap_or(core::mem::size_of::<Slot<T>>()) as u64;
-        let first = Block::<T>::alloc();
+        // No block yet: an idle session's queue holds no slot memory. The
+        // first push installs one (see `first_block`).
+        let first: *mut Block<T> = ptr::null_mut();
         SendQueue {
             state: Padded(AtomicU64::new(IDLE)),
             tail_block: AtomicPtr::new(first),
+            first: AtomicPtr::new(first),
             spare: AtomicPtr::new(ptr::null_mut()),
             limit,
             overhead,
@@ -499,6 +502,9 @@ pub struct SendQueue<T: QueueItem = Outgoing> {
     tail_block: AtomicPtr<Block<T>>,
     /// At most one reset block, ready to be linked as the next one.
     spare: AtomicPtr<Block<T>>,
+    /// The first block, installed by the first push; the consumer starts
+    /// from it (by then `tail_block` may have moved on).
+    first: AtomicPtr<Block<T>>,
     limit: u64,
     overhead: u64,
     high: u64,
@@ -618,6 +624,42 @@ impl<T: QueueItem> SendQueue<T> {
         new
     }
 
+    /// Installs the first block (the queue is created without one). Called
+    /// by a producer that found `tail_block` null, before it reserves: a
+    /// reservation is therefore only ever made once the block exists, which
+    /// is what lets the consumer find it (see `drain_inner`).
+    #[cold]
+    fn first_block(&self) {
+        let mut f = self.first.load(Ordering::Acquire);
+        if f.is_null() {
+            let b = Block::<T>::alloc();
+            match self.first.compare_exchange(
+                ptr::null_mut(),
+                b,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => f = b,
+                Err(cur) => {
+                    // SAFETY: another producer installed its block first;
+                    // `b` was never published.
+                    unsafe { Block::free(b) };
+                    f = cur;
+                }
+            }
+        }
+        // `first` is set before `tail_block`, and every reservation is made
+        // after `tail_block` was seen non-null: whoever acquires a
+        // reservation also sees `first`. Only the null -> first transition
+        // is allowed here (a later block must not be overwritten).
+        let _ = self.tail_block.compare_exchange(
+            ptr::null_mut(),
+            f,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
     /// A reset block for linking: the spare, or a new one.
     fn take_block(&self) -> *mut Block<T> {
         let b = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
@@ -728,6 +770,10 @@ impl<T: QueueItem> SendQueue<T> {
                 next = self.take_block();
             }
             let block = self.tail_block.load(Ordering::Acquire);
+            if block.is_null() {
+                self.first_block();
+                continue;
+            }
             match self.state.compare_exchange_weak(
                 st,
                 self.reserved(st, 1, size),
@@ -816,6 +862,10 @@ impl<T: QueueItem> SendQueue<T> {
                     next = self.take_block();
                 }
                 let block = self.tail_block.load(Ordering::Acquire);
+                if block.is_null() {
+                    self.first_block();
+                    continue;
+                }
                 match self.state.compare_exchange_weak(
                     st,
                     self.reserved(st, k as u64, size),
@@ -877,6 +927,26 @@ impl<T: QueueItem> SendQueue<T> {
         let mut items = 0;
         let mut total = 0u64;
         let mut unreleased = 0u64;
+        if c.block.is_null() {
+            let b = self.first.load(Ordering::Acquire);
+            if b.is_null() {
+                // No block yet, so nothing was reserved before this load.
+                if !arm {
+                    return Drained::default();
+                }
+                if self.release(0, Some(c.head)) {
+                    return Drained {
+                        idle: true,
+                        ..Drained::default()
+                    };
+                }
+                // A producer reserved meanwhile; it installed the block
+                // before its reservation, which the state load in `release`
+                // acquired, so the block is visible now.
+            }
+            c.block = self.first.load(Ordering::Acquire);
+            debug_assert!(!c.block.is_null());
+        }
         loop {
             if items == max {
                 self.release(unreleased, None);
@@ -1024,6 +1094,14 @@ impl<T: QueueItem> Drop for SendQueue<T> {
             let c = lock(&self.consumer.0);
             (c.head, c.block)
         };
+        if block.is_null() {
+            // The consumer never drained: start from the first block, if a
+            // push ever installed one.
+            block = self.first.load(Ordering::Acquire);
+            if block.is_null() {
+                return;
+            }
+        }
         let end = index_of(self.state.load(Ordering::Acquire));
         // No producer is running (we are exclusive), so every reserved slot
         // between head and the tail index is published.

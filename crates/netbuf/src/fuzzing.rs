@@ -1,0 +1,407 @@
+//! Fuzz-target logic, shared by the `cargo fuzz` targets in `fuzz/` and the
+//! fixed-iteration harness in `tests/fuzz_harness.rs` (not a public API).
+//!
+//! Each function takes arbitrary bytes, derives a configuration and a
+//! scenario from them, runs the code under test and **panics** when an
+//! invariant breaks: that is how a fuzzer recognises a finding. The code
+//! under test itself must never panic, whatever the bytes.
+//!
+//! * [`decode`]: the same byte stream, cut into arbitrary reads (with
+//!   `Interrupted` / `WouldBlock` in between), goes through [`RecvBuffer`]
+//!   and [`ChainedBuffer`] (through [`FrameSource`]); both must yield
+//!   exactly the frames (and the first error) a one-shot reference decode
+//!   of the whole stream yields, and report a partial frame at the end.
+//! * [`flush`]: frames of arbitrary sizes (owned and shared bodies, linear
+//!   and gather paths, optional transform) pushed and flushed in arbitrary
+//!   order through a writer that takes arbitrary partial amounts, blocks,
+//!   is interrupted or fails; the bytes written must be exactly the frames
+//!   in order (or a prefix of them after a failure), and every body must be
+//!   freed once the flusher is dropped.
+
+use std::io::{self, IoSlice, Read, Write};
+
+use crate::codec::{DecodeError, FrameCodec, FrameHeader, encode_header};
+use crate::{
+    ChaCha20Transform, ChainedBuffer, Compaction, Flushed, Flusher, FrameSource, GatherThreshold,
+    Kind, MessagePool, OutFrame, Outgoing, RecvBuffer, Transform,
+};
+
+/// Reads bytes off the front of the fuzz input.
+#[derive(Debug)]
+struct Input<'a>(&'a [u8]);
+
+impl Input<'_> {
+    fn byte(&mut self) -> u8 {
+        match self.0.split_first() {
+            Some((&b, rest)) => {
+                self.0 = rest;
+                b
+            }
+            None => 0,
+        }
+    }
+    fn u16(&mut self) -> u16 {
+        u16::from_le_bytes([self.byte(), self.byte()])
+    }
+}
+
+/// SplitMix64, for schedules derived from one seed byte.
+#[derive(Debug, Clone)]
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+}
+
+/// A socket double handing out the stream in arbitrary pieces.
+#[derive(Debug)]
+struct Chunky<'a> {
+    data: &'a [u8],
+    rng: Mix,
+    max_chunk: usize,
+}
+
+impl Read for Chunky<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let r = self.rng.next();
+        match r % 16 {
+            0 => return Err(io::ErrorKind::Interrupted.into()),
+            1 => return Err(io::ErrorKind::WouldBlock.into()),
+            _ => {}
+        }
+        let want = 1 + (r >> 8) as usize % self.max_chunk;
+        let n = want.min(buf.len()).min(self.data.len());
+        buf[..n].copy_from_slice(&self.data[..n]);
+        self.data = &self.data[n..];
+        Ok(n)
+    }
+}
+
+/// What a decode produced: the frames (header, body) and how it ended.
+#[derive(Debug, PartialEq, Eq)]
+struct Decoded {
+    frames: Vec<(FrameHeader, Vec<u8>)>,
+    /// The first decode error, or the `finish` result at end of stream.
+    end: Result<(), DecodeError>,
+}
+
+/// The reference: the whole stream decoded at once with the codec.
+fn reference(codec: FrameCodec, wire: &[u8]) -> Decoded {
+    let mut frames = Vec::new();
+    let mut rest = wire;
+    loop {
+        match codec.decode_frame(rest) {
+            Ok(Some((f, used))) => {
+                frames.push((f.header, f.body.to_vec()));
+                rest = &rest[used..];
+            }
+            Ok(None) => {
+                let end = if rest.is_empty() {
+                    Ok(())
+                } else {
+                    Err(DecodeError::Truncated {
+                        buffered: rest.len(),
+                    })
+                };
+                return Decoded { frames, end };
+            }
+            Err(e) => {
+                return Decoded {
+                    frames,
+                    end: Err(e),
+                };
+            }
+        }
+    }
+}
+
+/// Runs one receive buffer over the stream.
+fn run_source<S: FrameSource>(
+    src: &mut S,
+    pool: &MessagePool,
+    wire: &[u8],
+    seed: u64,
+    max_chunk: usize,
+    as_message: u64,
+) -> Decoded {
+    let mut r = Chunky {
+        data: wire,
+        rng: Mix(seed),
+        max_chunk,
+    };
+    let mut frames = Vec::new();
+    let mut k = 0u32;
+    loop {
+        // Decode every complete frame, alternating view / message.
+        loop {
+            let use_message = (as_message >> (k % 64)) & 1 == 1;
+            k = k.wrapping_add(1);
+            let next = if use_message {
+                src.next_message(pool)
+                    .map(|o| o.map(|(h, m)| (h, m.to_vec())))
+            } else {
+                src.next_frame()
+                    .map(|o| o.map(|f| (f.header, f.body.to_vec())))
+            };
+            match next {
+                Ok(Some(f)) => frames.push(f),
+                Ok(None) => break,
+                Err(e) => {
+                    return Decoded {
+                        frames,
+                        end: Err(e),
+                    };
+                }
+            }
+        }
+        match src.read_from(&mut r) {
+            Ok(0) => {
+                let end = src.finish();
+                return Decoded { frames, end };
+            }
+            Ok(_) => {}
+            Err(e)
+                if e.kind() == io::ErrorKind::Interrupted
+                    || e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("read_from failed on a well-behaved reader: {e}"),
+        }
+    }
+}
+
+/// Fuzz target: the frame decoder of both receive buffers (see the module
+/// docs). Panics on a divergence from the reference or a leak.
+pub fn decode(data: &[u8]) {
+    let mut input = Input(data);
+    let max_body = [0usize, 1, 16, 100, 1000, 4096, 10 << 10, 70_000][input.byte() as usize % 8];
+    let block = [16usize, 64, 256, 4096][input.byte() as usize % 4];
+    let capacity = [0usize, 64, 4096, 16 << 10][input.byte() as usize % 4];
+    let seed = input.byte() as u64;
+    let max_chunk = 1 + input.byte() as usize * 37;
+    let flags = input.byte();
+    let as_message = Mix(input.byte() as u64).next();
+    let wire = input.0;
+
+    let codec = FrameCodec::with_max_body(max_body);
+    let want = reference(codec, wire);
+    let pool = MessagePool::builder()
+        .extra_class(256)
+        .pooled(flags & 1 == 0)
+        .build();
+    {
+        let compaction = if flags & 2 == 0 {
+            Compaction::Lazy
+        } else {
+            Compaction::EveryRead
+        };
+        let mut linear = RecvBuffer::with_config(capacity, codec, compaction);
+        let got = run_source(&mut linear, &pool, wire, seed, max_chunk, as_message);
+        assert_eq!(got, want, "RecvBuffer disagrees with the reference decode");
+        let mut chained = ChainedBuffer::with_config(pool.clone(), block, codec);
+        let got = run_source(&mut chained, &pool, wire, seed ^ 1, max_chunk, !as_message);
+        assert_eq!(
+            got, want,
+            "ChainedBuffer disagrees with the reference decode"
+        );
+    }
+    assert_eq!(
+        pool.stats().live_messages,
+        0,
+        "a receive buffer leaked pool messages"
+    );
+}
+
+/// A writer double: takes at most a scheduled amount per call, or blocks,
+/// is interrupted, or fails.
+#[derive(Debug)]
+struct Partial {
+    out: Vec<u8>,
+    rng: Mix,
+    /// Calls after which the writer fails for good (`u64::MAX`: never).
+    fail_after: u64,
+    calls: u64,
+    max_chunk: usize,
+}
+
+impl Partial {
+    fn limit(&mut self) -> io::Result<usize> {
+        self.calls += 1;
+        if self.calls > self.fail_after {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        let r = self.rng.next();
+        match r % 8 {
+            0 => Err(io::ErrorKind::WouldBlock.into()),
+            1 => Err(io::ErrorKind::Interrupted.into()),
+            _ => Ok(1 + (r >> 8) as usize % self.max_chunk),
+        }
+    }
+}
+
+impl Write for Partial {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.limit()?.min(buf.len());
+        self.out.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let mut l = self.limit()?;
+        let mut n = 0;
+        for b in bufs {
+            let k = l.min(b.len());
+            self.out.extend_from_slice(&b[..k]);
+            n += k;
+            l -= k;
+            if l == 0 {
+                break;
+            }
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Fuzz target: the flusher under a partial-writing writer (see the module
+/// docs). Panics on a wrong byte stream or a leaked body.
+pub fn flush(data: &[u8]) {
+    let mut input = Input(data);
+    let threshold = match input.byte() % 6 {
+        0 => GatherThreshold::Never,
+        1 => GatherThreshold::ALWAYS,
+        2 => GatherThreshold::Bytes(1),
+        3 => GatherThreshold::Bytes(64),
+        4 => GatherThreshold::Bytes(4096),
+        _ => GatherThreshold::Bytes(16 << 10),
+    };
+    let flags = input.byte();
+    let transform = flags & 1 == 1;
+    let fail_after = if flags & 2 == 2 {
+        input.byte() as u64
+    } else {
+        u64::MAX
+    };
+    let max_chunk = 1 + input.byte() as usize * 97;
+    let seed = input.byte() as u64;
+    let pool = MessagePool::builder()
+        .extra_class(256)
+        .pooled(flags & 4 == 0)
+        .build();
+    let key = [7u8; 32];
+    let nonce = [9u8; 12];
+    let mut expected = Vec::new();
+    let mut w = Partial {
+        out: Vec::new(),
+        rng: Mix(seed),
+        fail_after,
+        calls: 0,
+        max_chunk,
+    };
+    let mut failed = false;
+    {
+        let mut f: Flusher<Outgoing> = Flusher::new(threshold);
+        if transform {
+            f = f.with_transform(ChaCha20Transform::new(key, nonce));
+        }
+        let mut n = 0u32;
+        while !input.0.is_empty() && !failed {
+            let op = input.byte();
+            match op % 4 {
+                0 | 1 => {
+                    // Push a frame (mostly small, sometimes over 64 KiB).
+                    let len = if op & 0x80 == 0x80 {
+                        input.u16() as usize * 3
+                    } else {
+                        input.byte() as usize * 17 % 3000
+                    };
+                    n = n.wrapping_add(1);
+                    let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
+                    let header = encode_header(Kind::EchoReply, n as u16, len as u32);
+                    expected.extend_from_slice(&header);
+                    expected.extend_from_slice(&body);
+                    let Ok(m) = pool.message_from(&body) else {
+                        panic!("pool refused a {len} B message")
+                    };
+                    let out = if op & 0x40 == 0x40 {
+                        let shared = m.freeze();
+                        let keep = shared.clone();
+                        drop(keep);
+                        Outgoing::Shared(shared)
+                    } else {
+                        Outgoing::Owned(m)
+                    };
+                    f.push(OutFrame::new(header, out));
+                }
+                2 => {
+                    if f.flush(&mut w).is_err() {
+                        failed = true;
+                    }
+                }
+                _ => {
+                    // A few writes' worth, as a readiness loop would do.
+                    for _ in 0..(op >> 2) % 8 {
+                        match f.flush(&mut w) {
+                            Ok(Flushed::Done) => break,
+                            Ok(Flushed::WouldBlock) => {}
+                            Err(_) => {
+                                failed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(
+                f.pending_bytes() as u64 + w.out.len() as u64,
+                expected.len() as u64,
+                "pending + written bytes must equal the bytes pushed"
+            );
+        }
+        if !failed {
+            // Drain: the writer always makes progress eventually.
+            let mut rounds = 0u32;
+            loop {
+                match f.flush(&mut w) {
+                    Ok(Flushed::Done) => break,
+                    Ok(Flushed::WouldBlock) => {}
+                    Err(_) => {
+                        failed = true;
+                        break;
+                    }
+                }
+                rounds += 1;
+                assert!(rounds < 1_000_000, "flush makes no progress");
+            }
+            if !failed {
+                assert!(f.is_empty() && f.pending_bytes() == 0);
+                assert_eq!(f.metrics().bytes_written, w.out.len() as u64);
+            }
+        }
+        if failed {
+            // The session closes: what is pending is dropped.
+            f.clear();
+            assert!(f.is_empty());
+        }
+    }
+    if transform {
+        let mut t = ChaCha20Transform::new(key, nonce);
+        let plain = std::mem::take(&mut expected);
+        expected = vec![0; plain.len()];
+        t.apply(&plain, &mut expected);
+    }
+    if failed {
+        assert!(
+            expected.starts_with(&w.out),
+            "bytes written before the failure are not a prefix of the frames"
+        );
+    } else {
+        assert!(w.out == expected, "written bytes differ from the frames");
+    }
+    assert_eq!(pool.stats().live_messages, 0, "the flusher leaked a body");
+}

@@ -1,0 +1,190 @@
+//! A bounded, deterministic run of the fuzz targets (`netbuf::fuzzing`, the
+//! same functions the `cargo fuzz` targets in `fuzz/` call): pseudo-random
+//! inputs, valid frame streams with mutations, and the committed seed
+//! corpus (`fuzz/corpus/*`) with mutations. Fixed seeds: every run feeds the
+//! same inputs.
+//!
+//! `FUZZ_ITERS` sets the inputs per generator (default 1500); when only
+//! `PROPTEST_CASES` is set (`scripts/memcheck.sh` runs this binary under
+//! valgrind with 16) it is 4 x that.
+
+use std::path::PathBuf;
+
+use netbuf::fuzzing;
+
+fn iters() -> usize {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+    match (env("FUZZ_ITERS"), env("PROPTEST_CASES")) {
+        (Some(n), _) => n,
+        (None, Some(c)) => (c * 4).max(8),
+        (None, None) => 1500,
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next() as u8).collect()
+    }
+}
+
+/// Bit flips, truncation, insertion, duplication of a slice.
+fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
+    for _ in 0..1 + rng.below(4) {
+        match rng.below(5) {
+            0 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if !v.is_empty() => {
+                let i = rng.below(v.len());
+                v[i] = rng.next() as u8;
+            }
+            2 => {
+                let at = rng.below(v.len() + 1);
+                v.truncate(at);
+            }
+            3 => {
+                let at = rng.below(v.len() + 1);
+                let n = rng.below(16);
+                let extra = rng.bytes(n);
+                v.splice(at..at, extra);
+            }
+            _ if !v.is_empty() => {
+                let a = rng.below(v.len());
+                let b = (a + rng.below(64)).min(v.len());
+                let copy = v[a..b].to_vec();
+                let at = rng.below(v.len() + 1);
+                v.splice(at..at, copy);
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+/// A decode input: 7 configuration bytes, then a stream of frames, mostly
+/// valid.
+fn frame_stream(rng: &mut Rng) -> Vec<u8> {
+    let mut v = rng.bytes(7);
+    for _ in 0..rng.below(12) {
+        let len = match rng.below(10) {
+            0 => rng.below(20_000),
+            1..=3 => 0,
+            _ => rng.below(300),
+        };
+        let kind = if rng.below(20) == 0 {
+            rng.next() as u8
+        } else {
+            1 + rng.below(7) as u8
+        };
+        let flags = if rng.below(30) == 0 {
+            rng.next() as u8
+        } else {
+            0
+        };
+        v.extend_from_slice(&(len as u32).to_le_bytes());
+        v.push(kind);
+        v.push(flags);
+        v.extend_from_slice(&(rng.next() as u16).to_le_bytes());
+        v.extend(rng.bytes(len));
+    }
+    v
+}
+
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/corpus")
+        .join(target);
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    files.iter().filter_map(|p| std::fs::read(p).ok()).collect()
+}
+
+#[test]
+fn decode_random_inputs() {
+    let mut rng = Rng(1);
+    for _ in 0..iters() {
+        let n = rng.below(600);
+        fuzzing::decode(&rng.bytes(n));
+    }
+}
+
+#[test]
+fn decode_mutated_frame_streams() {
+    let mut rng = Rng(2);
+    for i in 0..iters() {
+        let v = frame_stream(&mut rng);
+        let v = if i % 4 == 0 { v } else { mutate(&mut rng, v) };
+        fuzzing::decode(&v);
+    }
+}
+
+#[test]
+fn flush_random_inputs() {
+    let mut rng = Rng(3);
+    for _ in 0..iters() {
+        let n = rng.below(300);
+        fuzzing::flush(&rng.bytes(n));
+    }
+}
+
+#[test]
+fn seed_corpus_and_mutations() {
+    let mut rng = Rng(4);
+    let decode = corpus("decode");
+    let flush = corpus("flush");
+    assert!(
+        !decode.is_empty() && !flush.is_empty(),
+        "seed corpus missing (fuzz/corpus/{{decode,flush}})"
+    );
+    let rounds = (iters() / 50).max(2);
+    for seed in &decode {
+        fuzzing::decode(seed);
+        for _ in 0..rounds {
+            fuzzing::decode(&mutate(&mut rng, seed.clone()));
+        }
+    }
+    for seed in &flush {
+        fuzzing::flush(seed);
+        for _ in 0..rounds {
+            fuzzing::flush(&mutate(&mut rng, seed.clone()));
+        }
+    }
+}
+
+/// Edge inputs, and any crash a fuzzer finds (added here as it is found).
+#[test]
+fn regressions() {
+    let cases: &[&[u8]] = &[
+        b"",
+        &[0],
+        // Maximal announced length, every kind byte.
+        &[0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0],
+        &[
+            7, 3, 3, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+        ],
+        // A header split over the smallest chained blocks.
+        &[3, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0, 5, 0, 1, 0, 1, 2, 3, 4],
+        // Limit 0: an empty body is fine, one byte is not.
+        &[0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 2, 0],
+        &[0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9],
+    ];
+    for c in cases {
+        fuzzing::decode(c);
+        fuzzing::flush(c);
+    }
+}

@@ -42,6 +42,11 @@ ALLOCATORS_EXPECT=jemalloc cargo test --workspace --lib --bins --tests --feature
 stage "tests: --all-features (precedence picks jemalloc)"
 ALLOCATORS_EXPECT=jemalloc cargo test -p allocators --all-features
 
+if [ -x scripts/soak.sh ]; then
+  stage "soak / chaos: 60-second profile (release)"
+  scripts/soak.sh
+fi
+
 if [ -x scripts/loom.sh ]; then
   stage "loom models (LOOM_MAX_PREEMPTIONS=${LOOM_MAX_PREEMPTIONS:-2})"
   scripts/loom.sh

@@ -287,7 +287,9 @@ pub fn flush(data: &[u8]) {
     } else {
         u64::MAX
     };
-    let max_chunk = 1 + input.byte() as usize * 97;
+    // Writes of 1 byte happen (see `Partial::limit`), but on average a
+    // step is at least 32 bytes: runs stay fast.
+    let max_chunk = 64 + input.byte() as usize * 257;
     let seed = input.byte() as u64;
     let pool = MessagePool::builder()
         .extra_class(256)
@@ -310,16 +312,22 @@ pub fn flush(data: &[u8]) {
             f = f.with_transform(ChaCha20Transform::new(key, nonce));
         }
         let mut n = 0u32;
+        let mut budget = 128usize << 10;
         while !input.0.is_empty() && !failed {
             let op = input.byte();
             match op % 4 {
                 0 | 1 => {
                     // Push a frame (mostly small, sometimes over 64 KiB).
+                    // Bodies stay within ~64 writes of the writer's largest
+                    // step, so an input cannot make one run take minutes.
+                    // At most 128 KiB of bodies per input.
                     let len = if op & 0x80 == 0x80 {
-                        input.u16() as usize * 3
+                        (input.u16() as usize * 3).min(max_chunk * 64)
                     } else {
-                        input.byte() as usize * 17 % 3000
-                    };
+                        input.byte() as usize * 7 % 1500
+                    }
+                    .min(budget);
+                    budget -= len;
                     n = n.wrapping_add(1);
                     let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
                     let header = encode_header(Kind::EchoReply, n as u16, len as u32);

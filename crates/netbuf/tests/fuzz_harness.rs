@@ -4,9 +4,9 @@
 //! corpus (`fuzz/corpus/*`) with mutations. Fixed seeds: every run feeds the
 //! same inputs.
 //!
-//! `FUZZ_ITERS` sets the inputs per generator (default 1500); when only
+//! `FUZZ_ITERS` sets the inputs per generator (default 300); when only
 //! `PROPTEST_CASES` is set (`scripts/memcheck.sh` runs this binary under
-//! valgrind with 16) it is 4 x that.
+//! valgrind with 16) it is that.
 
 use std::path::PathBuf;
 
@@ -16,8 +16,8 @@ fn iters() -> usize {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
     match (env("FUZZ_ITERS"), env("PROPTEST_CASES")) {
         (Some(n), _) => n,
-        (None, Some(c)) => (c * 4).max(8),
-        (None, None) => 1500,
+        (None, Some(c)) => c.max(4),
+        (None, None) => 300,
     }
 }
 

@@ -20,3 +20,4 @@ pub mod config;
 pub mod load;
 pub mod report;
 pub mod server;
+pub mod soak;

@@ -44,6 +44,10 @@ enum Cmd {
     },
     /// Drive any server that speaks the framing (echo, latency, fan-out).
     Load(server_demo::load::LoadArgs),
+    /// Soak / chaos test: the server in-process on loopback under many
+    /// clients that mix valid traffic with faults; checks nothing is lost or
+    /// corrupted and memory stays bounded; non-zero exit on any failure.
+    Soak(server_demo::soak::SoakArgs),
     /// Hold N idle TCP connections until standard input closes (used by the
     /// main job's idle-memory measurement).
     #[command(hide = true)]
@@ -88,6 +92,7 @@ fn main() {
                 1
             }
         },
+        Some(Cmd::Soak(args)) => server_demo::soak::main(&args),
         None => server_demo::report::main_job(cli.json.as_deref()),
     };
     std::process::exit(code);

@@ -1,0 +1,20 @@
+//! A short soak profile (~10 s): the server in-process under clients that
+//! mix valid traffic with faults; every check of `server_demo::soak` must
+//! hold (scripts/soak.sh runs the 60-second profile, release build).
+
+use server_demo::soak::{SoakArgs, run};
+
+#[test]
+fn short_soak_profile_passes_every_check() {
+    let args = SoakArgs {
+        seconds: 8,
+        clients: 10,
+        seed: Some(0x50a4),
+        ..SoakArgs::default()
+    };
+    let report = run(&args);
+    println!("{report}");
+    assert!(report.passed(), "soak failed:\n{report}");
+    assert!(report.totals.connections > 10);
+    assert_eq!(report.leaks, 0);
+}

@@ -1,0 +1,7 @@
+//! Frame decoder of `RecvBuffer` and `ChainedBuffer` against a reference
+//! decode (logic in `netbuf::fuzzing::decode`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| netbuf::fuzzing::decode(data));

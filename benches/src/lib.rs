@@ -143,3 +143,6 @@ unsafe impl GlobalAlloc for Mimalloc {
         unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
+
+pub mod peers;
+pub mod report;

@@ -1,0 +1,553 @@
+//! The end-to-end matrix: the load generator of `server-demo` against
+//! `server-demo` (default strategies), the tokio peer and tokio-with-netbuf,
+//! same machine, same settings, each server a child process so that its
+//! CPU time (all threads, from `/proc`) and allocations (its counting
+//! global allocator) are its own.
+//!
+//! The children are this same binary (`bench-report serve NAME`), so one
+//! build runs everything and all three servers share one global allocator.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use server_demo::load::{EchoLatency, EchoThroughput, FanOut, Target};
+
+use super::median;
+
+/// The servers compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ServerKind {
+    /// `server-demo` with its default strategies (1 IO + 1 logic thread).
+    Demo,
+    /// The idiomatic tokio + `LengthDelimitedCodec` peer.
+    TokioPeer,
+    /// tokio with netbuf's data path.
+    TokioNetbuf,
+}
+
+impl ServerKind {
+    /// All three, the baseline (tokio peer) first.
+    pub const ALL: [ServerKind; 3] = [
+        ServerKind::TokioPeer,
+        ServerKind::Demo,
+        ServerKind::TokioNetbuf,
+    ];
+
+    /// Name used on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::Demo => "server-demo",
+            ServerKind::TokioPeer => "tokio-peer",
+            ServerKind::TokioNetbuf => "tokio-netbuf",
+        }
+    }
+
+    /// Parses [`name`](Self::name).
+    pub fn parse(s: &str) -> Option<ServerKind> {
+        ServerKind::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+impl fmt::Display for ServerKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Body limit every server runs with (what the main job gives
+/// `server-demo`, so 256 KiB echoes fit).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Per-session send bound every server runs with: the fan-out runs
+/// publish up to 40 MiB as fast as the socket takes them, and with the
+/// 4 MiB default the lone subscriber of `fan-out x1` was (correctly)
+/// closed as a slow consumer. The tokio peer's room capacity (65,536
+/// messages) is the same kind of bound.
+pub const SEND_QUEUE_BYTES: usize = 64 << 20;
+
+/// Runs server `kind` in this process until standard input closes (the
+/// child side of [`ServerProcess`]): prints `listening tcp ADDR`, answers
+/// `stats` lines.
+pub fn serve_child(kind: ServerKind) -> i32 {
+    let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+    match kind {
+        ServerKind::Demo => {
+            let strategy = server_demo::config::StrategyArgs {
+                max_frame: MAX_BODY,
+                send_queue_bytes: SEND_QUEUE_BYTES,
+                ..Default::default()
+            };
+            let listen = server_demo::config::Listen {
+                tcp: Some(addr),
+                unix: None,
+            };
+            let server = match server_demo::server::Server::start(listen, strategy) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot start server-demo: {e}");
+                    return 1;
+                }
+            };
+            println!("listening tcp {}", server.tcp_addr().expect("tcp listener"));
+            let _ = io::stdout().flush();
+            crate::peers::stdin_control();
+            let leaks = server.shutdown();
+            i32::from(!leaks.is_clean())
+        }
+        ServerKind::TokioPeer | ServerKind::TokioNetbuf => {
+            let cfg = crate::peers::PeerConfig {
+                addr,
+                max_body: MAX_BODY,
+                send_queue_bytes: SEND_QUEUE_BYTES,
+                ..Default::default()
+            };
+            let peer = if kind == ServerKind::TokioPeer {
+                crate::peers::PeerKind::TokioPeer
+            } else {
+                crate::peers::PeerKind::TokioNetbuf
+            };
+            let server = match peer.start(cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("cannot start {kind}: {e}");
+                    return 1;
+                }
+            };
+            println!("listening tcp {}", server.addr());
+            let _ = io::stdout().flush();
+            crate::peers::stdin_control();
+            server.shutdown();
+            0
+        }
+    }
+}
+
+/// A server running as a child process of this binary.
+#[derive(Debug)]
+pub struct ServerProcess {
+    /// Which server.
+    pub kind: ServerKind,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl ServerProcess {
+    /// Starts `exe serve NAME` and waits for its address.
+    pub fn spawn(exe: &std::path::Path, kind: ServerKind) -> io::Result<ServerProcess> {
+        let mut child = Command::new(exe)
+            .args(["serve", kind.name()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("listening tcp ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| {
+                let _ = child.kill();
+                io::Error::other(format!("{kind}: unexpected first line {line:?}"))
+            })?;
+        Ok(ServerProcess {
+            kind,
+            addr,
+            child,
+            stdin,
+            stdout,
+        })
+    }
+
+    /// CPU nanoseconds used so far by all the server's threads (sum of
+    /// `/proc/PID/task/*/schedstat`; falls back to `utime + stime` of
+    /// `/proc/PID/stat` at clock-tick resolution).
+    pub fn cpu_ns(&self) -> u64 {
+        let pid = self.child.id();
+        let mut total = 0u64;
+        let mut any = false;
+        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in rd.flatten() {
+                if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+                    && let Some(ns) = s
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<u64>().ok())
+                {
+                    total += ns;
+                    any = true;
+                }
+            }
+        }
+        if any {
+            return total;
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may contain spaces).
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
+        (ticks(11) + ticks(12)) * 10_000_000
+    }
+
+    /// Allocator calls made by the server process so far.
+    pub fn allocations(&mut self) -> Option<u64> {
+        let stdin = self.stdin.as_mut()?;
+        stdin.write_all(b"stats\n").ok()?;
+        stdin.flush().ok()?;
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).ok()?;
+        line.trim().strip_prefix("stats allocations=")?.parse().ok()
+    }
+
+    /// Closes its standard input (it shuts down) and waits, killing it
+    /// after 5 s.
+    pub fn stop(mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One scenario of the matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Echo throughput, window 64, one connection.
+    Echo {
+        /// Body bytes.
+        size: usize,
+        /// Messages.
+        messages: u64,
+    },
+    /// Ping-pong round trips.
+    PingPong {
+        /// Body bytes.
+        size: usize,
+        /// Round trips.
+        round_trips: u64,
+    },
+    /// One publisher, `subscribers` members of one room.
+    FanOut {
+        /// Body bytes.
+        size: usize,
+        /// Subscribers.
+        subscribers: usize,
+        /// Publishes.
+        messages: u64,
+    },
+}
+
+impl Scenario {
+    /// Row label (`echo 64 B`, `ping-pong 64 B`, `fan-out 1 KiB x256`).
+    pub fn label(&self) -> String {
+        let s = |n: usize| server_demo::load::fmt_size(n);
+        match *self {
+            Scenario::Echo { size, .. } => format!("echo {}", s(size)),
+            Scenario::PingPong { size, .. } => format!("ping-pong {}", s(size)),
+            Scenario::FanOut {
+                size, subscribers, ..
+            } => format!("fan-out {} x{subscribers}", s(size)),
+        }
+    }
+
+    /// Body size.
+    pub fn size(&self) -> usize {
+        match *self {
+            Scenario::Echo { size, .. }
+            | Scenario::PingPong { size, .. }
+            | Scenario::FanOut { size, .. } => size,
+        }
+    }
+}
+
+/// The matrix: `quick` is a seconds-long version for smoke runs.
+pub fn matrix(quick: bool) -> Vec<Scenario> {
+    let k = |n: u64| if quick { (n / 20).max(50) } else { n };
+    vec![
+        Scenario::Echo {
+            size: 64,
+            messages: k(1_000_000),
+        },
+        Scenario::Echo {
+            size: 1 << 10,
+            messages: k(400_000),
+        },
+        Scenario::Echo {
+            size: 256 << 10,
+            messages: k(5_000),
+        },
+        Scenario::PingPong {
+            size: 64,
+            round_trips: k(20_000),
+        },
+        Scenario::PingPong {
+            size: 1 << 10,
+            round_trips: k(20_000),
+        },
+        Scenario::PingPong {
+            size: 256 << 10,
+            round_trips: k(1_000),
+        },
+        Scenario::FanOut {
+            size: 1 << 10,
+            subscribers: 1,
+            messages: k(40_000),
+        },
+        Scenario::FanOut {
+            size: 1 << 10,
+            subscribers: 16,
+            messages: k(5_000),
+        },
+        Scenario::FanOut {
+            size: 1 << 10,
+            subscribers: 256,
+            messages: k(2_000),
+        },
+    ]
+}
+
+/// One run of one scenario against one server.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sample {
+    /// Messages (echo), round trips (ping-pong) or deliveries (fan-out) per second.
+    pub per_sec: f64,
+    /// Body MB/s (one direction).
+    pub mb_per_sec: f64,
+    /// Median round trip (ping-pong).
+    pub p50_us: Option<f64>,
+    /// 99th percentile round trip (ping-pong).
+    pub p99_us: Option<f64>,
+    /// Server CPU nanoseconds (all threads) per message / round trip / delivery.
+    pub cpu_ns_per_msg: f64,
+    /// Server allocator calls per message / round trip / delivery.
+    pub allocs_per_msg: Option<f64>,
+}
+
+/// Runs `sc` once against `server`.
+pub fn run_once(server: &mut ServerProcess, sc: &Scenario) -> Result<Sample, String> {
+    let target = Target::Tcp(server.addr);
+    let timeout = Duration::from_secs(60);
+    let a0 = server.allocations();
+    let c0 = server.cpu_ns();
+    let mut s = Sample::default();
+    let units = match *sc {
+        Scenario::Echo { size, messages } => {
+            let r = EchoThroughput::new(target, size, messages)
+                .with_window(64)
+                .with_connections(1)
+                .with_timeout(timeout)
+                .run()
+                .map_err(|e| e.to_string())?;
+            s.per_sec = r.msgs_per_sec;
+            s.mb_per_sec = r.mb_per_sec;
+            messages
+        }
+        Scenario::PingPong { size, round_trips } => {
+            let r = EchoLatency::new(target, size, round_trips)
+                .with_timeout(timeout)
+                .run()
+                .map_err(|e| e.to_string())?;
+            s.per_sec = 1e6 / r.mean_us.max(1e-9);
+            s.mb_per_sec = s.per_sec * size as f64 / 1e6;
+            s.p50_us = Some(r.p50_us);
+            s.p99_us = Some(r.p99_us);
+            round_trips
+        }
+        Scenario::FanOut {
+            size,
+            subscribers,
+            messages,
+        } => {
+            let r = FanOut::new(target, size, subscribers, messages)
+                .with_timeout(timeout)
+                .run()
+                .map_err(|e| e.to_string())?;
+            s.per_sec = r.deliveries_per_sec;
+            s.mb_per_sec = r.deliveries_per_sec * size as f64 / 1e6;
+            r.deliveries
+        }
+    };
+    // Let the server finish closing the run's sessions before reading.
+    std::thread::sleep(Duration::from_millis(30));
+    let c1 = server.cpu_ns();
+    let a1 = server.allocations();
+    let n = units.max(1) as f64;
+    s.cpu_ns_per_msg = c1.saturating_sub(c0) as f64 / n;
+    s.allocs_per_msg = match (a0, a1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n),
+        _ => None,
+    };
+    Ok(s)
+}
+
+/// Medians over the repeats of one (scenario, server) cell.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cell {
+    /// Every run.
+    pub samples: Vec<Sample>,
+    /// Errors of failed runs.
+    pub errors: Vec<String>,
+}
+
+impl Cell {
+    fn med(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {
+        median(&self.samples.iter().filter_map(f).collect::<Vec<_>>())
+    }
+    /// Median rate.
+    pub fn per_sec(&self) -> Option<f64> {
+        self.med(|s| Some(s.per_sec))
+    }
+    /// Median MB/s.
+    pub fn mb_per_sec(&self) -> Option<f64> {
+        self.med(|s| Some(s.mb_per_sec))
+    }
+    /// Median p50.
+    pub fn p50_us(&self) -> Option<f64> {
+        self.med(|s| s.p50_us)
+    }
+    /// Median p99.
+    pub fn p99_us(&self) -> Option<f64> {
+        self.med(|s| s.p99_us)
+    }
+    /// Median CPU per message.
+    pub fn cpu_ns(&self) -> Option<f64> {
+        self.med(|s| Some(s.cpu_ns_per_msg))
+    }
+    /// Median allocations per message.
+    pub fn allocs(&self) -> Option<f64> {
+        self.med(|s| s.allocs_per_msg)
+    }
+    /// Spread of the rate: (min, max).
+    pub fn per_sec_range(&self) -> Option<(f64, f64)> {
+        let v: Vec<f64> = self.samples.iter().map(|s| s.per_sec).collect();
+        let min = v.iter().copied().reduce(f64::min)?;
+        let max = v.iter().copied().reduce(f64::max)?;
+        Some((min, max))
+    }
+}
+
+/// Results of the whole matrix.
+#[derive(Debug, Clone, Default)]
+pub struct Matrix {
+    /// The scenarios, in order.
+    pub scenarios: Vec<Scenario>,
+    /// The servers, baseline first.
+    pub servers: Vec<ServerKind>,
+    /// `(scenario index, server) -> cell`.
+    pub cells: std::collections::BTreeMap<(usize, ServerKind), Cell>,
+    /// Repeats per cell.
+    pub repeats: usize,
+    /// Wall time of the matrix.
+    pub elapsed: Duration,
+}
+
+impl Matrix {
+    /// The cell of scenario `i` on `server`.
+    pub fn cell(&self, i: usize, server: ServerKind) -> Option<&Cell> {
+        self.cells.get(&(i, server))
+    }
+
+    /// Index of the first scenario matching `pred`.
+    pub fn find(&self, pred: impl Fn(&Scenario) -> bool) -> Option<usize> {
+        self.scenarios.iter().position(pred)
+    }
+}
+
+/// Starts every server as a child of `exe`, warms each up, then runs
+/// `repeats` rounds of the matrix (servers in a rotating order each round,
+/// so drift on a shared machine does not favour one).
+pub fn run_matrix(
+    exe: &std::path::Path,
+    scenarios: Vec<Scenario>,
+    repeats: usize,
+    progress: bool,
+) -> io::Result<Matrix> {
+    let t0 = Instant::now();
+    let mut servers: Vec<ServerProcess> = Vec::new();
+    for k in ServerKind::ALL {
+        servers.push(ServerProcess::spawn(exe, k)?);
+    }
+    // Warm-up (not recorded): pools, caches, the gather calibration.
+    for s in servers.iter_mut() {
+        for sc in [
+            Scenario::Echo {
+                size: 64,
+                messages: 20_000,
+            },
+            Scenario::Echo {
+                size: 256 << 10,
+                messages: 100,
+            },
+            Scenario::FanOut {
+                size: 1 << 10,
+                subscribers: 4,
+                messages: 200,
+            },
+        ] {
+            if let Err(e) = run_once(s, &sc) {
+                eprintln!("warm-up of {} failed: {e}", s.kind);
+            }
+        }
+    }
+    let mut m = Matrix {
+        scenarios: scenarios.clone(),
+        servers: ServerKind::ALL.to_vec(),
+        repeats,
+        ..Default::default()
+    };
+    for rep in 0..repeats {
+        for (i, sc) in scenarios.iter().enumerate() {
+            for j in 0..servers.len() {
+                let s = &mut servers[(j + rep + i) % 3];
+                let r = run_once(s, sc);
+                if progress {
+                    match &r {
+                        Ok(x) => eprintln!(
+                            "[{}/{repeats}] {:<22} {:<13} {:>12.0}/s  cpu {:>7.0} ns/msg{}",
+                            rep + 1,
+                            sc.label(),
+                            s.kind.name(),
+                            x.per_sec,
+                            x.cpu_ns_per_msg,
+                            x.p99_us
+                                .map(|p| format!("  p99 {p:.1} us"))
+                                .unwrap_or_default()
+                        ),
+                        Err(e) => eprintln!(
+                            "[{}/{repeats}] {:<22} {:<13} FAILED: {e}",
+                            rep + 1,
+                            sc.label(),
+                            s.kind.name()
+                        ),
+                    }
+                }
+                let cell = m.cells.entry((i, s.kind)).or_default();
+                match r {
+                    Ok(x) => cell.samples.push(x),
+                    Err(e) => cell.errors.push(e),
+                }
+            }
+        }
+    }
+    for s in servers {
+        s.stop();
+    }
+    m.elapsed = t0.elapsed();
+    Ok(m)
+}

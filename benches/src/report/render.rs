@@ -1,0 +1,497 @@
+//! Markdown of the report: the end-to-end tables with medians and ratios
+//! against the tokio peer, the issue's targets, the field-report
+//! comparison from criterion's results, and every criterion group.
+
+use std::fmt::Write as _;
+
+use super::Machine;
+use super::criterion::{GroupTable, fmt_ns};
+use super::e2e::{Matrix, Scenario, ServerKind};
+
+/// How a target compares.
+#[derive(Debug, Clone)]
+pub struct TargetRow {
+    /// What is compared (`server-demo echo 64 B throughput`).
+    pub what: String,
+    /// The goal (`>= 1.5x tokio-peer`).
+    pub goal: String,
+    /// The measured ratio (as the goal states it).
+    pub ratio: Option<f64>,
+    /// Measured values (`1.2 M/s vs 0.8 M/s`).
+    pub detail: String,
+    /// Met, missed, or not measured.
+    pub met: Option<bool>,
+}
+
+fn rate(v: f64) -> String {
+    if v >= 1e6 {
+        format!("{:.2} M/s", v / 1e6)
+    } else if v >= 1e3 {
+        format!("{:.1} k/s", v / 1e3)
+    } else {
+        format!("{v:.0}/s")
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// `x.xx` with an `x` suffix.
+pub fn ratio(v: Option<f64>) -> String {
+    opt(v, |r| format!("{r:.2}x"))
+}
+
+/// The goal, evaluated.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    /// Throughput ratio vs the peer at least this.
+    FasterBy(f64),
+    /// CPU per message at most this fraction of the peer's.
+    CpuAtMost(f64),
+    /// p99 at most this multiple of the peer's.
+    P99AtMost(f64),
+}
+
+/// The targets of issue 8, evaluated on the medians.
+pub fn targets(m: &Matrix) -> Vec<TargetRow> {
+    let echo = |size: usize| m.find(|s| matches!(s, Scenario::Echo { size: z, .. } if *z == size));
+    let ping =
+        |size: usize| m.find(|s| matches!(s, Scenario::PingPong { size: z, .. } if *z == size));
+    let fan = m.find(|s| {
+        matches!(s, Scenario::FanOut { size, subscribers, .. } if *size == 1024 && *subscribers == 256)
+    });
+    let mut rows = Vec::new();
+    let mut add = |server: ServerKind, idx: Option<usize>, what: &str, goal: Goal, ahead: bool| {
+        let peer = idx.and_then(|i| m.cell(i, ServerKind::TokioPeer));
+        let me = idx.and_then(|i| m.cell(i, server));
+        let (r, detail, met, goal_s) = match goal {
+            Goal::FasterBy(g) => {
+                let (a, b) = (me.and_then(|c| c.per_sec()), peer.and_then(|c| c.per_sec()));
+                let r = a.zip(b).map(|(a, b)| a / b);
+                (
+                    r,
+                    format!("{} vs {}", opt(a, rate), opt(b, rate)),
+                    r.map(|r| if ahead { r > g } else { r >= g }),
+                    if ahead {
+                        "> 1.0x tokio-peer (ahead)".to_string()
+                    } else {
+                        format!(">= {g:.1}x tokio-peer")
+                    },
+                )
+            }
+            Goal::CpuAtMost(g) => {
+                let (a, b) = (me.and_then(|c| c.cpu_ns()), peer.and_then(|c| c.cpu_ns()));
+                let r = a.zip(b).map(|(a, b)| a / b);
+                (
+                    r,
+                    format!(
+                        "{} vs {} ns/msg",
+                        opt(a, |v| format!("{v:.0}")),
+                        opt(b, |v| format!("{v:.0}"))
+                    ),
+                    r.map(|r| if ahead { r < g } else { r <= g }),
+                    if ahead {
+                        "< 1.0x tokio-peer's CPU/msg (ahead)".to_string()
+                    } else {
+                        format!("<= {g:.2}x tokio-peer's CPU/msg")
+                    },
+                )
+            }
+            Goal::P99AtMost(g) => {
+                let (a, b) = (me.and_then(|c| c.p99_us()), peer.and_then(|c| c.p99_us()));
+                let r = a.zip(b).map(|(a, b)| a / b);
+                (
+                    r,
+                    format!(
+                        "{} vs {} us",
+                        opt(a, |v| format!("{v:.1}")),
+                        opt(b, |v| format!("{v:.1}"))
+                    ),
+                    r.map(|r| r <= g),
+                    format!("<= {g:.1}x tokio-peer's p99"),
+                )
+            }
+        };
+        rows.push(TargetRow {
+            what: format!("{server}: {what}"),
+            goal: goal_s,
+            ratio: r,
+            detail,
+            met,
+        });
+    };
+    for server in [ServerKind::Demo, ServerKind::TokioNetbuf] {
+        let demo = server == ServerKind::Demo;
+        // tokio-netbuf's goal: ahead of plain tokio on the same rows.
+        let ahead = !demo;
+        let t = |d: f64, n: f64| if demo { d } else { n };
+        add(
+            server,
+            echo(64),
+            "echo 64 B throughput",
+            Goal::FasterBy(t(1.5, 1.0)),
+            ahead,
+        );
+        add(
+            server,
+            echo(1024),
+            "echo 1 KiB throughput",
+            Goal::FasterBy(t(1.5, 1.0)),
+            ahead,
+        );
+        add(
+            server,
+            echo(256 << 10),
+            "echo 256 KiB throughput",
+            Goal::FasterBy(1.0),
+            ahead,
+        );
+        add(
+            server,
+            fan,
+            "fan-out 1 KiB x256 deliveries",
+            Goal::FasterBy(t(2.0, 1.0)),
+            ahead,
+        );
+        add(
+            server,
+            echo(64),
+            "echo 64 B server CPU/msg",
+            Goal::CpuAtMost(t(0.5, 1.0)),
+            ahead,
+        );
+        add(
+            server,
+            echo(1024),
+            "echo 1 KiB server CPU/msg",
+            Goal::CpuAtMost(t(0.5, 1.0)),
+            ahead,
+        );
+        add(
+            server,
+            ping(64),
+            "ping-pong 64 B p99",
+            Goal::P99AtMost(1.0),
+            ahead,
+        );
+    }
+    rows
+}
+
+/// The end-to-end tables.
+pub fn e2e_tables(m: &Matrix) -> String {
+    let mut o = String::new();
+    let others = [ServerKind::Demo, ServerKind::TokioNetbuf];
+    let head = |o: &mut String, metric: &str, note: &str| {
+        let _ = writeln!(o, "\n**{metric}** ({note})\n");
+        let _ = writeln!(
+            o,
+            "| scenario | tokio-peer | server-demo | vs peer | tokio-netbuf | vs peer |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    };
+    type Get = fn(&super::e2e::Cell) -> Option<f64>;
+    let table = |o: &mut String,
+                 metric: &str,
+                 note: &str,
+                 get: Get,
+                 fmt: fn(f64) -> String,
+                 inverse: bool,
+                 keep: &dyn Fn(&Scenario) -> bool| {
+        head(o, metric, note);
+        for (i, sc) in m.scenarios.iter().enumerate() {
+            if !keep(sc) {
+                continue;
+            }
+            let base = m.cell(i, ServerKind::TokioPeer).and_then(get);
+            let mut line = format!("| {} | {} |", sc.label(), opt(base, fmt));
+            for k in others {
+                let v = m.cell(i, k).and_then(get);
+                let r = v
+                    .zip(base)
+                    .map(|(v, b)| if inverse { b / v } else { v / b });
+                let _ = write!(line, " {} | {} |", opt(v, fmt), ratio(r));
+            }
+            let _ = writeln!(o, "{line}");
+        }
+    };
+    let all = |_: &Scenario| true;
+    let not_ping = |s: &Scenario| !matches!(s, Scenario::PingPong { .. });
+    let ping = |s: &Scenario| matches!(s, Scenario::PingPong { .. });
+    table(
+        &mut o,
+        "Throughput",
+        "echo: messages/s, window 64, 1 connection; fan-out: deliveries/s; ratio > 1: faster than tokio-peer",
+        |c| c.per_sec(),
+        rate,
+        false,
+        &not_ping,
+    );
+    table(
+        &mut o,
+        "Body bandwidth",
+        "MB/s one direction",
+        |c| c.mb_per_sec(),
+        |v| format!("{v:.0} MB/s"),
+        false,
+        &not_ping,
+    );
+    table(
+        &mut o,
+        "Ping-pong p50",
+        "one request in flight; ratio < 1: lower latency than tokio-peer",
+        |c| c.p50_us(),
+        |v| format!("{v:.1} us"),
+        false,
+        &ping,
+    );
+    table(
+        &mut o,
+        "Ping-pong p99",
+        "ratio < 1: lower latency than tokio-peer",
+        |c| c.p99_us(),
+        |v| format!("{v:.1} us"),
+        false,
+        &ping,
+    );
+    table(
+        &mut o,
+        "Server CPU per message",
+        "all server threads, ns per echo / round trip / delivery, from /proc; ratio < 1: less CPU than tokio-peer",
+        |c| c.cpu_ns(),
+        |v| format!("{v:.0} ns"),
+        false,
+        &all,
+    );
+    table(
+        &mut o,
+        "Server allocator calls per message",
+        "counting global allocator of the server process",
+        |c| c.allocs(),
+        |v| format!("{v:.2}"),
+        false,
+        &all,
+    );
+    // Spread and failures.
+    let _ = writeln!(
+        o,
+        "\n**Run-to-run spread of the rate** (min - max over {} runs)\n",
+        m.repeats
+    );
+    let _ = writeln!(o, "| scenario | tokio-peer | server-demo | tokio-netbuf |");
+    let _ = writeln!(o, "|---|---:|---:|---:|");
+    for (i, sc) in m.scenarios.iter().enumerate() {
+        let mut line = format!("| {} |", sc.label());
+        for k in [
+            ServerKind::TokioPeer,
+            ServerKind::Demo,
+            ServerKind::TokioNetbuf,
+        ] {
+            let cell = m.cell(i, k);
+            let s = match cell.and_then(|c| c.per_sec_range()) {
+                Some((a, b)) => format!("{} - {}", rate(a), rate(b)),
+                None => "-".into(),
+            };
+            let errs = cell.map_or(0, |c| c.errors.len());
+            let s = if errs > 0 {
+                format!("{s} ({errs} failed)")
+            } else {
+                s
+            };
+            let _ = write!(line, " {s} |");
+        }
+        let _ = writeln!(o, "{line}");
+    }
+    let errors: Vec<String> = m
+        .cells
+        .iter()
+        .flat_map(|((i, k), c)| {
+            c.errors
+                .iter()
+                .map(move |e| format!("- {} on {k}: {e}", m.scenarios[*i].label()))
+        })
+        .collect();
+    if !errors.is_empty() {
+        let _ = writeln!(o, "\nFailed runs:\n\n{}", errors.join("\n"));
+    }
+    o
+}
+
+/// The targets as a Markdown table.
+pub fn targets_table(rows: &[TargetRow]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "| target | goal | measured (median) | ratio | met |");
+    let _ = writeln!(o, "|---|---|---|---:|---|");
+    for r in rows {
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "not measured",
+        };
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} | {} |",
+            r.what,
+            r.goal,
+            r.detail,
+            ratio(r.ratio),
+            met
+        );
+    }
+    o
+}
+
+fn table<'a>(tables: &'a [GroupTable], group: &str) -> Option<&'a GroupTable> {
+    tables.iter().find(|t| t.group == group)
+}
+
+/// The smallest size from which gather is at least as fast as linear at
+/// every larger size measured (`None` if it never is).
+pub fn crossover(t: &GroupTable) -> Option<String> {
+    let mut best: Option<String> = None;
+    for row in t.rows.iter().rev() {
+        match t.speedup(row, "gather", "linear") {
+            Some(s) if s >= 1.0 => best = Some(row.clone()),
+            _ => break,
+        }
+    }
+    best
+}
+
+/// Each field-report experiment next to our ratio (from criterion).
+pub fn field_table(tables: &[GroupTable]) -> String {
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "| experiment | field report | ours (criterion medians) |"
+    );
+    let _ = writeln!(o, "|---|---|---|");
+    let none = || "not measured (run `bench-report --run-criterion`)".to_string();
+    let per_rows = |t: &GroupTable, col: &str, base: &str, rows: &[&str]| -> String {
+        let v: Vec<String> = rows
+            .iter()
+            .filter_map(|r| t.speedup(r, col, base).map(|s| format!("{r}: {s:.2}x")))
+            .collect();
+        if v.is_empty() { none() } else { v.join(", ") }
+    };
+    let bc = table(tables, "broadcast").map_or_else(none, |t| {
+        format!(
+            "shared vs copy (system): {}",
+            per_rows(t, "shared", "copy-system", &["64B", "512B", "4KiB"])
+        )
+    });
+    let _ = writeln!(
+        o,
+        "| broadcast 1,000 rounds x 100 sessions, copy vs shared | shared 14.5x faster | {bc} |"
+    );
+    let cl = table(tables, "closures_100k").map_or_else(none, |t| {
+        let v: Vec<String> = ["system", "mimalloc", "jemalloc"]
+            .iter()
+            .filter_map(|a| {
+                t.speedup(a, "box", "pool4k")
+                    .map(|s| format!("{a}: pool {s:.2}x slower"))
+            })
+            .collect();
+        if v.is_empty() { none() } else { v.join(", ") }
+    });
+    let _ = writeln!(
+        o,
+        "| 100,000 closures, allocator vs 4 KiB pool blocks | pool 3.7x slower | {cl} |"
+    );
+    for g in ["send_tcp", "send_unix"] {
+        let s = table(tables, g).map_or_else(none, |t| {
+            format!(
+                "gather vs linear: {}; gather never slower from {}",
+                per_rows(t, "gather", "linear", &["4KiB", "64KiB"]),
+                crossover(t).unwrap_or_else(|| "(never)".into())
+            )
+        });
+        let _ = writeln!(
+            o,
+            "| gather vs linear, 4 KiB and 64 KiB ({g}) | crossover 32-64 KiB | {s} |"
+        );
+    }
+    let pe = table(tables, "msg_same_thread").map_or_else(none, |t| {
+        format!(
+            "pool vs Vec (system): {}",
+            per_rows(t, "pool-system", "vec-system", &["4KiB", "64KiB", "1MiB"])
+        )
+    });
+    let _ = writeln!(
+        o,
+        "| 1 MiB message: pool falls back to the heap | no pool expansion needed | {pe} |"
+    );
+    let q = table(tables, "queue_2p1c").map_or_else(none, |t| {
+        let v: Vec<String> = ["send_queue", "send_queue_batch16", "segqueue", "std_mpsc"]
+            .iter()
+            .filter_map(|c| {
+                t.speedup("64B", c, "mutex_vecdeque")
+                    .map(|s| format!("{c}: {s:.2}x"))
+            })
+            .collect();
+        if v.is_empty() {
+            none()
+        } else {
+            format!("vs Mutex<VecDeque>: {}", v.join(", "))
+        }
+    });
+    let _ = writeln!(
+        o,
+        "| send-queue contention, 2 producers + 1 consumer | lock-free ahead of a lock | {q} |"
+    );
+    let al = table(tables, "alloc_same_thread").map_or_else(none, |t| {
+        let v: Vec<String> = ["mimalloc", "jemalloc"]
+            .iter()
+            .map(|a| format!("{a} {}", per_rows(t, a, "system", &["16B", "4KiB", "1MiB"])))
+            .collect();
+        format!("vs system: {}", v.join("; "))
+    });
+    let _ = writeln!(
+        o,
+        "| allocators: tiny / block-sized / large | (compared) | {al} |"
+    );
+    o
+}
+
+/// Every criterion group as a table: median (speed-up vs the baseline).
+pub fn criterion_tables(tables: &[GroupTable]) -> String {
+    let mut o = String::new();
+    for t in tables {
+        let _ = writeln!(
+            o,
+            "\n#### {} (median; in brackets speed-up vs `{}`, > 1 is faster)\n",
+            t.group, t.baseline
+        );
+        let _ = write!(o, "| case |");
+        for c in &t.columns {
+            let _ = write!(o, " {c} |");
+        }
+        let _ = writeln!(o, "\n|---|{}", "---:|".repeat(t.columns.len()));
+        for r in &t.rows {
+            let label = if r.is_empty() { "-" } else { r.as_str() };
+            let _ = write!(o, "| {label} |");
+            for c in &t.columns {
+                let cell = match (t.get(r, c), t.speedup(r, c, &t.baseline)) {
+                    (Some(v), Some(s)) => format!("{} ({s:.2}x)", fmt_ns(v)),
+                    (Some(v), None) => fmt_ns(v),
+                    _ => "-".into(),
+                };
+                let _ = write!(o, " {cell} |");
+            }
+            let _ = writeln!(o);
+        }
+    }
+    o
+}
+
+/// The machine block.
+pub fn machine_block(m: &Machine, command: &str) -> String {
+    format!(
+        "- machine: {}\n- commit: `{}`\n- date: {}\n- command: `{}`\n",
+        m.summary(),
+        m.commit,
+        m.date,
+        command
+    )
+}

@@ -23,6 +23,19 @@ struct PipeState {
     server_waiting: bool,
 }
 
+impl PipeState {
+    /// Moves up to `out.len()` buffered bytes into `out`; returns how many.
+    fn take_into(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len());
+        let (a, b) = self.buf.as_slices();
+        let from_a = n.min(a.len());
+        out[..from_a].copy_from_slice(&a[..from_a]);
+        out[from_a..n].copy_from_slice(&b[..n - from_a]);
+        self.buf.drain(..n);
+        n
+    }
+}
+
 /// One direction of an in-process connection.
 struct Pipe {
     state: Mutex<PipeState>,
@@ -96,12 +109,7 @@ impl Read for ServerEnd {
             st.server_waiting = true;
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        let n = out.len().min(st.buf.len());
-        let (a, b) = st.buf.as_slices();
-        let from_a = n.min(a.len());
-        out[..from_a].copy_from_slice(&a[..from_a]);
-        out[from_a..n].copy_from_slice(&b[..n - from_a]);
-        st.buf.drain(..n);
+        let n = st.take_into(out);
         drop(st);
         pipe.cv.notify_all();
         Ok(n)
@@ -218,12 +226,7 @@ impl Read for InprocClient {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
-        let n = out.len().min(st.buf.len());
-        let (a, b) = st.buf.as_slices();
-        let from_a = n.min(a.len());
-        out[..from_a].copy_from_slice(&a[..from_a]);
-        out[from_a..n].copy_from_slice(&b[..n - from_a]);
-        st.buf.drain(..n);
+        let n = st.take_into(out);
         let wake = std::mem::replace(&mut st.server_waiting, false);
         drop(st);
         if wake {

@@ -313,6 +313,10 @@ pub fn strategies() -> Vec<StrategyArgs> {
         },
         StrategyArgs {
             transform: TransformMode::Chacha20,
+            ..base.clone()
+        },
+        StrategyArgs {
+            logic_threads: 0,
             ..base
         },
     ]

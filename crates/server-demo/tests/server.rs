@@ -116,6 +116,16 @@ const SIZES: [usize; 8] = [0, 1, 64, 256, 1024, 4096, 4097, 10 * 1024];
 
 #[test]
 fn echo_for_every_strategy_combination() {
+    // Handlers inline on the IO threads (`--logic-threads 0`).
+    let s = start(StrategyArgs {
+        logic_threads: 0,
+        io_threads: 2,
+        ..StrategyArgs::default()
+    });
+    echo_check(&mut tcp(&s), &SIZES);
+    echo_check(&mut unix(&s), &SIZES);
+    assert!(s.shutdown().is_clean());
+
     for pool in [PoolMode::Pooled, PoolMode::Heap] {
         for send in [SendMode::Linear, SendMode::Gather, SendMode::Auto] {
             for recv in [RecvMode::Linear, RecvMode::Chained] {
@@ -177,11 +187,15 @@ fn chacha20_transform_changes_every_byte_on_the_wire() {
 
 #[test]
 fn broadcast_reaches_every_subscriber_in_order() {
-    for broadcast in [BroadcastMode::Shared, BroadcastMode::Copy] {
+    for (broadcast, logic_threads) in [
+        (BroadcastMode::Shared, 2),
+        (BroadcastMode::Copy, 2),
+        (BroadcastMode::Shared, 0),
+    ] {
         let s = start(StrategyArgs {
             broadcast,
             io_threads: 2,
-            logic_threads: 2,
+            logic_threads,
             ..StrategyArgs::default()
         });
         let mut subs: Vec<TcpStream> = (0..8).map(|_| tcp(&s)).collect();

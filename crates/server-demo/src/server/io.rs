@@ -47,14 +47,21 @@ const READ_BUDGET: usize = 256 << 10;
 /// The part of an IO thread other threads reach: its waker, the sessions
 /// that have something for it, and connections handed to it.
 pub(crate) struct IoShared {
+    index: usize,
     waker: Waker,
     ready: Mutex<Vec<u64>>,
     pub(crate) incoming: Mutex<Vec<Stream>>,
 }
 
+thread_local! {
+    /// The index of the IO thread running on this thread, if any.
+    static CURRENT_IO: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
 impl IoShared {
-    pub(crate) fn new(waker: Waker) -> Self {
+    pub(crate) fn new(index: usize, waker: Waker) -> Self {
         IoShared {
+            index,
             waker,
             ready: Mutex::new(Vec::new()),
             incoming: Mutex::new(Vec::new()),
@@ -68,7 +75,9 @@ impl IoShared {
             r.push(id);
             r.len() == 1
         };
-        if first {
+        // The IO thread itself (inline handlers, its own closes) reads the
+        // ready list before it next polls: no wakeup syscall needed.
+        if first && CURRENT_IO.with(|c| c.get()) != self.index {
             self.wake();
         }
     }
@@ -213,6 +222,7 @@ impl IoThread {
     }
 
     pub(crate) fn run(mut self) {
+        CURRENT_IO.with(|c| c.set(self.index));
         let meter: Arc<ThreadMeter> = self.shared.meter();
         let mut events = Events::with_capacity(1024);
         let mut ready = Vec::new();
@@ -224,10 +234,21 @@ impl IoThread {
                 }
                 break;
             }
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(100)))
-            {
+            // Sessions that used their read budget, and work this thread
+            // queued for itself (inline handlers mark their own sessions
+            // ready without a wakeup), must not wait for a poll timeout.
+            let self_queued = !self
+                .me()
+                .ready
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty();
+            let timeout = if self.again.is_empty() && !self_queued {
+                Duration::from_millis(100)
+            } else {
+                Duration::ZERO
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(thread = self.index, error = %e, "poll failed");
                     break;
@@ -397,6 +418,17 @@ impl IoThread {
         }
         if let Err(c) = self.read_input(id) {
             self.close(id, c);
+            return;
+        }
+        if self.shared.logic.is_empty() {
+            // Inline handlers queued their replies just now: send them in
+            // this turn instead of waiting for the ready list.
+            let Some(s) = self.sessions.get_mut(&id) else {
+                return;
+            };
+            if let Err(e) = pump_output(s, &self.shared) {
+                self.close(id, Close::Quiet(format!("write failed: {e}")));
+            }
         }
     }
 
@@ -486,8 +518,7 @@ impl IoThread {
         c.sessions_closed.fetch_add(1, Ordering::Relaxed);
         self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
         s.flusher.clear();
-        let logic = &self.shared.logic[(id as usize) % self.shared.logic.len()];
-        let _ = logic.jobs.try_push(Job::Closed(s.shared.clone()));
+        dispatch(&self.shared, Job::Closed(s.shared.clone()), id);
     }
 }
 
@@ -546,20 +577,28 @@ fn decode_all(s: &mut Session, shared: &Shared) -> Result<(), Close> {
         // a 64 B request in a 4 KiB block costs 4 KiB until answered.
         let bytes = HEADER_LEN + body.capacity();
         s.shared.inflight.fetch_add(bytes, Ordering::AcqRel);
-        let logic = &shared.logic[(s.shared.id as usize) % shared.logic.len()];
-        if logic
-            .jobs
-            .try_push(Job::Frame {
-                session: s.shared.clone(),
-                header,
-                body,
-            })
-            .is_err()
-        {
+        let job = Job::Frame {
+            session: s.shared.clone(),
+            header,
+            body,
+        };
+        if !dispatch(shared, job, s.shared.id) {
             s.shared.inflight.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Close::Protocol("server overloaded".into()));
         }
     }
+}
+
+/// Hands a job to the session's logic thread, or runs it right here with
+/// `--logic-threads 0` (handlers inline on the IO thread: no handoff, no
+/// wakeup). Returns `false` if the logic thread's queue refused it.
+fn dispatch(shared: &Shared, job: Job, session: u64) -> bool {
+    if shared.logic.is_empty() {
+        super::logic::handle(shared, job);
+        return true;
+    }
+    let logic = &shared.logic[(session as usize) % shared.logic.len()];
+    logic.jobs.try_push(job).is_ok()
 }
 
 fn decode_reason(e: &DecodeError) -> String {

@@ -120,7 +120,7 @@ pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
     meter.update();
 }
 
-fn handle(shared: &Shared, job: Job) {
+pub(crate) fn handle(shared: &Shared, job: Job) {
     match job {
         Job::Frame {
             session,

@@ -184,7 +184,8 @@ impl Server {
             .pooled(cfg.pool == PoolMode::Pooled)
             .max_message(cfg.max_frame.max(16 << 20))
             .build();
-        let logic_n = cfg.logic_threads.max(1);
+        // 0 logic threads: handlers run inline on the IO threads.
+        let logic_n = cfg.logic_threads;
         let io_n = cfg.io_threads.max(1);
         let logic: Vec<Arc<logic::LogicQueue>> = (0..logic_n)
             .map(|_| {
@@ -232,10 +233,10 @@ impl Server {
 
         let mut io_shared = Vec::new();
         let mut polls = Vec::new();
-        for _ in 0..io_n {
+        for i in 0..io_n {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), io::WAKE)?;
-            io_shared.push(Arc::new(io::IoShared::new(waker)));
+            io_shared.push(Arc::new(io::IoShared::new(i, waker)));
             polls.push(poll);
         }
         let mut threads = Vec::new();

@@ -45,17 +45,29 @@ impl Input<'_> {
     }
 }
 
-/// SplitMix64, for schedules derived from one seed byte.
+/// SplitMix64, for schedules derived from one seed byte (and for the
+/// fixed-iteration harness in `tests/fuzz_harness.rs`).
 #[derive(Debug, Clone)]
-struct Mix(u64);
+pub struct Mix(pub u64);
 
 impl Mix {
-    fn next(&mut self) -> u64 {
+    /// The next 64 pseudo-random bits.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         z ^ (z >> 31)
+    }
+
+    /// A value in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
+    }
+
+    /// `n` pseudo-random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| self.next_u64() as u8).collect()
     }
 }
 
@@ -69,7 +81,7 @@ struct Chunky<'a> {
 
 impl Read for Chunky<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.rng.next();
+        let r = self.rng.next_u64();
         match r % 16 {
             0 => return Err(io::ErrorKind::Interrupted.into()),
             1 => return Err(io::ErrorKind::WouldBlock.into()),
@@ -184,7 +196,7 @@ pub fn decode(data: &[u8]) {
     let seed = input.byte() as u64;
     let max_chunk = 1 + input.byte() as usize * 37;
     let flags = input.byte();
-    let as_message = Mix(input.byte() as u64).next();
+    let as_message = Mix(input.byte() as u64).next_u64();
     let wire = input.0;
 
     let codec = FrameCodec::with_max_body(max_body);
@@ -234,7 +246,7 @@ impl Partial {
         if self.calls > self.fail_after {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
-        let r = self.rng.next();
+        let r = self.rng.next_u64();
         match r % 8 {
             0 => Err(io::ErrorKind::WouldBlock.into()),
             1 => Err(io::ErrorKind::Interrupted.into()),

@@ -21,25 +21,9 @@ fn iters() -> usize {
     }
 }
 
-struct Rng(u64);
+// The fuzz targets' own SplitMix64.
+use netbuf::fuzzing::Mix as Rng;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
-
-/// Bit flips, truncation, insertion, duplication of a slice.
 fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
     for _ in 0..1 + rng.below(4) {
         match rng.below(5) {
@@ -49,7 +33,7 @@ fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
             }
             1 if !v.is_empty() => {
                 let i = rng.below(v.len());
-                v[i] = rng.next() as u8;
+                v[i] = rng.next_u64() as u8;
             }
             2 => {
                 let at = rng.below(v.len() + 1);
@@ -85,19 +69,19 @@ fn frame_stream(rng: &mut Rng) -> Vec<u8> {
             _ => rng.below(300),
         };
         let kind = if rng.below(20) == 0 {
-            rng.next() as u8
+            rng.next_u64() as u8
         } else {
             1 + rng.below(7) as u8
         };
         let flags = if rng.below(30) == 0 {
-            rng.next() as u8
+            rng.next_u64() as u8
         } else {
             0
         };
         v.extend_from_slice(&(len as u32).to_le_bytes());
         v.push(kind);
         v.push(flags);
-        v.extend_from_slice(&(rng.next() as u16).to_le_bytes());
+        v.extend_from_slice(&(rng.next_u64() as u16).to_le_bytes());
         v.extend(rng.bytes(len));
     }
     v

@@ -7,11 +7,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use allocators::{Counters, Counting};
-use benches::{Jemalloc, MiMalloc, allocators, print_ratio_table};
+use benches::{Jemalloc, MiMalloc, allocators, cross_thread, print_ratio_table};
 use criterion::{BenchmarkId, Criterion};
 
 const SIZES: [(usize, &str); 5] = [
@@ -48,55 +47,43 @@ fn same_thread(c: &mut Criterion) {
     g.finish();
 }
 
-/// Allocates `iters` blocks on this thread and frees them on another, in
-/// batches, and returns the time until the last one is freed.
-fn cross_thread_run(a: &'static (dyn GlobalAlloc + Sync), layout: Layout, iters: u64) -> Duration {
-    const BATCH: usize = 64;
-    let (tx, rx) = mpsc::sync_channel::<Vec<usize>>(8);
-    let (back_tx, back_rx) = mpsc::channel::<Vec<usize>>();
-    let freer = std::thread::spawn(move || {
-        for mut batch in rx {
-            for p in batch.drain(..) {
-                // SAFETY: `p` was allocated by `a` with `layout` on the
-                // producer thread and is freed exactly once here.
-                unsafe { a.dealloc(p as *mut u8, layout) };
-            }
-            // Hand the empty vector back so the producer does not allocate.
-            let _ = back_tx.send(batch);
-        }
-    });
-    let start = Instant::now();
-    let mut left = iters as usize;
-    while left > 0 {
-        let n = left.min(BATCH);
-        let mut batch = back_rx
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
-        for _ in 0..n {
-            // SAFETY: non-zero size; the block is written within bounds and
-            // freed by the other thread with the same layout.
-            unsafe {
-                let p = a.alloc(layout);
-                assert!(!p.is_null());
-                p.write_volatile(1);
-                batch.push(p as usize);
-            }
-        }
-        tx.send(batch).unwrap();
-        left -= n;
-    }
-    drop(tx);
-    freer.join().unwrap();
-    start.elapsed()
+/// A block of one of the compared allocators, freed (by whichever thread
+/// drops it) through the allocator that made it.
+struct Block {
+    ptr: *mut u8,
+    layout: Layout,
+    alloc: &'static (dyn GlobalAlloc + Sync),
 }
 
-fn cross_thread(c: &mut Criterion) {
+// SAFETY: the block is owned by exactly one `Block` and the allocators are
+// `Sync`, so it may be freed on another thread.
+unsafe impl Send for Block {}
+
+impl Block {
+    fn new(alloc: &'static (dyn GlobalAlloc + Sync), layout: Layout) -> Block {
+        // SAFETY: non-zero size; the block is written within bounds.
+        let ptr = unsafe { alloc.alloc(layout) };
+        assert!(!ptr.is_null());
+        // SAFETY: `ptr` is valid for `layout.size() >= 1` bytes.
+        unsafe { ptr.write_volatile(1) };
+        Block { ptr, layout, alloc }
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        // SAFETY: allocated by `self.alloc` with `self.layout`, freed once.
+        unsafe { self.alloc.dealloc(self.ptr, self.layout) }
+    }
+}
+
+fn cross_thread_group(c: &mut Criterion) {
     let mut g = c.benchmark_group("alloc_cross_thread");
     for (name, a) in allocators() {
         for (size, label) in SIZES {
             let layout = Layout::from_size_align(size, 8).unwrap();
             g.bench_function(BenchmarkId::new(name, label), |b| {
-                b.iter_custom(|iters| cross_thread_run(a, layout, iters))
+                b.iter_custom(|iters| cross_thread(iters, || Block::new(a, layout)))
             });
         }
     }
@@ -139,7 +126,7 @@ fn main() {
         .measurement_time(Duration::from_secs(1))
         .configure_from_args();
     same_thread(&mut c);
-    cross_thread(&mut c);
+    cross_thread_group(&mut c);
     counting_overhead(&mut c);
     c.final_summary();
 

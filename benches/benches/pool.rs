@@ -17,12 +17,12 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::VecDeque;
 use std::hint::black_box;
 use std::ptr::NonNull;
-use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use allocator_api2::alloc::Allocator;
 use allocators::{Counters, Counting, GlobalHandle};
-use benches::{Jemalloc, MiMalloc, Mimalloc, print_ratio_table};
+use benches::{Jemalloc, MiMalloc, Mimalloc, cross_thread, print_ratio_table};
 use criterion::{BenchmarkId, Criterion};
 use netbuf::{MessagePool, SharedMessage};
 
@@ -94,34 +94,6 @@ fn msg_same_thread(c: &mut Criterion) {
     variants!("mimalloc", mi);
     variants!("jemalloc", je);
     g.finish();
-}
-
-/// Makes `iters` items on this thread and drops them on another, in
-/// batches of 64; returns the time until the last is dropped.
-fn cross_thread<T: Send + 'static>(iters: u64, mut make: impl FnMut() -> T) -> Duration {
-    const BATCH: usize = 64;
-    let (tx, rx) = mpsc::sync_channel::<Vec<T>>(8);
-    let (back_tx, back_rx) = mpsc::channel::<Vec<T>>();
-    let freer = std::thread::spawn(move || {
-        for mut batch in rx {
-            batch.clear();
-            let _ = back_tx.send(batch);
-        }
-    });
-    let start = Instant::now();
-    let mut left = iters as usize;
-    while left > 0 {
-        let n = left.min(BATCH);
-        let mut batch = back_rx
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
-        batch.extend((0..n).map(|_| make()));
-        tx.send(batch).expect("freer alive");
-        left -= n;
-    }
-    drop(tx);
-    freer.join().expect("freer");
-    start.elapsed()
 }
 
 /// Alloc + free of a 4 KiB message without filling it: the allocator's own

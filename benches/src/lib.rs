@@ -146,3 +146,34 @@ unsafe impl GlobalAlloc for Mimalloc {
 
 pub mod peers;
 pub mod report;
+
+/// Makes `iters` items on this thread and drops them on another, in
+/// batches of 64; returns the time until the last is dropped.
+pub fn cross_thread<T: Send + 'static>(
+    iters: u64,
+    mut make: impl FnMut() -> T,
+) -> std::time::Duration {
+    const BATCH: usize = 64;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(8);
+    let (back_tx, back_rx) = std::sync::mpsc::channel::<Vec<T>>();
+    let freer = std::thread::spawn(move || {
+        for mut batch in rx {
+            batch.clear();
+            let _ = back_tx.send(batch);
+        }
+    });
+    let start = std::time::Instant::now();
+    let mut left = iters as usize;
+    while left > 0 {
+        let n = left.min(BATCH);
+        let mut batch = back_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        batch.extend((0..n).map(|_| make()));
+        tx.send(batch).expect("freer alive");
+        left -= n;
+    }
+    drop(tx);
+    freer.join().expect("freer");
+    start.elapsed()
+}

@@ -380,8 +380,5 @@ enum Closing {
 }
 
 fn flush_err(e: FlushError) -> io::Error {
-    match e {
-        FlushError::Io(e) => e,
-        FlushError::WriteZero => io::Error::from(io::ErrorKind::WriteZero),
-    }
+    e.into()
 }

@@ -131,8 +131,19 @@ unsafe impl Allocator for &FrameArena {
         // guarantee), so by `self.bump`; bumpalo grows in place when it is
         // the last allocation and copies otherwise.
         let p = unsafe { (&self.bump).grow(ptr, old, new) }?;
-        self.in_use
-            .set(self.in_use.get() + (new.size() - old.size()));
+        // bumpalo grows the last allocation within its own chunk space (in
+        // place, or by bumping down `new - old` bytes and moving the data
+        // over the old block): the new block overlaps the old one and only
+        // the extension is new. Otherwise it copies to a fresh block, and
+        // the old one stays handed out until reset: the new one counts whole.
+        let (old_start, new_start) = (ptr.as_ptr() as usize, p.cast::<u8>().as_ptr() as usize);
+        let overlaps = new_start < old_start + old.size() && old_start < new_start + new.size();
+        let added = if overlaps || old.size() == 0 {
+            new.size() - old.size()
+        } else {
+            new.size()
+        };
+        self.in_use.set(self.in_use.get() + added);
         Ok(p)
     }
 
@@ -145,5 +156,33 @@ unsafe impl Allocator for &FrameArena {
     ) -> Result<NonNull<[u8]>, AllocError> {
         // SAFETY: as in `grow`; the caller guarantees `new.size() <= old.size()`.
         unsafe { (&self.bump).shrink(ptr, old, new) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use allocator_api2::vec::Vec;
+
+    /// `grow` that cannot extend in place copies to a new block; the old one
+    /// stays handed out until reset, so both count.
+    #[test]
+    fn grow_that_moves_counts_the_new_block_whole() {
+        let arena = FrameArena::with_capacity(1 << 16);
+        let mut a: Vec<u8, &FrameArena> = Vec::with_capacity_in(16, &arena);
+        a.extend_from_slice(&[1; 16]);
+        // Not the last allocation any more: growing `a` must move it.
+        let b: Vec<u8, &FrameArena> = Vec::with_capacity_in(8, &arena);
+        let before = a.as_ptr();
+        a.reserve_exact(48); // 16 -> 64 bytes, moved
+        assert_ne!(a.as_ptr(), before, "the test needs a moving grow");
+        assert_eq!(arena.bytes_in_use(), 16 + 8 + 64);
+        // The last allocation grows over its own space: only the extension
+        // is new.
+        let mut c: Vec<u8, &FrameArena> = Vec::with_capacity_in(8, &arena);
+        c.reserve_exact(24); // len 0: 8 -> 24 bytes
+        assert_eq!(c.capacity(), 24);
+        assert_eq!(arena.bytes_in_use(), 16 + 8 + 64 + 24);
+        drop((a, b, c));
     }
 }

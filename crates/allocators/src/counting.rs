@@ -30,7 +30,7 @@
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
 use allocator_api2::alloc::{AllocError, Allocator};
@@ -47,8 +47,12 @@ pub struct Counters {
     reallocations: AtomicU64,
     bytes_allocated: AtomicU64,
     bytes_freed: AtomicU64,
-    live_bytes: AtomicU64,
-    peak_live_bytes: AtomicU64,
+    /// Signed: a free of memory allocated before counting started (or by
+    /// another wrapper) takes it below zero.
+    live_bytes: AtomicI64,
+    /// Compared and stored signed, so a negative `live_bytes` never reads as
+    /// a huge peak; snapshots clamp it at zero.
+    peak_live_bytes: AtomicI64,
 }
 
 /// The counters that [`global_allocator!`](crate::global_allocator) reports to.
@@ -69,8 +73,8 @@ impl Counters {
             reallocations: AtomicU64::new(0),
             bytes_allocated: AtomicU64::new(0),
             bytes_freed: AtomicU64::new(0),
-            live_bytes: AtomicU64::new(0),
-            peak_live_bytes: AtomicU64::new(0),
+            live_bytes: AtomicI64::new(0),
+            peak_live_bytes: AtomicI64::new(0),
         }
     }
 
@@ -79,7 +83,7 @@ impl Counters {
     pub fn record_alloc(&self, size: usize) {
         self.allocations.fetch_add(1, Relaxed);
         self.bytes_allocated.fetch_add(size as u64, Relaxed);
-        self.add_live(size as u64);
+        self.add_live(size as i64);
     }
 
     /// Records one deallocation of `size` bytes.
@@ -87,7 +91,7 @@ impl Counters {
     pub fn record_dealloc(&self, size: usize) {
         self.deallocations.fetch_add(1, Relaxed);
         self.bytes_freed.fetch_add(size as u64, Relaxed);
-        self.live_bytes.fetch_sub(size as u64, Relaxed);
+        self.live_bytes.fetch_sub(size as i64, Relaxed);
     }
 
     /// Records one reallocation from `old` to `new` bytes: the new size counts
@@ -98,14 +102,14 @@ impl Counters {
         self.bytes_allocated.fetch_add(new as u64, Relaxed);
         self.bytes_freed.fetch_add(old as u64, Relaxed);
         if new >= old {
-            self.add_live((new - old) as u64);
+            self.add_live((new - old) as i64);
         } else {
-            self.live_bytes.fetch_sub((old - new) as u64, Relaxed);
+            self.live_bytes.fetch_sub((old - new) as i64, Relaxed);
         }
     }
 
     #[inline]
-    fn add_live(&self, size: u64) {
+    fn add_live(&self, size: i64) {
         let live = self.live_bytes.fetch_add(size, Relaxed).wrapping_add(size);
         // The load is a plain read of a line we just wrote: the RMW is paid
         // only when a new peak is reached.
@@ -130,8 +134,8 @@ impl Counters {
             reallocations: self.reallocations.load(Relaxed),
             bytes_allocated: self.bytes_allocated.load(Relaxed),
             bytes_freed: self.bytes_freed.load(Relaxed),
-            live_bytes: self.live_bytes.load(Relaxed) as i64,
-            peak_live_bytes: self.peak_live_bytes.load(Relaxed),
+            live_bytes: self.live_bytes.load(Relaxed),
+            peak_live_bytes: self.peak_live_bytes.load(Relaxed).max(0) as u64,
         }
     }
 }
@@ -565,5 +569,24 @@ mod tests {
         assert_eq!(d.allocations_per(4), 0.25);
         assert_eq!(d.bytes_per(4), 25.0);
         assert_eq!(AllocDelta::default().allocations_per(0), 0.0);
+    }
+
+    /// A free of memory allocated before counting started takes live bytes
+    /// below zero; the peak must not read that as a huge unsigned value.
+    #[test]
+    fn negative_live_bytes_do_not_wrap_the_peak() {
+        let c = Counters::new();
+        c.record_dealloc(100);
+        c.record_alloc(10);
+        let s = c.snapshot();
+        assert_eq!(s.live_bytes, -90);
+        assert_eq!(s.peak_live_bytes, 0);
+        c.reset_peak(); // current live is negative: the peak reads 0
+        assert_eq!(c.snapshot().peak_live_bytes, 0);
+        c.record_alloc(150); // live 60
+        assert_eq!(c.snapshot().peak_live_bytes, 60);
+        c.record_realloc(150, 50); // live -40
+        c.record_realloc(50, 60); // live -30: below the peak
+        assert_eq!(c.snapshot().peak_live_bytes, 60);
     }
 }

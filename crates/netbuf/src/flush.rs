@@ -165,9 +165,33 @@ pub enum FlushError {
     /// The writer accepted zero bytes (peer gone).
     #[error("the connection accepted no bytes (write returned 0)")]
     WriteZero,
+    /// The writer claimed to have written more bytes than it was given: a
+    /// broken `Write` implementation. Nothing was popped; the flusher's
+    /// position is unchanged.
+    #[error("the writer claimed {claimed} bytes written of {offered} offered")]
+    WriterOverclaimed {
+        /// The count the writer returned.
+        claimed: usize,
+        /// The bytes the flusher offered in that call.
+        offered: usize,
+    },
     /// Any other I/O error.
     #[error("write failed: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<FlushError> for io::Error {
+    /// For callers that speak `io::Result`: `WriteZero` and
+    /// `WriterOverclaimed` map to their `io::ErrorKind`s.
+    fn from(e: FlushError) -> io::Error {
+        match e {
+            FlushError::Io(e) => e,
+            FlushError::WriteZero => io::ErrorKind::WriteZero.into(),
+            e @ FlushError::WriterOverclaimed { .. } => {
+                io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+            }
+        }
+    }
 }
 
 /// The outcome of [`Flusher::flush`].
@@ -360,18 +384,27 @@ impl<B: AsRef<[u8]>> Flusher<B> {
     /// (call again once writable); the position is kept to the byte.
     pub fn flush<W: Write + ?Sized>(&mut self, w: &mut W) -> Result<Flushed, FlushError> {
         while !self.segments.is_empty() {
-            let result = {
+            let (result, offered) = {
                 let mut iov = [IoSlice::new(&[]); MAX_IOV];
                 let n = self.fill_iov(&mut iov);
-                if n == 1 {
+                let offered: usize = iov[..n].iter().map(|s| s.len()).sum();
+                let result = if n == 1 {
                     w.write(&iov[0])
                 } else {
                     w.write_vectored(&iov[..n])
-                }
+                };
+                (result, offered)
             };
             self.metrics.write_calls += 1;
             match result {
                 Ok(0) => return Err(FlushError::WriteZero),
+                // Trusting a larger count would pop frames never written.
+                Ok(n) if n > offered => {
+                    return Err(FlushError::WriterOverclaimed {
+                        claimed: n,
+                        offered,
+                    });
+                }
                 Ok(n) => self.advance(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::WouldBlock),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -577,10 +610,7 @@ pub fn calibrate(transport: Transport) -> io::Result<Calibration> {
                 for _ in 0..frames {
                     f.push(OutFrame::new([0; HEADER_LEN], &body[..]));
                 }
-                f.flush(&mut tx).map_err(|e| match e {
-                    FlushError::Io(e) => e,
-                    FlushError::WriteZero => io::ErrorKind::WriteZero.into(),
-                })?;
+                f.flush(&mut tx).map_err(io::Error::from)?;
                 *best = (*best).min(start.elapsed());
             }
         }

@@ -246,6 +246,58 @@ fn errors_are_typed() {
     );
 }
 
+/// A writer that claims `extra` bytes more than it was given.
+struct Overclaiming {
+    extra: usize,
+    out: Vec<u8>,
+}
+impl Write for Overclaiming {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.extend_from_slice(buf);
+        Ok(buf.len() + self.extra)
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let n: usize = bufs.iter().map(|b| b.len()).sum();
+        bufs.iter().for_each(|b| self.out.extend_from_slice(b));
+        Ok(n + self.extra)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A `Write` that returns more than it was given is a typed error, in
+/// debug and release alike; the pending stream is untouched (nothing popped).
+#[test]
+fn a_writer_claiming_more_than_offered_is_an_error() {
+    for threshold in [GatherThreshold::Never, GatherThreshold::Bytes(16)] {
+        let mut f: Flusher<Vec<u8>> = Flusher::new(threshold);
+        f.push(OutFrame::new(
+            encode_header(Kind::EchoReply, 0, 3),
+            vec![1; 3],
+        ));
+        f.push(OutFrame::new(
+            encode_header(Kind::EchoReply, 0, 64),
+            vec![2; 64],
+        ));
+        let pending = f.pending_bytes();
+        let mut w = Overclaiming {
+            extra: 5,
+            out: Vec::new(),
+        };
+        match f.flush(&mut w) {
+            Err(FlushError::WriterOverclaimed { claimed, offered }) => {
+                assert_eq!((claimed, offered), (pending + 5, pending));
+            }
+            other => panic!("{threshold:?}: {other:?}"),
+        }
+        assert_eq!(f.pending_bytes(), pending);
+        let mut honest = Vec::new();
+        assert_eq!(f.flush(&mut honest).unwrap(), Flushed::Done);
+        assert_eq!(honest.len(), pending);
+    }
+}
+
 #[test]
 fn calibration_reports_every_size_and_a_threshold() {
     for t in [Transport::Unix, Transport::Tcp] {

@@ -7,8 +7,9 @@
 //! under test itself must never panic, whatever the bytes.
 //!
 //! * [`decode`]: the same byte stream, cut into arbitrary reads (with
-//!   `Interrupted` / `WouldBlock` in between), goes through [`RecvBuffer`]
-//!   and [`ChainedBuffer`] (through [`FrameSource`]); both must yield
+//!   `Interrupted` / `WouldBlock` in between), goes through [`LinearBuffer`]
+//!   and [`ChainedBuffer`] (through [`FrameSource`]), under one of several
+//!   framings ([`framings`]); both must yield
 //!   exactly the frames (and the first error) a one-shot reference decode
 //!   of the whole stream yields, and report a partial frame at the end.
 //! * [`flush`]: frames of arbitrary sizes (owned and shared bodies, linear
@@ -20,11 +21,84 @@
 
 use std::io::{self, IoSlice, Read, Write};
 
-use crate::codec::{DecodeError, FrameCodec, FrameHeader, encode_header};
-use crate::{
-    ChaCha20Transform, ChainedBuffer, Compaction, Flushed, Flusher, FrameSource, GatherThreshold,
-    Kind, MessagePool, OutFrame, Outgoing, RecvBuffer, Transform,
+use crate::framing::{
+    self, DecodeError, EncodeError, FrameInfo, Framing, HeaderBytes, LengthDelimited,
 };
+use crate::{
+    ChainedBuffer, Compaction, Flushed, Flusher, FrameSource, GatherThreshold, LinearBuffer,
+    MessagePool, OutFrame, Outgoing, Transform,
+};
+
+/// The framings the fuzz targets, the harness and the property tests run
+/// over: the 8-byte header of the demo (`u32` LE length, 4 bytes of its
+/// own), a plain 4-byte big-endian prefix, and a game header (`u16` LE
+/// opcode, `u32` LE length).
+pub fn framings(max_body: usize) -> [LengthDelimited; 3] {
+    let b = |offset: usize, header_len: usize, little: bool| {
+        let mut b = LengthDelimited::builder();
+        b.length_field_offset(offset)
+            .header_len(header_len)
+            .max_body(max_body);
+        if little {
+            b.little_endian();
+        }
+        b.build().expect("valid layout")
+    };
+    [b(0, 8, true), b(0, 4, false), b(2, 6, true)]
+}
+
+/// A framing that also rejects headers (a first header byte of 0xF0 or
+/// more, or a body of exactly 13 bytes), so the targets and tests meet
+/// `Malformed` errors mid-stream.
+#[derive(Debug, Clone, Copy)]
+pub struct Strict(pub LengthDelimited);
+
+impl Framing for Strict {
+    type Header = HeaderBytes;
+    fn decode_header(&self, src: &[u8]) -> Result<Option<FrameInfo<HeaderBytes>>, DecodeError> {
+        let info = self.0.decode_header(src)?;
+        match info {
+            Some(i) if i.header.as_slice()[0] >= 0xF0 || i.body_len == 13 => {
+                Err(DecodeError::malformed("reserved header"))
+            }
+            other => Ok(other),
+        }
+    }
+    fn encode_header(&self, h: &HeaderBytes, body_len: usize) -> Result<HeaderBytes, EncodeError> {
+        self.0.encode_header(h, body_len)
+    }
+    fn max_body(&self) -> usize {
+        self.0.max_body()
+    }
+    fn max_header_len(&self) -> usize {
+        self.0.max_header_len()
+    }
+}
+
+/// A keystream transform for the flush target (xor with SplitMix64 bytes),
+/// so it does not need the `chacha20` feature.
+#[derive(Debug, Clone)]
+pub struct XorStream(Mix, u64, u8);
+
+impl XorStream {
+    /// A stream from `seed`.
+    pub fn new(seed: u64) -> XorStream {
+        XorStream(Mix(seed), 0, 8)
+    }
+}
+
+impl Transform for XorStream {
+    fn apply(&mut self, src: &[u8], dst: &mut [u8]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            if self.2 == 8 {
+                self.1 = self.0.next_u64();
+                self.2 = 0;
+            }
+            *d = s ^ (self.1 >> (8 * self.2)) as u8;
+            self.2 += 1;
+        }
+    }
+}
 
 /// Reads bytes off the front of the fuzz input.
 #[derive(Debug)]
@@ -97,18 +171,18 @@ impl Read for Chunky<'_> {
 
 /// What a decode produced: the frames (header, body) and how it ended.
 #[derive(Debug, PartialEq, Eq)]
-struct Decoded {
-    frames: Vec<(FrameHeader, Vec<u8>)>,
+struct Decoded<H> {
+    frames: Vec<(H, Vec<u8>)>,
     /// The first decode error, or the `finish` result at end of stream.
     end: Result<(), DecodeError>,
 }
 
-/// The reference: the whole stream decoded at once with the codec.
-fn reference(codec: FrameCodec, wire: &[u8]) -> Decoded {
+/// The reference: the whole stream decoded at once with the framing.
+fn reference<F: Framing>(framing: &F, wire: &[u8]) -> Decoded<F::Header> {
     let mut frames = Vec::new();
     let mut rest = wire;
     loop {
-        match codec.decode_frame(rest) {
+        match framing::decode_frame(framing, rest) {
             Ok(Some((f, used))) => {
                 frames.push((f.header, f.body.to_vec()));
                 rest = &rest[used..];
@@ -141,7 +215,7 @@ fn run_source<S: FrameSource>(
     seed: u64,
     max_chunk: usize,
     as_message: u64,
-) -> Decoded {
+) -> Decoded<<S::Framing as Framing>::Header> {
     let mut r = Chunky {
         data: wire,
         rng: Mix(seed),
@@ -197,35 +271,78 @@ pub fn decode(data: &[u8]) {
     let max_chunk = 1 + input.byte() as usize * 37;
     let flags = input.byte();
     let as_message = Mix(input.byte() as u64).next_u64();
+    let which = input.byte();
     let wire = input.0;
+    let cfg = DecodeRun {
+        block,
+        capacity,
+        seed,
+        max_chunk,
+        flags,
+        as_message,
+    };
+    let framing = framings(max_body)[which as usize % 3];
+    if which & 0x80 == 0 {
+        cfg.run(framing, wire);
+    } else {
+        cfg.run(Strict(framing), wire);
+    }
+}
 
-    let codec = FrameCodec::with_max_body(max_body);
-    let want = reference(codec, wire);
-    let pool = MessagePool::builder()
-        .extra_class(256)
-        .pooled(flags & 1 == 0)
-        .build();
+/// One decode scenario, run for a framing.
+#[derive(Debug, Clone, Copy)]
+struct DecodeRun {
+    block: usize,
+    capacity: usize,
+    seed: u64,
+    max_chunk: usize,
+    flags: u8,
+    as_message: u64,
+}
+
+impl DecodeRun {
+    fn run<F: Framing + Copy>(self, framing: F, wire: &[u8])
+    where
+        F::Header: PartialEq,
     {
-        let compaction = if flags & 2 == 0 {
-            Compaction::Lazy
-        } else {
-            Compaction::EveryRead
-        };
-        let mut linear = RecvBuffer::with_config(capacity, codec, compaction);
-        let got = run_source(&mut linear, &pool, wire, seed, max_chunk, as_message);
-        assert_eq!(got, want, "RecvBuffer disagrees with the reference decode");
-        let mut chained = ChainedBuffer::with_config(pool.clone(), block, codec);
-        let got = run_source(&mut chained, &pool, wire, seed ^ 1, max_chunk, !as_message);
+        let want = reference(&framing, wire);
+        let pool = MessagePool::builder()
+            .extra_class(256)
+            .pooled(self.flags & 1 == 0)
+            .build();
+        {
+            let compaction = if self.flags & 2 == 0 {
+                Compaction::Lazy
+            } else {
+                Compaction::EveryRead
+            };
+            let mut linear = LinearBuffer::with_config(self.capacity, framing, compaction);
+            let got = run_source(
+                &mut linear,
+                &pool,
+                wire,
+                self.seed,
+                self.max_chunk,
+                self.as_message,
+            );
+            assert!(got == want, "LinearBuffer disagrees with the reference decode");
+            let mut chained = ChainedBuffer::with_config(pool.clone(), self.block, framing);
+            let got = run_source(
+                &mut chained,
+                &pool,
+                wire,
+                self.seed ^ 1,
+                self.max_chunk,
+                !self.as_message,
+            );
+            assert!(got == want, "ChainedBuffer disagrees with the reference decode");
+        }
         assert_eq!(
-            got, want,
-            "ChainedBuffer disagrees with the reference decode"
+            pool.stats().live_messages,
+            0,
+            "a receive buffer leaked pool messages"
         );
     }
-    assert_eq!(
-        pool.stats().live_messages,
-        0,
-        "a receive buffer leaked pool messages"
-    );
 }
 
 /// A writer double: takes at most a scheduled amount per call, or blocks,
@@ -303,12 +420,12 @@ pub fn flush(data: &[u8]) {
     // step is at least 32 bytes: runs stay fast.
     let max_chunk = 64 + input.byte() as usize * 257;
     let seed = input.byte() as u64;
+    let framing = framings(usize::MAX)[input.byte() as usize % 3];
     let pool = MessagePool::builder()
         .extra_class(256)
         .pooled(flags & 4 == 0)
         .build();
-    let key = [7u8; 32];
-    let nonce = [9u8; 12];
+    let key = u64::from(flags) << 8 | seed;
     let mut expected = Vec::new();
     let mut w = Partial {
         out: Vec::new(),
@@ -321,7 +438,7 @@ pub fn flush(data: &[u8]) {
     {
         let mut f: Flusher<Outgoing> = Flusher::new(threshold);
         if transform {
-            f = f.with_transform(ChaCha20Transform::new(key, nonce));
+            f = f.with_transform(XorStream::new(key));
         }
         let mut n = 0u32;
         let mut budget = 128usize << 10;
@@ -342,8 +459,10 @@ pub fn flush(data: &[u8]) {
                     budget -= len;
                     n = n.wrapping_add(1);
                     let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
-                    let header = encode_header(Kind::EchoReply, n as u16, len as u32);
-                    expected.extend_from_slice(&header);
+                    let header = framing
+                        .encode_header(&HeaderBytes::EMPTY, len)
+                        .expect("no limit");
+                    expected.extend_from_slice(header.as_slice());
                     expected.extend_from_slice(&body);
                     let Ok(m) = pool.message_from(&body) else {
                         panic!("pool refused a {len} B message")
@@ -410,7 +529,7 @@ pub fn flush(data: &[u8]) {
         }
     }
     if transform {
-        let mut t = ChaCha20Transform::new(key, nonce);
+        let mut t = XorStream::new(key);
         let plain = std::mem::take(&mut expected);
         expected = vec![0; plain.len()];
         t.apply(&plain, &mut expected);

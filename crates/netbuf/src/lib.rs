@@ -12,7 +12,8 @@
 //!
 //! Every atomic, `UnsafeCell` and thread-local comes from one internal
 //! facade that maps to `loom` under `--cfg loom`, so the crate's concurrent
-//! code is model-checked (see `loom-tests/`).
+//! code is model-checked (models beside the code, and through the public
+//! API in the workspace's `loom-tests` crate).
 //!
 //! # Example
 //!
@@ -50,36 +51,59 @@
 //! allocator, as the field report found (3.7x there). The pool is for
 //! message payloads, where the block is filled.
 //!
+//! # Any protocol: the [`Framing`](framing::Framing) trait
+//!
+//! netbuf knows no protocol's messages. A [`framing::Framing`] says where
+//! frames begin and end: it decodes a header from a prefix of the stream
+//! (need more bytes / header length + body length / a typed
+//! [`DecodeError`](framing::DecodeError)) and encodes a header of 0 to 16
+//! bytes next to a body. The receive buffers and the flusher are generic
+//! over it (static dispatch), and the body limit is enforced before any
+//! allocation or copy. [`LengthDelimited`](framing::LengthDelimited) covers
+//! headers with a length field (offset, width 1/2/4/8, endianness,
+//! adjustment, header length, body limit: tokio-util's knobs); implement
+//! the trait for anything else (see its docs for a 6-byte game header).
+//! Multi-part protocols keep their "more" flag in the decoded header and
+//! group frames above the buffer.
+//!
 //! # Receiving frames
 //!
-//! The wire format (8-byte header: `u32` LE body length, kind, flags,
-//! `u16` LE room; then the body) is encoded and decoded by [`codec`]; every
-//! malformed input ends in a typed [`DecodeError`] that closes one session,
-//! never a panic. Two receive buffers implement [`FrameSource`] (and
-//! [`ReceiveBuffer`] picks one at run time):
+//! Two receive buffers implement [`FrameSource`] (and [`ReceiveBuffer`]
+//! picks one at run time):
 //!
-//! * [`RecvBuffer`]: linear, owned by one IO thread, with lazy compaction
+//! * [`LinearBuffer`]: linear, owned by one IO thread, with lazy compaction
 //!   (cursors reset for free when everything is consumed; bytes move only
 //!   when the free tail cannot hold the frame still needed). Fastest
-//!   decode; holds its capacity (16 KiB by default) per session.
+//!   decode; holds its capacity (16 KiB by default) per session. Raw
+//!   access: [`peek`](LinearBuffer::peek) / [`consume`](LinearBuffer::consume).
 //! * [`ChainedBuffer`]: a chain of pool blocks; an idle session holds no
 //!   block, so memory follows the bytes in flight. Implements
-//!   [`bytes::Buf`] / [`bytes::BufMut`] and yields `IoSlice`s.
+//!   [`bytes::Buf`] / [`bytes::BufMut`] and yields `IoSlice`s; a large body
+//!   is received into a block of its own and handed over without a copy
+//!   ([`ChainedBuffer::take_message`]).
 //!
-//! Frames come out as a borrowed [`Frame`] view, or as a pooled
-//! [`Message`] with the body copied once (`next_message`).
+//! Frames come out as a borrowed [`Frame`](framing::Frame) view, or as a
+//! pooled [`Message`] (`next_message`).
 //!
 //! ```
-//! use netbuf::codec::{Kind, encode_frame_into};
+//! use netbuf::framing::{HeaderBytes, LengthDelimited, encode_frame_into};
 //! use netbuf::{FrameSource, MessagePool, ReceiveBuffer};
 //!
+//! // u16 LE opcode, u32 LE body length.
+//! let game = LengthDelimited::builder()
+//!     .length_field_offset(2)
+//!     .little_endian()
+//!     .header_len(6)
+//!     .build()
+//!     .unwrap();
 //! let mut wire = Vec::new();
-//! encode_frame_into(&mut wire, Kind::Publish, 3, b"news").unwrap();
+//! encode_frame_into(&game, &mut wire, &HeaderBytes::new(&[3, 0, 0, 0, 0, 0]), b"news").unwrap();
 //! let pool = MessagePool::new();
-//! let mut buf = ReceiveBuffer::chained(pool.clone(), Default::default());
+//! let mut buf = ReceiveBuffer::chained(pool.clone(), game);
 //! buf.read_from(&mut &wire[..]).unwrap();
 //! let (header, body) = buf.next_message(&pool).unwrap().unwrap();
-//! assert_eq!((header.kind, header.room, &body[..]), (Kind::Publish, 3, &b"news"[..]));
+//! let opcode = u16::from_le_bytes([header.as_slice()[0], header.as_slice()[1]]);
+//! assert_eq!((opcode, &body[..]), (3, &b"news"[..]));
 //! let broadcast = body.freeze(); // one allocation for every recipient
 //! # drop(broadcast);
 //! ```
@@ -112,10 +136,9 @@
 //! assert!(drained.idle); // the next push will notify
 //! ```
 
+#![warn(missing_docs)]
+
 mod cache;
-mod chained;
-pub mod codec;
-mod flush;
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -126,25 +149,29 @@ mod message;
 mod notify;
 mod pool;
 mod recv;
+mod send;
 mod send_queue;
 mod shared;
-mod source;
 mod sync;
 
-pub use chained::{ChainStats, ChainedBuffer};
-pub use codec::{DecodeError, EncodeError, Frame, FrameCodec, FrameHeader, Kind};
-pub use flush::{
-    Calibration, ChaCha20Transform, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed,
-    Flusher, GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate,
+pub use recv::framing;
+pub use recv::{
+    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, FrameSource, LinearBuffer,
+    ReceiveBuffer, RecvStats,
+};
+#[cfg(feature = "chacha20")]
+pub use send::ChaCha20Transform;
+pub use send::{
+    Calibration, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher,
+    GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate, calibrated,
+    calibrated_threshold,
 };
 pub use message::{CapacityError, Message, Origin};
 pub use notify::{CondvarNotify, FnNotify, Notify};
 pub use pool::{
     ClassStats, LeakReport, MessagePool, PoolBuilder, PoolConfig, PoolError, PoolStats,
 };
-pub use recv::{Compaction, DEFAULT_RECV_CAPACITY, RecvBuffer, RecvStats};
 pub use send_queue::{
     BatchError, Drained, MAX_LIMIT, Outgoing, PushError, QueueItem, SendQueue, SendQueueBuilder,
 };
 pub use shared::SharedMessage;
-pub use source::{FrameSource, ReceiveBuffer};

@@ -4,10 +4,12 @@
 
 use std::io::{self, IoSlice, Write};
 
-use netbuf::codec::{Kind, encode_header};
+use netbuf::framing::{Framing, HeaderBytes, LengthDelimited};
+#[cfg(feature = "chacha20")]
+use netbuf::{ChaCha20Transform, Transform};
 use netbuf::{
-    ChaCha20Transform, FlushError, Flushed, Flusher, GatherThreshold, MessagePool, OutFrame,
-    Outgoing, Transform, Transport,
+    FlushError, Flushed, Flusher, GatherThreshold, MessagePool, OutFrame,
+    Outgoing, Transport,
 };
 use proptest::prelude::*;
 
@@ -69,8 +71,18 @@ impl Write for Choppy {
     }
 }
 
-fn frame_bytes(kind: Kind, body: &[u8]) -> Vec<u8> {
-    let mut v = encode_header(kind, 3, body.len() as u32).to_vec();
+/// The framings the flusher runs under: 8-byte, 4-byte BE, 6-byte game.
+fn framing(which: usize) -> LengthDelimited {
+    netbuf::fuzzing::framings(usize::MAX)[which % 3]
+}
+
+/// The header of a `len`-byte body under `framing(which)`.
+fn hdr(which: usize, len: usize) -> HeaderBytes {
+    framing(which).encode_header(&HeaderBytes::EMPTY, len).unwrap()
+}
+
+fn frame_bytes(which: usize, body: &[u8]) -> Vec<u8> {
+    let mut v = hdr(which, body.len()).as_slice().to_vec();
     v.extend_from_slice(body);
     v
 }
@@ -80,6 +92,7 @@ fn run(
     threshold: GatherThreshold,
     limits: Vec<usize>,
     shared: bool,
+    which: usize,
 ) -> (Vec<u8>, Vec<u8>, netbuf::FlushMetrics) {
     let pool = MessagePool::builder().report_leaks_on_drop(false).build();
     let mut f: Flusher = Flusher::new(threshold);
@@ -87,13 +100,10 @@ fn run(
     let mut w = Choppy::new(limits);
     for (i, &n) in sizes.iter().enumerate() {
         let body: Vec<u8> = (0..n).map(|k| (k * 31 + i) as u8).collect();
-        expected.extend(frame_bytes(Kind::Delivery, &body));
+        expected.extend(frame_bytes(which, &body));
         let m = pool.message_from(&body).unwrap();
         let out: Outgoing = if shared { m.freeze().into() } else { m.into() };
-        f.push(OutFrame::new(
-            encode_header(Kind::Delivery, 3, n as u32),
-            out,
-        ));
+        f.push(OutFrame::new(hdr(which, n), out));
         // Interleave flushing with pushing, as an IO loop does.
         if i % 3 == 0 {
             let _ = f.flush(&mut w).unwrap();
@@ -121,6 +131,7 @@ proptest! {
         limits in prop::collection::vec(prop_oneof![Just(0usize), 1usize..10, 10usize..100_000], 1..8),
         mode in 0u8..3,
         shared in any::<bool>(),
+        which in 0usize..3,
     ) {
         prop_assume!(limits.iter().any(|&l| l > 0));
         let threshold = match mode {
@@ -128,7 +139,7 @@ proptest! {
             1 => GatherThreshold::ALWAYS,
             _ => GatherThreshold::Bytes(1024),
         };
-        let (out, expected, m) = run(&sizes, threshold, limits, shared);
+        let (out, expected, m) = run(&sizes, threshold, limits, shared, which);
         prop_assert_eq!(out.len(), expected.len());
         prop_assert!(out == expected, "byte stream differs");
         prop_assert_eq!(m.bytes_written as usize, expected.len());
@@ -143,11 +154,11 @@ fn large_bodies_are_not_copied_and_live_until_written() {
     let body = pool.message_from(&vec![1u8; 100_000]).unwrap().freeze();
     let small = pool.message_from(b"hi").unwrap();
     f.push(OutFrame::new(
-        encode_header(Kind::Delivery, 1, 2),
+        hdr(0, 2),
         small.into(),
     ));
     f.push(OutFrame::new(
-        encode_header(Kind::Delivery, 1, 100_000),
+        hdr(0, 100_000),
         body.clone().into(),
     ));
     assert_eq!(
@@ -178,7 +189,7 @@ fn closing_mid_frame_leaks_nothing() {
     for n in [10, 5000, 20, 300_000] {
         let m = pool.message_from(&vec![9; n]).unwrap();
         f.push(OutFrame::new(
-            encode_header(Kind::EchoReply, 0, n as u32),
+            hdr(0, n),
             m.into(),
         ));
     }
@@ -189,6 +200,27 @@ fn closing_mid_frame_leaks_nothing() {
     assert_eq!(pool.stats().live_messages, 0);
 }
 
+/// Headers shorter than 8 bytes (and none at all) go through both paths,
+/// interleaved with longer ones, byte-exact under partial writes.
+#[test]
+fn short_and_empty_headers_go_through_both_paths() {
+    for threshold in [GatherThreshold::Never, GatherThreshold::ALWAYS, GatherThreshold::Bytes(64)] {
+        let mut f: Flusher<Vec<u8>> = Flusher::new(threshold);
+        let mut expected = Vec::new();
+        let headers: [&[u8]; 4] = [&[0x81, 2], &[], &[1], &[9, 9, 9, 9, 9, 9, 9, 9, 9]];
+        for (i, h) in headers.iter().cycle().take(12).enumerate() {
+            let body = vec![i as u8; [2usize, 0, 100, 5000][i % 4]];
+            expected.extend_from_slice(h);
+            expected.extend_from_slice(&body);
+            f.push(OutFrame::new(HeaderBytes::new(h), body));
+        }
+        let mut w = Choppy::new(vec![3, 0, 1, 50]);
+        while f.flush(&mut w).unwrap() != Flushed::Done {}
+        assert!(w.out == expected, "{threshold:?}");
+    }
+}
+
+#[cfg(feature = "chacha20")]
 #[test]
 fn chacha20_transform_is_fused_and_decrypts() {
     let key = [3u8; 32];
@@ -198,9 +230,9 @@ fn chacha20_transform_is_fused_and_decrypts() {
     let mut expected = Vec::new();
     for n in [5usize, 70_000, 0, 1000] {
         let body = vec![n as u8; n];
-        expected.extend(frame_bytes(Kind::Delivery, &body));
+        expected.extend(frame_bytes(0, &body));
         f.push(OutFrame::new(
-            encode_header(Kind::Delivery, 3, n as u32),
+            hdr(0, n),
             body,
         ));
     }
@@ -230,7 +262,7 @@ impl Write for Broken {
 #[test]
 fn errors_are_typed() {
     let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Never);
-    f.push(OutFrame::new(encode_header(Kind::EchoReply, 0, 1), vec![1]));
+    f.push(OutFrame::new(hdr(0, 1), vec![1]));
     assert!(matches!(
         f.flush(&mut Broken(io::ErrorKind::WriteZero)),
         Err(FlushError::WriteZero)
@@ -273,11 +305,11 @@ fn a_writer_claiming_more_than_offered_is_an_error() {
     for threshold in [GatherThreshold::Never, GatherThreshold::Bytes(16)] {
         let mut f: Flusher<Vec<u8>> = Flusher::new(threshold);
         f.push(OutFrame::new(
-            encode_header(Kind::EchoReply, 0, 3),
+            hdr(0, 3),
             vec![1; 3],
         ));
         f.push(OutFrame::new(
-            encode_header(Kind::EchoReply, 0, 64),
+            hdr(0, 64),
             vec![2; 64],
         ));
         let pending = f.pending_bytes();
@@ -307,6 +339,9 @@ fn calibration_reports_every_size_and_a_threshold() {
         assert!(c.threshold >= 512);
         assert_eq!(GatherThreshold::Bytes(c.threshold).resolve(), c.threshold);
     }
-    assert!(GatherThreshold::Auto(Transport::Unix).resolve() >= 512);
+    assert!(netbuf::calibrated_threshold(Transport::Unix).resolve() >= 512);
+    // A flusher never calibrates by itself: `new` takes a resolved value.
+    let f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Bytes(1234));
+    assert_eq!(f.threshold(), 1234);
     assert_eq!(GatherThreshold::Never.resolve(), usize::MAX);
 }

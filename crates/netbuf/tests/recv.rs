@@ -1,15 +1,17 @@
-//! Receive buffers and the frame codec: round trips at arbitrary read
-//! boundaries for the linear and the chained buffer, garbage never panics,
-//! boundaries of the body limit, large frames across many blocks.
+//! Receive buffers and framings: round trips at arbitrary read boundaries
+//! for the linear and the chained buffer under three framings (an 8-byte
+//! header with a `u32` LE length, a plain 4-byte big-endian prefix, a
+//! 6-byte game header with the length at offset 2), garbage never panics,
+//! boundaries of the body limit, large frames across many blocks, raw
+//! access.
 
 use std::io::{self, Read, Write};
 
 use bytes::{Buf, BufMut};
-use netbuf::codec::{DEFAULT_MAX_BODY, HEADER_LEN, encode_frame_into, encode_header};
-use netbuf::{
-    ChainedBuffer, Compaction, DecodeError, FrameCodec, FrameSource, Kind, MessagePool,
-    ReceiveBuffer, RecvBuffer,
+use netbuf::framing::{
+    DEFAULT_MAX_BODY, DecodeError, Framing, HeaderBytes, LengthDelimited, encode_frame_into,
 };
+use netbuf::{ChainedBuffer, Compaction, FrameSource, LinearBuffer, MessagePool, ReceiveBuffer};
 use proptest::prelude::*;
 
 allocators::global_allocator!();
@@ -44,7 +46,17 @@ impl Read for SplitReader<'_> {
     }
 }
 
-type Owned = (Kind, u16, Vec<u8>);
+/// A decoded frame: the whole header as the framing decoded it, the body.
+type Owned = (HeaderBytes, Vec<u8>);
+
+/// The three framings every test runs over, with a body limit.
+fn framings(max_body: usize) -> [(&'static str, LengthDelimited); 3] {
+    let [eight, plain, game] = netbuf::fuzzing::framings(max_body);
+    [("8-byte", eight), ("4-byte BE", plain), ("6-byte game", game)]
+}
+
+/// A frame as sent: the header's own bytes (a tag), the body.
+type Sent = (u8, Vec<u8>);
 
 fn quiet_pool() -> MessagePool {
     MessagePool::builder()
@@ -55,19 +67,30 @@ fn quiet_pool() -> MessagePool {
         .build()
 }
 
-fn encode(frames: &[Owned]) -> Vec<u8> {
+/// The header `framing` writes for a body, with `tag` in every header
+/// byte outside the length field.
+fn header_for(framing: &LengthDelimited, tag: u8, body_len: usize) -> HeaderBytes {
+    let tagged = HeaderBytes::new(&vec![tag; framing.header_len()]);
+    framing.encode_header(&tagged, body_len).unwrap()
+}
+
+/// The wire bytes of `frames` and what a decoder must yield for them.
+fn encode(framing: &LengthDelimited, frames: &[Sent]) -> (Vec<u8>, Vec<Owned>) {
     let mut v = Vec::new();
-    for (k, r, b) in frames {
-        encode_frame_into(&mut v, *k, *r, b).unwrap();
+    let mut want = Vec::new();
+    for (tag, b) in frames {
+        let h = header_for(framing, *tag, b.len());
+        encode_frame_into(framing, &mut v, &h, b).unwrap();
+        want.push((h, b.clone()));
     }
-    v
+    (v, want)
 }
 
 /// Reads everything from `r` through `buf`, decoding as it goes (borrowed
 /// views, or owned messages when `owned`), until end of stream or the first
 /// decode error.
 fn drive(
-    buf: &mut impl FrameSource,
+    buf: &mut impl FrameSource<Framing = LengthDelimited>,
     r: &mut impl Read,
     pool: &MessagePool,
     owned: bool,
@@ -77,13 +100,13 @@ fn drive(
         let res = loop {
             if owned {
                 match buf.next_message(pool) {
-                    Ok(Some((h, m))) => out.push((h.kind, h.room, m.to_vec())),
+                    Ok(Some((h, m))) => out.push((h, m.to_vec())),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }
             } else {
                 match buf.next_frame() {
-                    Ok(Some(f)) => out.push((f.kind(), f.room(), f.body.to_vec())),
+                    Ok(Some(f)) => out.push((f.header, f.body.to_vec())),
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }
@@ -100,28 +123,31 @@ fn drive(
     }
 }
 
-fn buffers(pool: &MessagePool, codec: FrameCodec) -> Vec<(&'static str, ReceiveBuffer)> {
-    let small = HEADER_LEN + codec.max_body();
+type Buffer = ReceiveBuffer<LengthDelimited>;
+
+/// Every buffer kind for `framing`, named.
+fn buffers(pool: &MessagePool, framing: LengthDelimited) -> Vec<(&'static str, Buffer)> {
+    let small = framing.header_len() + framing.max_body();
     vec![
         (
             "lazy-min",
-            ReceiveBuffer::Linear(RecvBuffer::with_config(small, codec, Compaction::Lazy)),
+            ReceiveBuffer::Linear(LinearBuffer::with_config(small, framing, Compaction::Lazy)),
         ),
         (
             "lazy-default",
-            ReceiveBuffer::Linear(RecvBuffer::with_config(16 << 10, codec, Compaction::Lazy)),
+            ReceiveBuffer::Linear(LinearBuffer::with_config(16 << 10, framing, Compaction::Lazy)),
         ),
         (
             "every-read",
-            ReceiveBuffer::Linear(RecvBuffer::compact_every_read(small, codec)),
+            ReceiveBuffer::Linear(LinearBuffer::compact_every_read(small, framing)),
         ),
         (
             "chained-64",
-            ReceiveBuffer::Chained(ChainedBuffer::with_config(pool.clone(), 64, codec)),
+            ReceiveBuffer::Chained(ChainedBuffer::with_config(pool.clone(), 64, framing)),
         ),
         (
             "chained-4k",
-            ReceiveBuffer::Chained(ChainedBuffer::with_config(pool.clone(), 4096, codec)),
+            ReceiveBuffer::Chained(ChainedBuffer::with_config(pool.clone(), 4096, framing)),
         ),
     ]
 }
@@ -134,12 +160,8 @@ fn config() -> ProptestConfig {
     c
 }
 
-fn arb_frame() -> impl Strategy<Value = Owned> {
-    (
-        prop::sample::select(Kind::ALL.to_vec()),
-        any::<u16>(),
-        prop::collection::vec(any::<u8>(), 0..300),
-    )
+fn arb_frame() -> impl Strategy<Value = Sent> {
+    (any::<u8>(), prop::collection::vec(any::<u8>(), 0..300))
 }
 
 proptest! {
@@ -153,14 +175,16 @@ proptest! {
         sizes in prop::collection::vec(1usize..200, 0..16),
         owned in any::<bool>(),
     ) {
-        let wire = encode(&frames);
         let pool = quiet_pool();
-        for (name, mut buf) in buffers(&pool, FrameCodec::with_max_body(300)) {
-            let mut r = SplitReader::new(&wire, &sizes);
-            let (got, end) = drive(&mut buf, &mut r, &pool, owned);
-            prop_assert_eq!(end, Ok(()), "{}", name);
-            prop_assert_eq!(&got, &frames, "{}", name);
-            prop_assert_eq!(buf.buffered(), 0);
+        for (fname, framing) in framings(300) {
+            let (wire, want) = encode(&framing, &frames);
+            for (name, mut buf) in buffers(&pool, framing) {
+                let mut r = SplitReader::new(&wire, &sizes);
+                let (got, end) = drive(&mut buf, &mut r, &pool, owned);
+                prop_assert_eq!(end, Ok(()), "{} {}", fname, name);
+                prop_assert_eq!(&got, &want, "{} {}", fname, name);
+                prop_assert_eq!(buf.buffered(), 0);
+            }
         }
         prop_assert_eq!(pool.stats().live_messages, 0);
     }
@@ -175,18 +199,21 @@ proptest! {
         sizes in prop::collection::vec(1usize..64, 0..8),
         limit in 0usize..400,
     ) {
-        let mut wire = encode(&valid_prefix);
-        wire.extend_from_slice(&data);
         let pool = quiet_pool();
-        let mut first: Option<(Vec<Owned>, Result<(), DecodeError>)> = None;
-        for (name, mut buf) in buffers(&pool, FrameCodec::with_max_body(limit)) {
-            let mut r = SplitReader::new(&wire, &sizes);
-            let got = drive(&mut buf, &mut r, &pool, false);
-            match &first {
-                None => first = Some(got),
-                Some(f) => prop_assert_eq!(f, &got, "{}", name),
+        for (fname, framing) in framings(limit) {
+            let (mut wire, _) = encode(&framing.with_max_body(usize::MAX), &valid_prefix);
+            wire.extend_from_slice(&data);
+            let mut first: Option<(Vec<Owned>, Result<(), DecodeError>)> = None;
+            for (name, mut buf) in buffers(&pool, framing) {
+                let mut r = SplitReader::new(&wire, &sizes);
+                let got = drive(&mut buf, &mut r, &pool, false);
+                match &first {
+                    None => first = Some(got),
+                    Some(f) => prop_assert_eq!(f, &got, "{} {}", fname, name),
+                }
             }
         }
+        prop_assert_eq!(pool.stats().live_messages, 0);
     }
 
     /// Compaction never loses or reorders a byte: a stream of frames whose
@@ -196,14 +223,14 @@ proptest! {
         lens in prop::collection::vec(0usize..120, 1..40),
         sizes in prop::collection::vec(1usize..50, 1..10),
     ) {
+        for (_, framing) in framings(120) {
         let mut counter = 0u32;
         let mut wire = Vec::new();
         for l in &lens {
             let body: Vec<u8> = (0..*l).map(|_| { counter += 1; counter as u8 }).collect();
-            encode_frame_into(&mut wire, Kind::Publish, 1, &body).unwrap();
+            encode_frame_into(&framing, &mut wire, &HeaderBytes::EMPTY, &body).unwrap();
         }
-        let codec = FrameCodec::with_max_body(120);
-        let mut buf = RecvBuffer::with_config(128, codec, Compaction::Lazy);
+        let mut buf = LinearBuffer::with_config(128, framing, Compaction::Lazy);
         let mut r = SplitReader::new(&wire, &sizes);
         let mut all = Vec::new();
         loop {
@@ -222,113 +249,186 @@ proptest! {
         prop_assert_eq!(s.frames, lens.len() as u64);
         // Lazy: never more bytes moved than one frame per compaction.
         prop_assert!(s.bytes_moved <= s.compactions * 128);
+        }
     }
 }
 
 #[test]
 fn body_of_exactly_the_limit_and_one_more() {
     let pool = quiet_pool();
-    for (name, mut buf) in buffers(&pool, FrameCodec::new()) {
-        let body = vec![0xab; DEFAULT_MAX_BODY];
-        let wire = encode(&[(Kind::EchoRequest, 0, body.clone())]);
-        let mut r = SplitReader::new(&wire, &[1000]);
-        let (got, end) = drive(&mut buf, &mut r, &pool, false);
-        assert_eq!(end, Ok(()), "{name}");
-        assert_eq!(got, vec![(Kind::EchoRequest, 0, body)], "{name}");
-
-        // max + 1: the error comes with the header, before any body byte.
-        let hdr = encode_header(Kind::EchoRequest, 0, DEFAULT_MAX_BODY as u32 + 1);
-        let mut r = SplitReader::new(&hdr, &[3]);
-        let (got, end) = drive(&mut buf, &mut r, &pool, true);
-        assert!(got.is_empty());
-        assert_eq!(
-            end,
-            Err(DecodeError::FrameTooLarge {
-                len: DEFAULT_MAX_BODY as u64 + 1,
-                max: DEFAULT_MAX_BODY
-            }),
-            "{name}"
-        );
-        // The error is sticky: the session is to be closed.
-        assert!(buf.next_frame().is_err());
-    }
-}
-
-#[test]
-fn zero_length_frames_and_header_split_byte_by_byte() {
-    let pool = quiet_pool();
-    let frames = vec![
-        (Kind::Join, 7, vec![]),
-        (Kind::Publish, 7, b"x".to_vec()),
-        (Kind::Leave, 7, vec![]),
-        (Kind::Closing, 0, b"bye".to_vec()),
-    ];
-    let wire = encode(&frames);
-    for (name, mut buf) in buffers(&pool, FrameCodec::new()) {
-        let mut r = SplitReader::new(&wire, &[1]);
-        let (got, end) = drive(&mut buf, &mut r, &pool, false);
-        assert_eq!(end, Ok(()), "{name}");
-        assert_eq!(got, frames, "{name}");
-    }
-}
-
-#[test]
-fn header_errors_close_the_session_with_a_typed_error() {
-    let pool = quiet_pool();
-    let mut bad_kind = encode_header(Kind::EchoRequest, 0, 0);
-    bad_kind[4] = 0;
-    let mut bad_flags = encode_header(Kind::EchoRequest, 0, 0);
-    bad_flags[5] = 1;
-    for (wire, err) in [
-        (bad_kind, DecodeError::UnknownKind(0)),
-        (bad_flags, DecodeError::NonZeroFlags(1)),
-    ] {
-        for (name, mut buf) in buffers(&pool, FrameCodec::new()) {
-            let mut r = SplitReader::new(&wire, &[5]);
+    for (fname, framing) in framings(DEFAULT_MAX_BODY) {
+        for (name, mut buf) in buffers(&pool, framing) {
+            let body = vec![0xab; DEFAULT_MAX_BODY];
+            let (wire, want) = encode(&framing, &[(1, body)]);
+            let mut r = SplitReader::new(&wire, &[1000]);
             let (got, end) = drive(&mut buf, &mut r, &pool, false);
-            assert!(got.is_empty());
-            assert_eq!(end, Err(err.clone()), "{name}");
-        }
-    }
-    // A stream that ends inside a frame.
-    let wire = encode(&[(Kind::EchoRequest, 0, vec![1; 20])]);
-    for (name, mut buf) in buffers(&pool, FrameCodec::new()) {
-        let mut r = SplitReader::new(&wire[..17], &[4]);
-        let (_, end) = drive(&mut buf, &mut r, &pool, false);
-        assert_eq!(end, Err(DecodeError::Truncated { buffered: 17 }), "{name}");
-    }
-}
+            assert_eq!(end, Ok(()), "{fname} {name}");
+            assert_eq!(got, want, "{fname} {name}");
 
-#[test]
-fn one_mib_frames_across_many_blocks() {
-    let pool = quiet_pool();
-    let codec = FrameCodec::with_max_body(1 << 20);
-    let frames: Vec<Owned> = (0..3)
-        .map(|i| {
-            let body: Vec<u8> = (0..1 << 20).map(|j: usize| (j * 7 + i) as u8).collect();
-            (Kind::Publish, i as u16, body)
-        })
-        .collect();
-    let wire = encode(&frames);
-    for owned in [false, true] {
-        for (name, mut buf) in buffers(&pool, codec) {
-            let mut r = SplitReader::new(&wire, &[65536, 1000, 7, 300_000]);
-            let (got, end) = drive(&mut buf, &mut r, &pool, owned);
-            assert_eq!(end, Ok(()), "{name}");
-            assert!(got == frames, "{name}: 1 MiB frames differ");
-            if let ReceiveBuffer::Chained(c) = &buf {
-                assert_eq!(c.blocks_held(), 0, "{name}");
-                assert!(c.stats().blocks_taken >= 3 * (1 << 20) / 4096, "{name}");
-            }
+            // max + 1: the error comes with the header, before any body byte.
+            let hdr = header_for(&framing.with_max_body(usize::MAX), 1, DEFAULT_MAX_BODY + 1);
+            let mut r = SplitReader::new(hdr.as_slice(), &[3]);
+            let (got, end) = drive(&mut buf, &mut r, &pool, true);
+            assert!(got.is_empty());
+            assert_eq!(
+                end,
+                Err(DecodeError::FrameTooLarge {
+                    len: DEFAULT_MAX_BODY as u64 + 1,
+                    max: DEFAULT_MAX_BODY
+                }),
+                "{fname} {name}"
+            );
+            // The error is sticky: the session is to be closed.
+            assert!(buf.next_frame().is_err());
         }
     }
     assert_eq!(pool.stats().live_messages, 0);
 }
 
 #[test]
+fn zero_length_frames_and_header_split_byte_by_byte() {
+    let pool = quiet_pool();
+    let frames = vec![(3, vec![]), (5, b"x".to_vec()), (4, vec![]), (7, b"bye".to_vec())];
+    for (fname, framing) in framings(DEFAULT_MAX_BODY) {
+        let (wire, want) = encode(&framing, &frames);
+        for (name, mut buf) in buffers(&pool, framing) {
+            let mut r = SplitReader::new(&wire, &[1]);
+            let (got, end) = drive(&mut buf, &mut r, &pool, false);
+            assert_eq!(end, Ok(()), "{fname} {name}");
+            assert_eq!(got, want, "{fname} {name}");
+        }
+    }
+}
+
+/// A framing's own validation error closes the session with that error,
+/// through every buffer; a stream ending inside a frame is `Truncated`.
+#[test]
+fn framing_errors_close_the_session_with_a_typed_error() {
+    let pool = quiet_pool();
+    for (fname, framing) in framings(DEFAULT_MAX_BODY) {
+        let strict = netbuf::fuzzing::Strict(framing);
+        let (wire, _) = encode(&framing, &[(1, b"ok".to_vec()), (1, vec![0xBA; 13])]);
+        let bufs: Vec<(&str, ReceiveBuffer<netbuf::fuzzing::Strict>)> = vec![
+            ("linear", ReceiveBuffer::linear(strict)),
+            ("chained", ReceiveBuffer::chained(pool.clone(), strict)),
+        ];
+        for (name, mut buf) in bufs {
+            let mut r = SplitReader::new(&wire, &[5]);
+            let mut bodies = Vec::new();
+            let err = loop {
+                match buf.next_frame() {
+                    Ok(Some(f)) => bodies.push(f.body.to_vec()),
+                    Ok(None) => {
+                        assert!(buf.read_from(&mut r).unwrap() > 0, "{fname} {name}");
+                    }
+                    Err(e) => break e,
+                }
+            };
+            assert_eq!(bodies, vec![b"ok".to_vec()], "{fname} {name}");
+            assert_eq!(err, DecodeError::malformed("reserved header"), "{fname} {name}");
+        }
+        // A stream that ends inside a frame.
+        let (wire, _) = encode(&framing, &[(1, vec![1; 20])]);
+        let cut = framing.header_len() + 9;
+        for (name, mut buf) in buffers(&pool, framing) {
+            let mut r = SplitReader::new(&wire[..cut], &[4]);
+            let (_, end) = drive(&mut buf, &mut r, &pool, false);
+            assert_eq!(end, Err(DecodeError::Truncated { buffered: cut }), "{fname} {name}");
+        }
+    }
+}
+
+#[test]
+fn one_mib_frames_across_many_blocks() {
+    let pool = quiet_pool();
+    for (fname, framing) in framings(1 << 20) {
+        let frames: Vec<Sent> = (0..3)
+            .map(|i| {
+                let body: Vec<u8> = (0..1 << 20).map(|j: usize| (j * 7 + i) as u8).collect();
+                (i as u8, body)
+            })
+            .collect();
+        let (wire, want) = encode(&framing, &frames);
+        for owned in [false, true] {
+            for (name, mut buf) in buffers(&pool, framing) {
+                let mut r = SplitReader::new(&wire, &[65536, 1000, 7, 300_000]);
+                let (got, end) = drive(&mut buf, &mut r, &pool, owned);
+                assert_eq!(end, Ok(()), "{fname} {name}");
+                assert!(got == want, "{fname} {name}: 1 MiB frames differ");
+                if let ReceiveBuffer::Chained(c) = &buf {
+                    assert_eq!(c.blocks_held(), 0, "{fname} {name}");
+                    // Each body went into a block of its own: no assembly.
+                    assert_eq!(c.stats().bodies_contiguous, 3, "{fname} {name}");
+                    assert_eq!(c.stats().frames_assembled, 0, "{fname} {name}");
+                }
+            }
+        }
+    }
+    assert_eq!(pool.stats().live_messages, 0);
+}
+
+/// A large body received through the chained buffer is handed over as
+/// the block it arrived in: the bytes copied are at most what came with
+/// the header's read, whatever the body size.
+#[test]
+fn chained_large_body_is_taken_without_a_copy() {
+    let pool = quiet_pool();
+    let [_, plain, _] = framings(1 << 20).map(|(_, f)| f);
+    let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+    let (wire, _) = encode(&plain, &[(0, body.clone()), (0, b"tail".to_vec())]);
+    let mut c = ChainedBuffer::with_framing(pool.clone(), plain);
+    let mut r = SplitReader::new(&wire, &[4096, 65536]);
+    let mut got = Vec::new();
+    loop {
+        while let Some((_, m)) = c.next_message(&pool).unwrap() {
+            got.push(m);
+        }
+        if c.read_from(&mut r).unwrap() == 0 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 2);
+    assert_eq!(&got[0][..], &body[..]);
+    assert_eq!(&got[1][..], b"tail");
+    assert!(got[0].capacity() >= 300_000, "the body's own block");
+    assert_eq!(c.stats().bodies_contiguous, 1);
+    drop(got);
+    assert_eq!(pool.stats().live_messages, 0);
+}
+
+#[test]
+fn linear_raw_peek_and_consume() {
+    // A hand-decoded protocol: 1-byte opcode, u16 LE length.
+    let mut buf = LinearBuffer::new();
+    let mut wire = vec![9u8, 3, 0];
+    wire.extend_from_slice(b"abc");
+    wire.extend_from_slice(&[8, 0, 0]);
+    let mut r = SplitReader::new(&wire, &[2]);
+    let mut out = Vec::new();
+    loop {
+        while let Some(h) = buf.peek(3) {
+            let len = u16::from_le_bytes([h[1], h[2]]) as usize;
+            let op = h[0];
+            if buf.buffered() < 3 + len {
+                break;
+            }
+            buf.consume(3);
+            out.push((op, buf.peek(len).unwrap().to_vec()));
+            buf.consume(len);
+        }
+        if buf.read_from(&mut r).unwrap() == 0 {
+            break;
+        }
+    }
+    assert_eq!(out, vec![(9, b"abc".to_vec()), (8, vec![])]);
+    assert!(buf.is_empty());
+}
+
+#[test]
 fn chained_is_a_buf_for_write_vectored() {
     let pool = quiet_pool();
-    let mut c = ChainedBuffer::with_config(pool.clone(), 64, FrameCodec::new());
+    let [eight, ..] = framings(DEFAULT_MAX_BODY).map(|(_, f)| f);
+    let mut c = ChainedBuffer::with_config(pool.clone(), 64, eight);
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
     let mut r = SplitReader::new(&data, &[33, 100]);
     while c.read_from(&mut r).unwrap() > 0 {}
@@ -343,10 +443,10 @@ fn chained_is_a_buf_for_write_vectored() {
     assert_eq!(out, data);
     assert_eq!(c.blocks_held(), 0);
     // BufMut filling, then decoding.
-    let wire = encode(&[(Kind::EchoReply, 0, vec![9; 150])]);
+    let (wire, want) = encode(&eight, &[(2, vec![9; 150])]);
     c.put_slice(&wire);
     let (h, m) = c.next_message(&pool).unwrap().unwrap();
-    assert_eq!((h.kind, m.len()), (Kind::EchoReply, 150));
+    assert_eq!((h, m.len()), (want[0].0, 150));
     assert!(m.is_pooled());
     let shared = m.freeze();
     assert_eq!(&shared[..], &[9; 150][..]);
@@ -354,12 +454,30 @@ fn chained_is_a_buf_for_write_vectored() {
     assert_eq!(pool.stats().live_messages, 0);
 }
 
+/// The chained buffer takes a pool on any allocator (here a counted one).
+#[test]
+fn chained_works_with_a_pool_on_any_allocator() {
+    let alloc = allocators::CountingAllocator::new(allocator_api2::alloc::Global);
+    let pool = MessagePool::builder().build_in(alloc.clone());
+    let [_, plain, _] = framings(DEFAULT_MAX_BODY).map(|(_, f)| f);
+    let mut c = ChainedBuffer::with_framing(pool.clone(), plain);
+    let (wire, _) = encode(&plain, &[(0, vec![5; 100])]);
+    c.read_from(&mut &wire[..]).unwrap();
+    let m = c.take_message(4).unwrap().unwrap();
+    assert_eq!(&m[..], &[0, 0, 0, 100]);
+    let body = c.take_message(100).unwrap().unwrap();
+    assert_eq!(&body[..], &[5; 100][..]);
+    assert!(matches!(c.take_message(1), Ok(None)));
+    drop((m, body));
+    assert!(alloc.stats().allocations > 0, "blocks came from the counted allocator");
+}
+
 #[test]
 fn idle_chained_sessions_hold_no_memory() {
     let pool = quiet_pool();
     let mut sessions: Vec<ChainedBuffer> =
         (0..100).map(|_| ChainedBuffer::new(pool.clone())).collect();
-    let wire = encode(&[(Kind::EchoRequest, 0, vec![1; 100])]);
+    let (wire, _) = encode(&LengthDelimited::default(), &[(0, vec![1; 100])]);
     let before = allocators::thread_stats();
     for s in &mut sessions {
         let mut r = &wire[..];

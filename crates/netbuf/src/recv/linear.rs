@@ -1,4 +1,4 @@
-//! [`RecvBuffer`]: a linear receive buffer with lazy compaction.
+//! [`LinearBuffer`]: a linear receive buffer with lazy compaction.
 
 use core::cell::Cell;
 use core::marker::PhantomData;
@@ -6,18 +6,19 @@ use std::io::{self, Read};
 
 use allocator_api2::alloc::Allocator;
 
-use crate::codec::{DecodeError, Frame, FrameCodec, FrameHeader, HEADER_LEN};
+use super::framing::{self, DecodeError, Frame, Framing};
+use super::length_delimited::LengthDelimited;
 use crate::{Message, MessagePool};
 
-/// Default capacity of a [`RecvBuffer`]: 16 KiB.
+/// Default capacity of a [`LinearBuffer`]: 16 KiB.
 pub const DEFAULT_RECV_CAPACITY: usize = 16 * 1024;
 
-/// When a [`RecvBuffer`] moves buffered bytes to the front.
+/// When a [`LinearBuffer`] moves buffered bytes to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
     /// Only when the free tail is too small for the frame still needed,
     /// or smaller than the buffer's minimum read (see
-    /// [`RecvBuffer::set_min_read`]; 0 makes the rule strict). Since the
+    /// [`LinearBuffer::set_min_read`]; 0 makes the rule strict). Since the
     /// frames already complete are decoded before reading, what moves is at
     /// most one partial frame. When everything is consumed the cursors are
     /// reset for free. The default.
@@ -55,58 +56,66 @@ pub struct RecvStats {
 /// closes this session only.
 ///
 /// ```
-/// use netbuf::codec::{Kind, encode_frame_into};
-/// use netbuf::RecvBuffer;
+/// use netbuf::LinearBuffer;
+/// use netbuf::framing::{HeaderBytes, LengthDelimited, encode_frame_into};
 ///
+/// let framing = LengthDelimited::default(); // 4-byte big-endian length
 /// let mut wire = Vec::new();
-/// encode_frame_into(&mut wire, Kind::EchoRequest, 0, b"ping").unwrap();
-/// encode_frame_into(&mut wire, Kind::Join, 9, b"").unwrap();
+/// encode_frame_into(&framing, &mut wire, &HeaderBytes::EMPTY, b"ping").unwrap();
+/// encode_frame_into(&framing, &mut wire, &HeaderBytes::EMPTY, b"").unwrap();
 ///
-/// let mut buf = RecvBuffer::new();
+/// let mut buf = LinearBuffer::with_framing(framing);
 /// let mut socket = &wire[..]; // any `Read`
 /// while buf.read_from(&mut socket).unwrap() > 0 {}
 ///
 /// let f = buf.next_frame().unwrap().unwrap();
-/// assert_eq!((f.kind(), f.body), (Kind::EchoRequest, &b"ping"[..]));
+/// assert_eq!(f.body, b"ping");
 /// let pool = netbuf::MessagePool::new();
 /// let (h, body) = buf.next_message(&pool).unwrap().unwrap(); // kept: one copy
-/// assert_eq!((h.kind, h.room, body.len()), (Kind::Join, 9, 0));
+/// assert_eq!((h.as_slice(), body.len()), (&[0u8, 0, 0, 0][..], 0));
 /// assert!(buf.next_frame().unwrap().is_none());
 /// ```
 #[derive(Debug)]
-pub struct RecvBuffer {
+pub struct LinearBuffer<F = LengthDelimited> {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
-    codec: FrameCodec,
+    framing: F,
     compaction: Compaction,
     min_read: usize,
     stats: RecvStats,
     _not_sync: PhantomData<Cell<()>>,
 }
 
-impl Default for RecvBuffer {
+impl Default for LinearBuffer {
     fn default() -> Self {
-        RecvBuffer::new()
+        LinearBuffer::new()
     }
 }
 
-impl RecvBuffer {
-    /// A lazy buffer of [`DEFAULT_RECV_CAPACITY`] with the default 10 KiB
-    /// body limit.
-    pub fn new() -> RecvBuffer {
-        RecvBuffer::with_config(DEFAULT_RECV_CAPACITY, FrameCodec::new(), Compaction::Lazy)
+impl LinearBuffer {
+    /// A lazy buffer of [`DEFAULT_RECV_CAPACITY`] with the default framing
+    /// (a 4-byte big-endian length prefix, 10 KiB body limit).
+    pub fn new() -> LinearBuffer {
+        LinearBuffer::with_framing(LengthDelimited::default())
+    }
+}
+
+impl<F: Framing> LinearBuffer<F> {
+    /// A lazy buffer of [`DEFAULT_RECV_CAPACITY`] for `framing`.
+    pub fn with_framing(framing: F) -> LinearBuffer<F> {
+        LinearBuffer::with_config(DEFAULT_RECV_CAPACITY, framing, Compaction::Lazy)
     }
 
-    /// A buffer of `capacity` bytes, raised to `HEADER_LEN + max_body` if
-    /// smaller so that every valid frame fits.
-    pub fn with_config(capacity: usize, codec: FrameCodec, compaction: Compaction) -> RecvBuffer {
-        let capacity = capacity.max(HEADER_LEN + codec.max_body());
-        RecvBuffer {
+    /// A buffer of `capacity` bytes, raised to the framing's `max_header_len() + max_body()`
+    /// if smaller so that every valid frame fits.
+    pub fn with_config(capacity: usize, framing: F, compaction: Compaction) -> LinearBuffer<F> {
+        let capacity = capacity.max(framing.max_header_len() + framing.max_body());
+        LinearBuffer {
             buf: vec![0u8; capacity].into_boxed_slice(),
             start: 0,
             end: 0,
-            codec,
+            framing,
             compaction,
             min_read: capacity / 4,
             stats: RecvStats::default(),
@@ -115,8 +124,8 @@ impl RecvBuffer {
     }
 
     /// The same buffer that compacts before every read (for comparison).
-    pub fn compact_every_read(capacity: usize, codec: FrameCodec) -> RecvBuffer {
-        RecvBuffer::with_config(capacity, codec, Compaction::EveryRead)
+    pub fn compact_every_read(capacity: usize, framing: F) -> LinearBuffer<F> {
+        LinearBuffer::with_config(capacity, framing, Compaction::EveryRead)
     }
 
     /// Capacity in bytes.
@@ -137,17 +146,17 @@ impl RecvBuffer {
         self.start == self.end
     }
 
-    /// The codec (body limit) of this session.
+    /// The framing of this session.
     #[inline]
-    pub fn codec(&self) -> FrameCodec {
-        self.codec
+    pub fn framing(&self) -> &F {
+        &self.framing
     }
 
-    /// Changes the body limit (e.g. after a login raised it). The capacity
-    /// grows if a maximal frame would no longer fit.
-    pub fn set_codec(&mut self, codec: FrameCodec) {
-        self.codec = codec;
-        let need = HEADER_LEN + codec.max_body();
+    /// Changes the framing (e.g. a login raised the body limit). The
+    /// capacity grows if a maximal frame would no longer fit.
+    pub fn set_framing(&mut self, framing: F) {
+        self.framing = framing;
+        let need = self.framing.max_header_len() + self.framing.max_body();
         if need > self.buf.len() {
             let mut bigger = vec![0u8; need].into_boxed_slice();
             let n = self.buffered();
@@ -183,27 +192,47 @@ impl RecvBuffer {
         self.stats
     }
 
-    /// The unconsumed bytes.
+    /// The unconsumed bytes (raw access, for a protocol decoded by hand).
     #[inline]
     pub fn as_slice(&self) -> &[u8] {
         &self.buf[self.start..self.end]
     }
 
+    /// The first `n` unconsumed bytes without consuming them, or `None` if
+    /// fewer are buffered.
+    ///
+    /// ```
+    /// let mut buf = netbuf::LinearBuffer::new();
+    /// buf.fill_from_slice(b"\x01\x00hello");
+    /// assert_eq!(buf.peek(2), Some(&[1u8, 0][..]));
+    /// buf.consume(2);
+    /// assert_eq!(buf.as_slice(), b"hello");
+    /// assert_eq!(buf.peek(6), None);
+    /// ```
+    #[inline]
+    pub fn peek(&self, n: usize) -> Option<&[u8]> {
+        self.as_slice().get(..n)
+    }
+
+    /// Consumes `n` buffered bytes (raw access).
+    ///
+    /// # Panics
+    /// If `n` is more than [`buffered`](Self::buffered) (a caller bug, as
+    /// for `bytes::Buf::advance`).
+    #[inline]
+    pub fn consume(&mut self, n: usize) {
+        let buffered = self.buffered();
+        assert!(n <= buffered, "consume({n}) past the {buffered} buffered bytes");
+        self.start += n;
+    }
+
     /// Bytes the frame being received still needs from `start`, at least a
-    /// header's worth.
+    /// maximal header's worth.
     fn frame_needed(&self) -> usize {
-        match self.buf[self.start..self.end].first_chunk::<HEADER_LEN>() {
-            Some(h) => {
-                let announced = FrameHeader::announced_frame_len(h);
-                // An invalid length is reported by the decoder; do not
-                // compact for it.
-                if announced > (HEADER_LEN + self.codec.max_body()) as u64 {
-                    HEADER_LEN
-                } else {
-                    announced as usize
-                }
-            }
-            None => HEADER_LEN,
+        match framing::decode_checked(&self.framing, self.as_slice()) {
+            Ok(Some(info)) => info.frame_len(),
+            // An error is reported by the decoder; do not compact for it.
+            _ => self.framing.max_header_len(),
         }
     }
 
@@ -297,12 +326,12 @@ impl RecvBuffer {
     /// Decodes the next complete frame as a view borrowing the buffer, or
     /// `Ok(None)` if it has not fully arrived. The frame is consumed.
     ///
-    /// A header error is reported as soon as the 8 header bytes are in,
+    /// A header error is reported as soon as the header bytes are in,
     /// before the body arrives; the error repeats on later calls (the
     /// session is to be closed).
     #[inline]
-    pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
-        match self.codec.decode_frame(&self.buf[self.start..self.end])? {
+    pub fn next_frame(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
+        match framing::decode_frame(&self.framing, &self.buf[self.start..self.end])? {
             Some((frame, used)) => {
                 self.start += used;
                 self.stats.frames += 1;
@@ -319,8 +348,8 @@ impl RecvBuffer {
     pub fn next_message<A: Allocator + Send + Sync + 'static>(
         &mut self,
         pool: &MessagePool<A>,
-    ) -> Result<Option<(FrameHeader, Message)>, DecodeError> {
-        let Some((frame, used)) = self.codec.decode_frame(&self.buf[self.start..self.end])? else {
+    ) -> Result<Option<(F::Header, Message)>, DecodeError> {
+        let Some((frame, used)) = framing::decode_frame(&self.framing, self.as_slice())? else {
             return Ok(None);
         };
         let header = frame.header;
@@ -333,7 +362,7 @@ impl RecvBuffer {
     /// At end of stream: `Ok(())` if no partial frame is left, else
     /// [`DecodeError::Truncated`] (or the header's error).
     pub fn finish(&self) -> Result<(), DecodeError> {
-        self.codec.decode_header(self.as_slice())?;
+        framing::decode_checked(&self.framing, self.as_slice())?;
         if self.is_empty() {
             Ok(())
         } else {
@@ -344,23 +373,34 @@ impl RecvBuffer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::codec::{Kind, encode_frame_into};
+    use crate::framing::{HeaderBytes, encode_frame_into};
+
+    /// An 8-byte header: u32 LE length, then 4 bytes of the protocol's own.
+    fn eight(max_body: usize) -> LengthDelimited {
+        LengthDelimited::builder()
+            .little_endian()
+            .header_len(8)
+            .max_body(max_body)
+            .build()
+            .unwrap()
+    }
 
     fn frames(sizes: &[usize]) -> Vec<u8> {
         let mut v = Vec::new();
         for (i, &s) in sizes.iter().enumerate() {
             let body: Vec<u8> = (0..s).map(|j| (i + j) as u8).collect();
-            encode_frame_into(&mut v, Kind::Publish, i as u16, &body).unwrap();
+            let h = HeaderBytes::new(&[0, 0, 0, 0, 5, 0, i as u8, 0]);
+            encode_frame_into(&eight(usize::MAX), &mut v, &h, &body).unwrap();
         }
         v
     }
 
     #[test]
     fn reset_is_free_and_lazy_moves_little() {
-        let mut b = RecvBuffer::with_config(64, FrameCodec::with_max_body(40), Compaction::Lazy);
+        let mut b = LinearBuffer::with_config(64, eight(40), Compaction::Lazy);
         assert_eq!(b.capacity(), 64);
         let wire = frames(&[10, 10]); // 36 bytes
         assert_eq!(b.fill_from_slice(&wire), 36);
@@ -385,7 +425,7 @@ mod tests {
 
     #[test]
     fn every_read_compacts_whenever_consumed() {
-        let mut b = RecvBuffer::compact_every_read(64, FrameCodec::with_max_body(40));
+        let mut b = LinearBuffer::compact_every_read(64, eight(40));
         let wire = frames(&[4, 4, 4]);
         b.fill_from_slice(&wire[..14]);
         b.next_frame().unwrap().unwrap();
@@ -396,7 +436,7 @@ mod tests {
 
     #[test]
     fn full_buffer_of_frames_is_an_error_not_eof() {
-        let mut b = RecvBuffer::with_config(16, FrameCodec::with_max_body(8), Compaction::Lazy);
+        let mut b = LinearBuffer::with_config(16, eight(8), Compaction::Lazy);
         let wire = frames(&[8]);
         assert_eq!(b.fill_from_slice(&wire), 16);
         let err = b.read_from(&mut &b"x"[..]).unwrap_err();
@@ -408,14 +448,14 @@ mod tests {
 
     #[test]
     fn raising_the_limit_grows_and_keeps_bytes() {
-        let mut b = RecvBuffer::with_config(16, FrameCodec::with_max_body(8), Compaction::Lazy);
+        let mut b = LinearBuffer::with_config(16, eight(8), Compaction::Lazy);
         let wire = frames(&[100]);
         b.fill_from_slice(&wire[..10]);
         assert!(matches!(
             b.next_frame(),
             Err(DecodeError::FrameTooLarge { len: 100, max: 8 })
         ));
-        b.set_codec(FrameCodec::with_max_body(100));
+        b.set_framing(eight(100));
         assert_eq!(b.capacity(), 108);
         b.fill_from_slice(&wire[10..]);
         let f = b.next_frame().unwrap().unwrap();

@@ -2,8 +2,9 @@
 //!
 //! Small frames are encoded (header + body) into one reusable linear send
 //! buffer, so a hundred 64 B replies leave in one `write`. Frames whose body
-//! is at least the gather threshold are not copied: their 8-byte header and
-//! their body go to `write_vectored` as two slices, next to the linear chunk
+//! is at least the gather threshold are not copied: their header (0 to 16
+//! bytes, stored inline in the frame) and their body go to `write_vectored`
+//! as two slices, next to the linear chunk
 //! before them, so small and large frames queued together still leave in
 //! one call (up to [`MAX_IOV`] slices). The body is kept alive, and dropped
 //! (freed through its origin tag) only once its last byte is written.
@@ -16,13 +17,15 @@
 //! bodies it is the other way round. Where the crossover lies depends on the
 //! machine and the transport (the field report measured 32-64 KiB on its
 //! OS; the reference machine here crosses below 4 KiB on TCP), so it is a
-//! setting: [`GatherThreshold::Auto`] measures it once per process per
-//! transport with [`calibrate`].
+//! setting. [`calibrate`](crate::calibrate) measures it on this machine,
+//! and [`calibrated_threshold`](crate::calibrated_threshold) does so once
+//! per process per transport; the flusher itself never opens a socket or
+//! spawns a thread.
 //!
 //! # Transforms
 //!
-//! A per-session [`Transform`] (e.g. [`ChaCha20Transform`], standing in for
-//! session encryption) is applied at flush time, fused with the copy into
+//! A per-session [`Transform`] (e.g. `ChaCha20Transform` with the cargo
+//! feature `chacha20`, standing in for session encryption) is applied at flush time, fused with the copy into
 //! the send buffer: a shared broadcast body is enciphered per session
 //! without a copy on the logic thread. A transform changes every byte, so a
 //! session with one sends nothing by the gather path: its large bodies are
@@ -30,10 +33,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
-
-use crate::codec::HEADER_LEN;
+use super::transform::Transform;
+use crate::framing::{EncodeError, Framing, HeaderBytes};
 use crate::send_queue::QueueItem;
 
 /// Most slices passed to one `write_vectored` call (Linux's `IOV_MAX` is
@@ -43,83 +44,54 @@ pub const MAX_IOV: usize = 64;
 /// Default threshold when none is calibrated: 16 KiB.
 pub const DEFAULT_GATHER_THRESHOLD: usize = 16 << 10;
 
-/// One frame waiting to be sent: its encoded header and its body.
+/// One frame waiting to be sent: its encoded header (0 to 16 bytes, inline)
+/// and its body.
 ///
 /// ```
-/// use netbuf::{codec::{encode_header, Kind}, OutFrame};
-/// let f = OutFrame::new(encode_header(Kind::EchoReply, 0, 5), b"hello".to_vec());
-/// assert_eq!(netbuf::QueueItem::byte_size(&f), 13);
+/// use netbuf::OutFrame;
+/// use netbuf::framing::{HeaderBytes, LengthDelimited};
+///
+/// let framing = LengthDelimited::default(); // 4-byte big-endian length
+/// let f = OutFrame::encode(&framing, &HeaderBytes::EMPTY, b"hello".to_vec()).unwrap();
+/// assert_eq!(f.header.as_slice(), &[0, 0, 0, 5]);
+/// assert_eq!(netbuf::QueueItem::byte_size(&f), 9);
+/// // A frame with no header at all: raw bytes.
+/// let raw = OutFrame::new(HeaderBytes::EMPTY, b"ok".to_vec());
+/// assert_eq!(netbuf::QueueItem::byte_size(&raw), 2);
 /// ```
 #[derive(Debug)]
 pub struct OutFrame<B = crate::send_queue::Outgoing> {
-    /// The 8-byte wire header.
-    pub header: [u8; HEADER_LEN],
-    /// The body (its length must match the header's length field).
+    /// The encoded header.
+    pub header: HeaderBytes,
+    /// The body (its length must match what the header says).
     pub body: B,
 }
 
 impl<B> OutFrame<B> {
     /// A frame from an encoded header and a body.
-    pub fn new(header: [u8; HEADER_LEN], body: B) -> Self {
+    #[inline]
+    pub fn new(header: HeaderBytes, body: B) -> Self {
         OutFrame { header, body }
+    }
+}
+
+impl<B: AsRef<[u8]>> OutFrame<B> {
+    /// A frame whose header `framing` encodes for `body`.
+    #[inline]
+    pub fn encode<F: Framing + ?Sized>(
+        framing: &F,
+        header: &F::Header,
+        body: B,
+    ) -> Result<Self, EncodeError> {
+        let header = framing.encode_header(header, body.as_ref().len())?;
+        Ok(OutFrame { header, body })
     }
 }
 
 impl<B: AsRef<[u8]> + Send> QueueItem for OutFrame<B> {
     #[inline]
     fn byte_size(&self) -> usize {
-        HEADER_LEN + self.body.as_ref().len()
-    }
-}
-
-/// A per-session byte-stream transform applied while copying into the
-/// send buffer (a stand-in for session encryption).
-pub trait Transform: Send {
-    /// Writes the transform of `src` into `dst` (same length), continuing
-    /// the session's stream.
-    fn apply(&mut self, src: &[u8], dst: &mut [u8]);
-}
-
-/// ChaCha20 (RFC 8439) keystream applied to the session's byte stream.
-///
-/// ```
-/// use netbuf::{ChaCha20Transform, Transform};
-/// let mut a = ChaCha20Transform::new([7; 32], [1; 12]);
-/// let mut b = ChaCha20Transform::new([7; 32], [1; 12]);
-/// let mut enc = [0u8; 5];
-/// a.apply(b"hello", &mut enc);
-/// let mut dec = [0u8; 5];
-/// b.apply(&enc, &mut dec);
-/// assert_eq!(&dec, b"hello");
-/// ```
-pub struct ChaCha20Transform {
-    cipher: chacha20::ChaCha20,
-}
-
-impl ChaCha20Transform {
-    /// A cipher for one session's stream.
-    pub fn new(key: [u8; 32], nonce: [u8; 12]) -> Self {
-        use chacha20::cipher::KeyIvInit;
-        ChaCha20Transform {
-            cipher: chacha20::ChaCha20::new(&key.into(), &nonce.into()),
-        }
-    }
-}
-
-impl std::fmt::Debug for ChaCha20Transform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ChaCha20Transform")
-    }
-}
-
-impl Transform for ChaCha20Transform {
-    fn apply(&mut self, src: &[u8], dst: &mut [u8]) {
-        use chacha20::cipher::StreamCipher;
-        // Lengths are equal by contract; a ChaCha20 stream of 256 GiB per
-        // session cannot be exhausted by a server's session.
-        if self.cipher.apply_keystream_b2b(src, dst).is_err() {
-            dst.fill(0);
-        }
+        self.header.len() + self.body.as_ref().len()
     }
 }
 
@@ -128,23 +100,20 @@ impl Transform for ChaCha20Transform {
 pub enum GatherThreshold {
     /// Copy everything into the linear buffer (`--send linear`).
     Never,
-    /// Bodies of at least this many bytes are gathered (`--gather-threshold`).
+    /// Bodies of at least this many bytes are gathered (`--gather-threshold`,
+    /// or what [`calibrated_threshold`](crate::calibrated_threshold) found).
     Bytes(usize),
-    /// Measure the crossover on this machine for this transport, once per
-    /// process (`--send auto`).
-    Auto(Transport),
 }
 
 impl GatherThreshold {
     /// Every body by the gather path (`--send gather`).
     pub const ALWAYS: GatherThreshold = GatherThreshold::Bytes(0);
 
-    /// The threshold in bytes (`usize::MAX` for never), calibrating if needed.
+    /// The threshold in bytes (`usize::MAX` for never).
     pub fn resolve(self) -> usize {
         match self {
             GatherThreshold::Never => usize::MAX,
             GatherThreshold::Bytes(n) => n,
-            GatherThreshold::Auto(t) => calibrated(t).threshold,
         }
     }
 }
@@ -258,14 +227,14 @@ enum Segment<B> {
     /// `buf[start..end]`.
     Linear { start: usize, end: usize },
     /// A header and an uncopied body.
-    Large { header: [u8; HEADER_LEN], body: B },
+    Large { header: HeaderBytes, body: B },
 }
 
 impl<B: AsRef<[u8]>> Segment<B> {
     fn len(&self) -> usize {
         match self {
             Segment::Linear { start, end } => end - start,
-            Segment::Large { body, .. } => HEADER_LEN + body.as_ref().len(),
+            Segment::Large { header, body } => header.len() + body.as_ref().len(),
         }
     }
 }
@@ -273,13 +242,16 @@ impl<B: AsRef<[u8]>> Segment<B> {
 /// Turns frames into writes for one session (see the module docs).
 ///
 /// ```
-/// use netbuf::{Flusher, Flushed, GatherThreshold, OutFrame, codec::{encode_header, Kind}};
+/// use netbuf::{Flusher, Flushed, GatherThreshold, OutFrame};
+/// use netbuf::framing::{HeaderBytes, LengthDelimited};
+///
+/// let framing = LengthDelimited::default().with_max_body(4096);
 /// let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Bytes(1024));
-/// f.push(OutFrame::new(encode_header(Kind::EchoReply, 0, 3), b"abc".to_vec()));
-/// f.push(OutFrame::new(encode_header(Kind::EchoReply, 0, 2000), vec![7; 2000]));
+/// f.push(OutFrame::encode(&framing, &HeaderBytes::EMPTY, b"abc".to_vec()).unwrap());
+/// f.push(OutFrame::encode(&framing, &HeaderBytes::EMPTY, vec![7; 2000]).unwrap());
 /// let mut out = Vec::new();
 /// assert_eq!(f.flush(&mut out).unwrap(), Flushed::Done);
-/// assert_eq!(out.len(), 8 + 3 + 8 + 2000);
+/// assert_eq!(out.len(), 4 + 3 + 4 + 2000);
 /// assert_eq!(f.metrics().gather_frames, 1);
 /// ```
 pub struct Flusher<B = crate::send_queue::Outgoing> {
@@ -343,7 +315,8 @@ impl<B: AsRef<[u8]>> Flusher<B> {
     /// until it is written.
     pub fn push(&mut self, frame: OutFrame<B>) {
         let body_len = frame.body.as_ref().len();
-        let total = HEADER_LEN + body_len;
+        let header_len = frame.header.len();
+        let total = header_len + body_len;
         self.pending += total;
         if self.transform.is_none() && body_len >= self.threshold {
             self.metrics.gather_frames += 1;
@@ -361,15 +334,16 @@ impl<B: AsRef<[u8]>> Flusher<B> {
         let start = self.buf.len();
         match &mut self.transform {
             None => {
-                self.buf.extend_from_slice(&frame.header);
+                self.buf.extend_from_slice(frame.header.as_slice());
                 self.buf.extend_from_slice(frame.body.as_ref());
             }
             Some(t) => {
                 // Fused: the copy into the send buffer is the transform's
                 // output, no intermediate copy.
                 self.buf.resize(start + total, 0);
-                t.apply(&frame.header, &mut self.buf[start..start + HEADER_LEN]);
-                t.apply(frame.body.as_ref(), &mut self.buf[start + HEADER_LEN..]);
+                let (h, b) = self.buf[start..].split_at_mut(header_len);
+                t.apply(frame.header.as_slice(), h);
+                t.apply(frame.body.as_ref(), b);
             }
         }
         let end = self.buf.len();
@@ -483,12 +457,13 @@ impl<B: AsRef<[u8]>> Flusher<B> {
                     n += 1;
                 }
                 Segment::Large { header, body } => {
-                    if skip < HEADER_LEN {
+                    let header = header.as_slice();
+                    if skip < header.len() {
                         iov[n] = IoSlice::new(&header[skip..]);
                         iov[n + 1] = IoSlice::new(body.as_ref());
                         n += 2;
                     } else {
-                        iov[n] = IoSlice::new(&body.as_ref()[skip - HEADER_LEN..]);
+                        iov[n] = IoSlice::new(&body.as_ref()[skip - header.len()..]);
                         n += 1;
                     }
                 }
@@ -531,114 +506,3 @@ impl<B> std::fmt::Debug for Flusher<B> {
     }
 }
 
-/// What [`calibrate`] measured: per body size, nanoseconds per frame by the
-/// linear and the gather path, and the threshold chosen.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Calibration {
-    /// The transport measured.
-    pub transport: Transport,
-    /// `(body size, linear ns/frame, gather ns/frame)`.
-    pub rows: Vec<(usize, f64, f64)>,
-    /// The smallest size from which gather was never slower.
-    pub threshold: usize,
-}
-
-fn calibrated(t: Transport) -> &'static Calibration {
-    static TCP: OnceLock<Calibration> = OnceLock::new();
-    static UNIX: OnceLock<Calibration> = OnceLock::new();
-    let cell = match t {
-        Transport::Tcp => &TCP,
-        Transport::Unix => &UNIX,
-    };
-    cell.get_or_init(|| {
-        calibrate(t).unwrap_or(Calibration {
-            transport: t,
-            rows: Vec::new(),
-            threshold: DEFAULT_GATHER_THRESHOLD,
-        })
-    })
-}
-
-/// Measures the gather/linear crossover on this machine over a loopback
-/// connection of the given transport: batches of frames of each candidate
-/// body size are sent both ways, best of five. Takes tens of
-/// milliseconds; [`GatherThreshold::Auto`] runs it once per process.
-pub fn calibrate(transport: Transport) -> io::Result<Calibration> {
-    const SIZES: [usize; 9] = [
-        512,
-        1 << 10,
-        2 << 10,
-        4 << 10,
-        8 << 10,
-        16 << 10,
-        32 << 10,
-        64 << 10,
-        128 << 10,
-    ];
-    let (mut tx, rx): (Box<dyn Write + Send>, Box<dyn io::Read + Send>) = match transport {
-        Transport::Tcp => {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            let a = std::net::TcpStream::connect(l.local_addr()?)?;
-            let (b, _) = l.accept()?;
-            a.set_nodelay(true)?;
-            (Box::new(a), Box::new(b))
-        }
-        Transport::Unix => {
-            let (a, b) = std::os::unix::net::UnixStream::pair()?;
-            (Box::new(a), Box::new(b))
-        }
-    };
-    let reader = std::thread::spawn(move || {
-        let mut rx = rx;
-        let mut sink = vec![0u8; 256 << 10];
-        while let Ok(n) = rx.read(&mut sink) {
-            if n == 0 {
-                break;
-            }
-        }
-    });
-    let mut rows = Vec::new();
-    for size in SIZES {
-        let body = vec![0x5au8; size];
-        let frames = ((1usize << 20) / size).clamp(16, 256);
-        let mut linear = Duration::MAX;
-        let mut gather = Duration::MAX;
-        for _ in 0..5 {
-            for (threshold, best) in [(usize::MAX, &mut linear), (0, &mut gather)] {
-                let mut f: Flusher<&[u8]> = Flusher::new(GatherThreshold::Bytes(threshold));
-                let start = Instant::now();
-                for _ in 0..frames {
-                    f.push(OutFrame::new([0; HEADER_LEN], &body[..]));
-                }
-                f.flush(&mut tx).map_err(io::Error::from)?;
-                *best = (*best).min(start.elapsed());
-            }
-        }
-        rows.push((
-            size,
-            linear.as_nanos() as f64 / frames as f64,
-            gather.as_nanos() as f64 / frames as f64,
-        ));
-    }
-    drop(tx);
-    let _ = reader.join();
-    // The smallest size from which gather is never slower than linear
-    // (within 5%: at the top sizes both are bound by the kernel's copy, and
-    // a tie must not push the threshold up on a noisy machine).
-    let mut threshold = usize::MAX;
-    for &(size, l, g) in rows.iter().rev() {
-        if g <= l * 1.05 {
-            threshold = size;
-        } else {
-            break;
-        }
-    }
-    if threshold == usize::MAX {
-        threshold = SIZES[SIZES.len() - 1] * 2;
-    }
-    Ok(Calibration {
-        transport,
-        rows,
-        threshold,
-    })
-}

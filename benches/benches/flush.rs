@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use benches::print_ratio_table;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use netbuf::codec::{Kind, encode_header};
 use netbuf::{Flusher, GatherThreshold, MessagePool, OutFrame, Outgoing, Transport};
+use server_demo::protocol::{Kind, encode_header};
 
 allocators::global_allocator!();
 
@@ -78,14 +78,14 @@ fn send_path(c: &mut Criterion) {
             for (mode, threshold) in [
                 ("linear", GatherThreshold::Never),
                 ("gather", GatherThreshold::ALWAYS),
-                ("auto", GatherThreshold::Auto(t)),
+                ("auto", netbuf::calibrated_threshold(t)),
             ] {
                 let mut f: Flusher<Outgoing> = Flusher::new(threshold);
                 g.bench_function(BenchmarkId::new(mode, label), |b| {
                     b.iter(|| {
                         for _ in 0..BATCH {
                             f.push(OutFrame::new(
-                                encode_header(Kind::Delivery, 1, size as u32),
+                                encode_header(Kind::Delivery, 1, size as u32).into(),
                                 Outgoing::Shared(body.clone()),
                             ));
                         }
@@ -125,7 +125,7 @@ fn main() {
     }
     let rows: Vec<&str> = SIZES.iter().map(|s| s.1).collect();
     for t in [Transport::Tcp, Transport::Unix] {
-        let cal = GatherThreshold::Auto(t).resolve();
+        let cal = netbuf::calibrated_threshold(t).resolve();
         println!(
             "\n(auto threshold calibrated for {}: {} bytes)",
             name(t),

@@ -14,8 +14,8 @@ use std::time::Duration;
 use benches::print_ratio_table;
 use bytes::{BufMut, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use netbuf::codec::{DEFAULT_MAX_BODY, HEADER_LEN, encode_frame_into};
-use netbuf::{ChainedBuffer, DEFAULT_RECV_CAPACITY, FrameCodec, Kind, MessagePool, RecvBuffer};
+use netbuf::{ChainedBuffer, DEFAULT_RECV_CAPACITY, LinearBuffer, MessagePool};
+use server_demo::protocol::{DEFAULT_MAX_BODY, DemoFraming, HEADER_LEN, Kind, encode_frame_into};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 allocators::global_allocator!();
@@ -102,19 +102,19 @@ fn handle(kind: u8, room: u16, body: &[u8]) -> usize {
     body.len()
 }
 
-fn run_linear(buf: &mut RecvBuffer, wire: &[u8], sizes: &[usize]) -> usize {
+fn run_linear(buf: &mut LinearBuffer<DemoFraming>, wire: &[u8], sizes: &[usize]) -> usize {
     let mut r = ChunkReader::new(wire, sizes);
     let mut total = 0;
     while buf.read_from(&mut r).unwrap() > 0 {
         while let Some(f) = buf.next_frame().unwrap() {
-            total += handle(f.kind() as u8, f.room(), f.body);
+            total += handle(f.header.kind as u8, f.header.room, f.body);
         }
     }
     total
 }
 
 fn run_linear_owned(
-    buf: &mut RecvBuffer,
+    buf: &mut LinearBuffer<DemoFraming>,
     pool: &MessagePool,
     wire: &[u8],
     sizes: &[usize],
@@ -129,12 +129,12 @@ fn run_linear_owned(
     total
 }
 
-fn run_chained(buf: &mut ChainedBuffer, wire: &[u8], sizes: &[usize]) -> usize {
+fn run_chained(buf: &mut ChainedBuffer<DemoFraming>, wire: &[u8], sizes: &[usize]) -> usize {
     let mut r = ChunkReader::new(wire, sizes);
     let mut total = 0;
     while buf.read_from(&mut r).unwrap() > 0 {
         while let Some(f) = buf.next_frame().unwrap() {
-            total += handle(f.kind() as u8, f.room(), f.body);
+            total += handle(f.header.kind as u8, f.header.room, f.body);
         }
     }
     total
@@ -190,25 +190,25 @@ fn decode(c: &mut Criterion) {
         let expect = (wire.len() / (HEADER_LEN + body)) * body;
         g.throughput(Throughput::Bytes(wire.len() as u64));
 
-        let mut lazy = RecvBuffer::new();
+        let mut lazy = LinearBuffer::with_framing(DemoFraming::new());
         assert_eq!(run_linear(&mut lazy, &wire, &sizes), expect);
         g.bench_function(BenchmarkId::new("lazy", label), |b| {
             b.iter(|| run_linear(&mut lazy, &wire, &sizes))
         });
 
-        let mut every = RecvBuffer::compact_every_read(DEFAULT_RECV_CAPACITY, FrameCodec::new());
+        let mut every = LinearBuffer::compact_every_read(DEFAULT_RECV_CAPACITY, DemoFraming::new());
         assert_eq!(run_linear(&mut every, &wire, &sizes), expect);
         g.bench_function(BenchmarkId::new("every-read", label), |b| {
             b.iter(|| run_linear(&mut every, &wire, &sizes))
         });
 
-        let mut chained = ChainedBuffer::new(pool.clone());
+        let mut chained = ChainedBuffer::with_framing(pool.clone(), DemoFraming::new());
         assert_eq!(run_chained(&mut chained, &wire, &sizes), expect);
         g.bench_function(BenchmarkId::new("chained", label), |b| {
             b.iter(|| run_chained(&mut chained, &wire, &sizes))
         });
 
-        let mut owned = RecvBuffer::new();
+        let mut owned = LinearBuffer::with_framing(DemoFraming::new());
         assert_eq!(run_linear_owned(&mut owned, &pool, &wire, &sizes), expect);
         g.bench_function(BenchmarkId::new("lazy-owned", label), |b| {
             b.iter(|| run_linear_owned(&mut owned, &pool, &wire, &sizes))
@@ -291,7 +291,7 @@ fn memory() {
     for (name, wire) in &cases {
         let linear = per_session(
             &pool,
-            RecvBuffer::new,
+            || LinearBuffer::with_framing(DemoFraming::new()),
             |s, w| {
                 let mut r = w;
                 while s.read_from(&mut r).unwrap() > 0 {}
@@ -299,20 +299,20 @@ fn memory() {
             },
             wire,
         );
-        let feed_chained = |s: &mut ChainedBuffer, w: &[u8]| {
+        let feed_chained = |s: &mut ChainedBuffer<DemoFraming>, w: &[u8]| {
             let mut r = w;
             while s.read_from(&mut r).unwrap() > 0 {}
             while s.next_frame().unwrap().is_some() {}
         };
         let chained = per_session(
             &pool,
-            || ChainedBuffer::new(pool.clone()),
+            || ChainedBuffer::with_framing(pool.clone(), DemoFraming::new()),
             feed_chained,
             wire,
         );
         let chained512 = per_session(
             &pool,
-            || ChainedBuffer::with_config(pool.clone(), 512, FrameCodec::new()),
+            || ChainedBuffer::with_config(pool.clone(), 512, DemoFraming::new()),
             feed_chained,
             wire,
         );
@@ -337,9 +337,9 @@ fn memory() {
         );
     }
     println!(
-        "(struct sizes: RecvBuffer {} B, ChainedBuffer {} B, held inline in the session vector)",
-        size_of::<RecvBuffer>(),
-        size_of::<ChainedBuffer>()
+        "(struct sizes: LinearBuffer<DemoFraming> {} B, ChainedBuffer {} B, held inline in the session vector)",
+        size_of::<LinearBuffer<DemoFraming>>(),
+        size_of::<ChainedBuffer<DemoFraming>>()
     );
 }
 

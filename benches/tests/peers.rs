@@ -7,9 +7,9 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use benches::peers::{PeerConfig, PeerKind};
-use netbuf::RecvBuffer;
-use netbuf::codec::{FrameCodec, Kind, encode_frame_into};
+use netbuf::LinearBuffer;
 use netbuf::{Compaction, DEFAULT_RECV_CAPACITY};
+use server_demo::protocol::{DemoFraming, Kind, encode_frame_into};
 
 fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect");
@@ -25,20 +25,20 @@ fn send(s: &mut TcpStream, kind: Kind, room: u16, body: &[u8]) {
 }
 
 /// Reads the next frame: (kind, room, body).
-fn recv(s: &mut TcpStream, rb: &mut RecvBuffer) -> (Kind, u16, Vec<u8>) {
+fn recv(s: &mut TcpStream, rb: &mut LinearBuffer<DemoFraming>) -> (Kind, u16, Vec<u8>) {
     loop {
         if let Some(f) = rb.next_frame().expect("valid frame") {
-            return (f.kind(), f.room(), f.body.to_vec());
+            return (f.header.kind, f.header.room, f.body.to_vec());
         }
         let n = rb.read_from(s).expect("read");
         assert!(n > 0, "server closed the connection");
     }
 }
 
-fn buffer() -> RecvBuffer {
-    RecvBuffer::with_config(
+fn buffer() -> LinearBuffer<DemoFraming> {
+    LinearBuffer::with_config(
         DEFAULT_RECV_CAPACITY,
-        FrameCodec::with_max_body(1 << 20),
+        DemoFraming::with_max_body(1 << 20),
         Compaction::Lazy,
     )
 }
@@ -70,7 +70,7 @@ fn check(kind: PeerKind) {
     }
 
     // Three subscribers (the publisher is one of them), two publishes.
-    let mut subs: Vec<(TcpStream, RecvBuffer)> =
+    let mut subs: Vec<(TcpStream, LinearBuffer<DemoFraming>)> =
         (0..3).map(|_| (connect(addr), buffer())).collect();
     for (s, _) in subs.iter_mut() {
         send(s, Kind::Join, 7, b"");

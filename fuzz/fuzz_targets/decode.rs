@@ -1,4 +1,4 @@
-//! Frame decoder of `RecvBuffer` and `ChainedBuffer` against a reference
+//! Frame decoder of `LinearBuffer` and `ChainedBuffer` against a reference
 //! decode (logic in `netbuf::fuzzing::decode`).
 #![no_main]
 

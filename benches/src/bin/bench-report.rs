@@ -144,7 +144,7 @@ fn run(cli: &Cli) -> Result<(), String> {
                 .map_err(|e| format!("end-to-end matrix: {e}"))?,
         )
     };
-    let threshold = netbuf::GatherThreshold::Auto(netbuf::Transport::Tcp).resolve();
+    let threshold = netbuf::calibrated_threshold(netbuf::Transport::Tcp).resolve();
     let svgs = draw_plots(&out, matrix.as_ref(), &tables, threshold);
     let mut command = String::from("cargo run --release -p benches --bin bench-report");
     let mut flags = Vec::new();

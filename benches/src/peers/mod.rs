@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use netbuf::codec::Kind;
+use server_demo::protocol::Kind;
 use tokio::sync::oneshot;
 
 pub mod tokio_netbuf;
@@ -207,12 +207,12 @@ pub(crate) fn classify(
         return Err(format!("non-zero frame flags {flags:#04x}"));
     }
     match Kind::from_u8(kind) {
-        Ok(Kind::EchoRequest) => Ok(Request::Echo),
-        Ok(Kind::Join) => Ok(Request::Join(room)),
-        Ok(Kind::Leave) => Ok(Request::Leave(room)),
-        Ok(Kind::Publish) => Ok(Request::Publish(room)),
-        Ok(k) => Err(format!("kind {k:?} may only be sent by the server")),
-        Err(e) => Err(e.to_string()),
+        Some(Kind::EchoRequest) => Ok(Request::Echo),
+        Some(Kind::Join) => Ok(Request::Join(room)),
+        Some(Kind::Leave) => Ok(Request::Leave(room)),
+        Some(Kind::Publish) => Ok(Request::Publish(room)),
+        Some(k) => Err(format!("kind {k:?} may only be sent by the server")),
+        None => Err(format!("unknown frame kind {kind}")),
     }
 }
 

@@ -23,12 +23,11 @@ use std::io::{self, IoSlice, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use netbuf::codec::encode_header;
 use netbuf::{
-    Compaction, DEFAULT_RECV_CAPACITY, FlushError, Flushed, Flusher, FnNotify, FrameCodec,
-    GatherThreshold, Kind, MessagePool, OutFrame, Outgoing, RecvBuffer, SendQueue, SharedMessage,
-    Transport,
+    Compaction, DEFAULT_RECV_CAPACITY, FlushError, Flushed, Flusher, FnNotify, GatherThreshold,
+    LinearBuffer, MessagePool, OutFrame, Outgoing, SendQueue, SharedMessage, Transport,
 };
+use server_demo::protocol::{DemoFraming, Kind, encode_header};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -47,7 +46,7 @@ const READ_BUDGET: usize = 1 << 20;
 /// for loopback TCP once, before the first session (as `server-demo
 /// --send auto` does).
 pub fn start(cfg: PeerConfig) -> io::Result<PeerHandle> {
-    let threshold = GatherThreshold::Auto(Transport::Tcp).resolve();
+    let threshold = netbuf::calibrated_threshold(Transport::Tcp).resolve();
     let shared = Arc::new(Shared {
         pool: MessagePool::new(),
         rooms: RwLock::new(HashMap::new()),
@@ -110,7 +109,7 @@ impl Shared {
         };
         let header = encode_header(Kind::Delivery, room, msg.len() as u32);
         for m in members.iter() {
-            let frame = OutFrame::new(header, Outgoing::Shared(msg.clone()));
+            let frame = OutFrame::new(header.into(), Outgoing::Shared(msg.clone()));
             if m.queue.try_push(frame).is_err() && !m.slow.swap(true, Ordering::AcqRel) {
                 m.wake.notify_one();
             }
@@ -156,7 +155,7 @@ struct Session<'a> {
     shared: &'a Shared,
     me: Arc<Member>,
     stream: TcpStream,
-    rb: RecvBuffer,
+    rb: LinearBuffer<DemoFraming>,
     flusher: Flusher,
     joined: Vec<u16>,
 }
@@ -192,9 +191,9 @@ async fn session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
         shared,
         me,
         stream,
-        rb: RecvBuffer::with_config(
+        rb: LinearBuffer::with_config(
             DEFAULT_RECV_CAPACITY,
-            FrameCodec::with_max_body(shared.cfg.max_body),
+            DemoFraming::with_max_body(shared.cfg.max_body),
             Compaction::Lazy,
         ),
         flusher: Flusher::new(GatherThreshold::Bytes(shared.threshold)),
@@ -332,7 +331,7 @@ impl Session<'_> {
                         .message_from(frame.body)
                         .map_err(|e| Closing::Protocol(format!("no message: {e}")))?;
                     self.flusher.push(OutFrame::new(
-                        encode_header(Kind::EchoReply, 0, h.body_len),
+                        encode_header(Kind::EchoReply, 0, h.body_len).into(),
                         Outgoing::Owned(body),
                     ));
                 }
@@ -361,7 +360,7 @@ impl Session<'_> {
     fn close(&mut self, reason: &str) -> io::Result<()> {
         if let Ok(m) = self.shared.pool.message_from(reason.as_bytes()) {
             self.flusher.push(OutFrame::new(
-                encode_header(Kind::Closing, 0, reason.len() as u32),
+                encode_header(Kind::Closing, 0, reason.len() as u32).into(),
                 Outgoing::Owned(m),
             ));
             let _ = self.flusher.flush(&mut TryIo(&self.stream));

@@ -110,7 +110,7 @@ fn tracing_line(e: &dyn std::fmt::Display) {
 
 fn closing(reason: &str) -> Bytes {
     let mut b = BytesMut::with_capacity(4 + reason.len());
-    b.extend_from_slice(&[netbuf::Kind::Closing.as_u8(), 0, 0, 0]);
+    b.extend_from_slice(&[server_demo::protocol::Kind::Closing.as_u8(), 0, 0, 0]);
     b.extend_from_slice(reason.as_bytes());
     b.freeze()
 }
@@ -135,7 +135,7 @@ async fn session(socket: TcpStream, shared: &Shared) -> io::Result<()> {
                     let room = u16::from_le_bytes([f[2], f[3]]);
                     match classify(f[0], f[1], room, f.len() - 4, max_body) {
                         Ok(Request::Echo) => {
-                            f[0] = netbuf::Kind::EchoReply.as_u8();
+                            f[0] = server_demo::protocol::Kind::EchoReply.as_u8();
                             sink.feed(f.freeze()).await?;
                             dirty = true;
                         }
@@ -146,7 +146,7 @@ async fn session(socket: TcpStream, shared: &Shared) -> io::Result<()> {
                             rooms.remove(&room);
                         }
                         Ok(Request::Publish(room)) => {
-                            f[0] = netbuf::Kind::Delivery.as_u8();
+                            f[0] = server_demo::protocol::Kind::Delivery.as_u8();
                             shared.publish(room, f.freeze());
                         }
                         Err(reason) => break reason,

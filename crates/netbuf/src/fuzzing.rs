@@ -325,7 +325,10 @@ impl DecodeRun {
                 self.max_chunk,
                 self.as_message,
             );
-            assert!(got == want, "LinearBuffer disagrees with the reference decode");
+            assert!(
+                got == want,
+                "LinearBuffer disagrees with the reference decode"
+            );
             let mut chained = ChainedBuffer::with_config(pool.clone(), self.block, framing);
             let got = run_source(
                 &mut chained,
@@ -335,7 +338,10 @@ impl DecodeRun {
                 self.max_chunk,
                 !self.as_message,
             );
-            assert!(got == want, "ChainedBuffer disagrees with the reference decode");
+            assert!(
+                got == want,
+                "ChainedBuffer disagrees with the reference decode"
+            );
         }
         assert_eq!(
             pool.stats().live_messages,

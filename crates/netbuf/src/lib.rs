@@ -154,6 +154,11 @@ mod send_queue;
 mod shared;
 mod sync;
 
+pub use message::{CapacityError, Message, Origin};
+pub use notify::{CondvarNotify, FnNotify, Notify};
+pub use pool::{
+    ClassStats, LeakReport, MessagePool, PoolBuilder, PoolConfig, PoolError, PoolStats,
+};
 pub use recv::framing;
 pub use recv::{
     ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, FrameSource, LinearBuffer,
@@ -165,11 +170,6 @@ pub use send::{
     Calibration, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher,
     GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate, calibrated,
     calibrated_threshold,
-};
-pub use message::{CapacityError, Message, Origin};
-pub use notify::{CondvarNotify, FnNotify, Notify};
-pub use pool::{
-    ClassStats, LeakReport, MessagePool, PoolBuilder, PoolConfig, PoolError, PoolStats,
 };
 pub use send_queue::{
     BatchError, Drained, MAX_LIMIT, Outgoing, PushError, QueueItem, SendQueue, SendQueueBuilder,

@@ -8,8 +8,7 @@ use netbuf::framing::{Framing, HeaderBytes, LengthDelimited};
 #[cfg(feature = "chacha20")]
 use netbuf::{ChaCha20Transform, Transform};
 use netbuf::{
-    FlushError, Flushed, Flusher, GatherThreshold, MessagePool, OutFrame,
-    Outgoing, Transport,
+    FlushError, Flushed, Flusher, GatherThreshold, MessagePool, OutFrame, Outgoing, Transport,
 };
 use proptest::prelude::*;
 
@@ -78,7 +77,9 @@ fn framing(which: usize) -> LengthDelimited {
 
 /// The header of a `len`-byte body under `framing(which)`.
 fn hdr(which: usize, len: usize) -> HeaderBytes {
-    framing(which).encode_header(&HeaderBytes::EMPTY, len).unwrap()
+    framing(which)
+        .encode_header(&HeaderBytes::EMPTY, len)
+        .unwrap()
 }
 
 fn frame_bytes(which: usize, body: &[u8]) -> Vec<u8> {
@@ -153,14 +154,8 @@ fn large_bodies_are_not_copied_and_live_until_written() {
     let mut f: Flusher = Flusher::new(GatherThreshold::Bytes(4096));
     let body = pool.message_from(&vec![1u8; 100_000]).unwrap().freeze();
     let small = pool.message_from(b"hi").unwrap();
-    f.push(OutFrame::new(
-        hdr(0, 2),
-        small.into(),
-    ));
-    f.push(OutFrame::new(
-        hdr(0, 100_000),
-        body.clone().into(),
-    ));
+    f.push(OutFrame::new(hdr(0, 2), small.into()));
+    f.push(OutFrame::new(hdr(0, 100_000), body.clone().into()));
     assert_eq!(
         pool.stats().live_messages,
         1,
@@ -188,10 +183,7 @@ fn closing_mid_frame_leaks_nothing() {
     let mut f: Flusher = Flusher::new(GatherThreshold::Bytes(1000));
     for n in [10, 5000, 20, 300_000] {
         let m = pool.message_from(&vec![9; n]).unwrap();
-        f.push(OutFrame::new(
-            hdr(0, n),
-            m.into(),
-        ));
+        f.push(OutFrame::new(hdr(0, n), m.into()));
     }
     let mut w = Choppy::new(vec![4000, 0]);
     assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
@@ -204,7 +196,11 @@ fn closing_mid_frame_leaks_nothing() {
 /// interleaved with longer ones, byte-exact under partial writes.
 #[test]
 fn short_and_empty_headers_go_through_both_paths() {
-    for threshold in [GatherThreshold::Never, GatherThreshold::ALWAYS, GatherThreshold::Bytes(64)] {
+    for threshold in [
+        GatherThreshold::Never,
+        GatherThreshold::ALWAYS,
+        GatherThreshold::Bytes(64),
+    ] {
         let mut f: Flusher<Vec<u8>> = Flusher::new(threshold);
         let mut expected = Vec::new();
         let headers: [&[u8]; 4] = [&[0x81, 2], &[], &[1], &[9, 9, 9, 9, 9, 9, 9, 9, 9]];
@@ -231,10 +227,7 @@ fn chacha20_transform_is_fused_and_decrypts() {
     for n in [5usize, 70_000, 0, 1000] {
         let body = vec![n as u8; n];
         expected.extend(frame_bytes(0, &body));
-        f.push(OutFrame::new(
-            hdr(0, n),
-            body,
-        ));
+        f.push(OutFrame::new(hdr(0, n), body));
     }
     let mut w = Choppy::new(vec![777]);
     while f.flush(&mut w).unwrap() != Flushed::Done {}
@@ -304,14 +297,8 @@ impl Write for Overclaiming {
 fn a_writer_claiming_more_than_offered_is_an_error() {
     for threshold in [GatherThreshold::Never, GatherThreshold::Bytes(16)] {
         let mut f: Flusher<Vec<u8>> = Flusher::new(threshold);
-        f.push(OutFrame::new(
-            hdr(0, 3),
-            vec![1; 3],
-        ));
-        f.push(OutFrame::new(
-            hdr(0, 64),
-            vec![2; 64],
-        ));
+        f.push(OutFrame::new(hdr(0, 3), vec![1; 3]));
+        f.push(OutFrame::new(hdr(0, 64), vec![2; 64]));
         let pending = f.pending_bytes();
         let mut w = Overclaiming {
             extra: 5,

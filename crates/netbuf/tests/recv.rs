@@ -52,7 +52,11 @@ type Owned = (HeaderBytes, Vec<u8>);
 /// The three framings every test runs over, with a body limit.
 fn framings(max_body: usize) -> [(&'static str, LengthDelimited); 3] {
     let [eight, plain, game] = netbuf::fuzzing::framings(max_body);
-    [("8-byte", eight), ("4-byte BE", plain), ("6-byte game", game)]
+    [
+        ("8-byte", eight),
+        ("4-byte BE", plain),
+        ("6-byte game", game),
+    ]
 }
 
 /// A frame as sent: the header's own bytes (a tag), the body.
@@ -135,7 +139,11 @@ fn buffers(pool: &MessagePool, framing: LengthDelimited) -> Vec<(&'static str, B
         ),
         (
             "lazy-default",
-            ReceiveBuffer::Linear(LinearBuffer::with_config(16 << 10, framing, Compaction::Lazy)),
+            ReceiveBuffer::Linear(LinearBuffer::with_config(
+                16 << 10,
+                framing,
+                Compaction::Lazy,
+            )),
         ),
         (
             "every-read",
@@ -288,7 +296,12 @@ fn body_of_exactly_the_limit_and_one_more() {
 #[test]
 fn zero_length_frames_and_header_split_byte_by_byte() {
     let pool = quiet_pool();
-    let frames = vec![(3, vec![]), (5, b"x".to_vec()), (4, vec![]), (7, b"bye".to_vec())];
+    let frames = vec![
+        (3, vec![]),
+        (5, b"x".to_vec()),
+        (4, vec![]),
+        (7, b"bye".to_vec()),
+    ];
     for (fname, framing) in framings(DEFAULT_MAX_BODY) {
         let (wire, want) = encode(&framing, &frames);
         for (name, mut buf) in buffers(&pool, framing) {
@@ -325,7 +338,11 @@ fn framing_errors_close_the_session_with_a_typed_error() {
                 }
             };
             assert_eq!(bodies, vec![b"ok".to_vec()], "{fname} {name}");
-            assert_eq!(err, DecodeError::malformed("reserved header"), "{fname} {name}");
+            assert_eq!(
+                err,
+                DecodeError::malformed("reserved header"),
+                "{fname} {name}"
+            );
         }
         // A stream that ends inside a frame.
         let (wire, _) = encode(&framing, &[(1, vec![1; 20])]);
@@ -333,7 +350,11 @@ fn framing_errors_close_the_session_with_a_typed_error() {
         for (name, mut buf) in buffers(&pool, framing) {
             let mut r = SplitReader::new(&wire[..cut], &[4]);
             let (_, end) = drive(&mut buf, &mut r, &pool, false);
-            assert_eq!(end, Err(DecodeError::Truncated { buffered: cut }), "{fname} {name}");
+            assert_eq!(
+                end,
+                Err(DecodeError::Truncated { buffered: cut }),
+                "{fname} {name}"
+            );
         }
     }
 }
@@ -469,7 +490,10 @@ fn chained_works_with_a_pool_on_any_allocator() {
     assert_eq!(&body[..], &[5; 100][..]);
     assert!(matches!(c.take_message(1), Ok(None)));
     drop((m, body));
-    assert!(alloc.stats().allocations > 0, "blocks came from the counted allocator");
+    assert!(
+        alloc.stats().allocations > 0,
+        "blocks came from the counted allocator"
+    );
 }
 
 #[test]

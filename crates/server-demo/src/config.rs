@@ -99,7 +99,7 @@ pub struct StrategyArgs {
     pub logic_threads: usize,
     /// Largest frame body accepted, in bytes (10 KiB by default; raise it
     /// for large transfers, e.g. 2097152).
-    #[arg(long, default_value_t = netbuf::codec::DEFAULT_MAX_BODY)]
+    #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_BODY)]
     pub max_frame: usize,
     /// Per-session send queue bound in bytes (entry overhead included).
     #[arg(long, default_value_t = 4 << 20)]
@@ -118,7 +118,7 @@ impl Default for StrategyArgs {
             transform: TransformMode::None,
             io_threads: 1,
             logic_threads: 1,
-            max_frame: netbuf::codec::DEFAULT_MAX_BODY,
+            max_frame: crate::protocol::DEFAULT_MAX_BODY,
             send_queue_bytes: 4 << 20,
         }
     }
@@ -132,7 +132,8 @@ impl StrategyArgs {
             (SendMode::Linear, _) => GatherThreshold::Never,
             (SendMode::Gather, _) => GatherThreshold::ALWAYS,
             (SendMode::Auto, Some(n)) => GatherThreshold::Bytes(n),
-            (SendMode::Auto, None) => GatherThreshold::Auto(transport),
+            // The demo calibrates explicitly, once per process and transport.
+            (SendMode::Auto, None) => netbuf::calibrated_threshold(transport),
         }
     }
 

@@ -18,6 +18,7 @@
 
 pub mod config;
 pub mod load;
+pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod soak;

@@ -44,11 +44,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
+use crate::protocol::{DEFAULT_MAX_BODY, DemoFraming, HEADER_LEN, Kind, encode_header};
+use crate::protocol::{Frame, FrameExt};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use mio::{Events, Interest, Poll, Token};
-use netbuf::codec::{DEFAULT_MAX_BODY, FrameCodec, HEADER_LEN, Kind, encode_header};
-use netbuf::{Compaction, DecodeError, Frame, RecvBuffer};
+use netbuf::framing::DecodeError;
+use netbuf::{Compaction, LinearBuffer};
 use serde::Serialize;
 
 /// Default time limit of one scenario run (connect to last reply).
@@ -424,10 +426,10 @@ fn expect_kind(phase: &'static str, f: &Frame<'_>, want: Kind) -> Result<(), Loa
     }
 }
 
-fn recv_buffer(size: usize) -> RecvBuffer {
-    RecvBuffer::with_config(
+fn recv_buffer(size: usize) -> LinearBuffer<DemoFraming> {
+    LinearBuffer::with_config(
         RECV_CAPACITY,
-        FrameCodec::with_max_body(size.max(DEFAULT_MAX_BODY)),
+        DemoFraming::with_max_body(size.max(DEFAULT_MAX_BODY)),
         Compaction::Lazy,
     )
 }
@@ -517,7 +519,7 @@ fn write_all(
 /// One successful read into `rb` (`IO_SLICE` steps, deadline checked).
 fn read_some(
     s: &mut Stream,
-    rb: &mut RecvBuffer,
+    rb: &mut LinearBuffer<DemoFraming>,
     clock: &Clock,
     phase: &'static str,
     done: u64,
@@ -796,9 +798,9 @@ fn throughput_reader(
             phase: PHASE,
             source,
         })?;
-    let mut rb = RecvBuffer::with_config(
+    let mut rb = LinearBuffer::with_config(
         ECHO_RECV_CAPACITY,
-        FrameCodec::with_max_body(tpl.len().max(DEFAULT_MAX_BODY)),
+        DemoFraming::with_max_body(tpl.len().max(DEFAULT_MAX_BODY)),
         Compaction::Lazy,
     );
     let mut got = 0u64;
@@ -960,7 +962,7 @@ impl EchoLatency {
 /// publish to the last delivery.
 ///
 /// All subscribers are read from one thread with `mio`; each holds a
-/// [`RecvBuffer`] of at least one frame (see [`FANOUT_BUFFER_LIMIT`]).
+/// [`LinearBuffer<DemoFraming>`] of at least one frame (see [`FANOUT_BUFFER_LIMIT`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FanOut {
     /// The server.
@@ -1017,7 +1019,7 @@ impl Read for MioStream {
 #[derive(Debug)]
 struct Subscriber {
     stream: MioStream,
-    rb: RecvBuffer,
+    rb: LinearBuffer<DemoFraming>,
     warmed: bool,
     next: u64,
 }

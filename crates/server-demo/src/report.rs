@@ -227,8 +227,8 @@ fn stream_echo(
     messages: u64,
     decipher: bool,
 ) -> Result<f64, LoadError> {
+    use crate::protocol::{HEADER_LEN, Kind, encode_header};
     use chacha20::cipher::{KeyIvInit, StreamCipher};
-    use netbuf::codec::{HEADER_LEN, Kind, encode_header};
     let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
     let mut request = encode_header(Kind::EchoRequest, 0, size as u32).to_vec();
     request.extend_from_slice(&body);

@@ -49,9 +49,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::protocol::{DemoFraming, HEADER_LEN, Kind, encode_header};
 use clap::Args;
-use netbuf::codec::{FrameCodec, HEADER_LEN, Kind, encode_header};
-use netbuf::{Compaction, RecvBuffer};
+use netbuf::{Compaction, LinearBuffer};
 
 use crate::config::{Listen, PoolMode, QueueMode, RecvMode, StrategyArgs};
 use crate::server::Server;
@@ -1003,9 +1003,9 @@ fn read_loop(
     pause: Option<(u64, Duration)>,
 ) -> ReaderOut {
     let mut checker = ConnChecker::new(id);
-    let mut recv = RecvBuffer::with_config(
+    let mut recv = LinearBuffer::with_config(
         256 << 10,
-        FrameCodec::with_max_body(max_frame.max(1 << 20)),
+        DemoFraming::with_max_body(max_frame.max(1 << 20)),
         Compaction::Lazy,
     );
     let mut frames = 0u64;

@@ -7,10 +7,10 @@ use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use netbuf::codec::{HEADER_LEN, Kind, encode_header};
 use server_demo::config::{
     BroadcastMode, Listen, PoolMode, QueueMode, RecvMode, SendMode, StrategyArgs, TransformMode,
 };
+use server_demo::protocol::{HEADER_LEN, Kind, encode_header};
 use server_demo::server::Server;
 
 fn start(cfg: StrategyArgs) -> Server {

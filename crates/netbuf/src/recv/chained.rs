@@ -359,7 +359,11 @@ impl<F, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
         if self.len >= n || self.back_limit != usize::MAX {
             return Ok(());
         }
-        if self.blocks.len() == 1 && self.head == 0 && self.blocks[0].capacity() >= n && self.len > 0 {
+        if self.blocks.len() == 1
+            && self.head == 0
+            && self.blocks[0].capacity() >= n
+            && self.len > 0
+        {
             // Already one block with room for all of it.
             self.back_limit = n;
             return Ok(());
@@ -406,7 +410,6 @@ impl<F, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
         self.back_limit = usize::MAX;
         self.blocks = VecDeque::new();
     }
-
 }
 
 impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
@@ -457,8 +460,7 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
                 skip -= s.len();
                 continue;
             }
-            m.extend_from_slice(&s[skip..])
-                .expect("sized for the body");
+            m.extend_from_slice(&s[skip..]).expect("sized for the body");
             skip = 0;
         }
         let mut cut = have;
@@ -501,7 +503,10 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
         self.advance(info.header_len);
         let n = info.body_len;
         if n == 0 {
-            return Ok(Some(Frame { header: info.header, body: &[] }));
+            return Ok(Some(Frame {
+                header: info.header,
+                body: &[],
+            }));
         }
         let head = self.head;
         if self.blocks[0].len() - head >= n {
@@ -511,13 +516,19 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
             self.head += n;
             self.len -= n;
             let body = &self.blocks[0][head..head + n];
-            return Ok(Some(Frame { header: info.header, body }));
+            return Ok(Some(Frame {
+                header: info.header,
+                body,
+            }));
         }
         let mut m = self.pool.alloc(n)?;
         self.take_into(&mut m, n);
         self.stats.frames_assembled += 1;
         let body = &self.assembled.insert(m)[..];
-        Ok(Some(Frame { header: info.header, body }))
+        Ok(Some(Frame {
+            header: info.header,
+            body,
+        }))
     }
 
     /// Decodes the next complete frame and hands its body over as a

@@ -17,9 +17,7 @@
 use core::fmt;
 use std::borrow::Cow;
 
-pub use super::length_delimited::{
-    BuildError, Builder, DEFAULT_MAX_BODY, Endian, LengthDelimited,
-};
+pub use super::length_delimited::{BuildError, Builder, DEFAULT_MAX_BODY, Endian, LengthDelimited};
 use crate::pool::PoolError;
 
 /// The longest header a framing may decode or encode: 16 bytes (a
@@ -188,6 +186,26 @@ impl HeaderBytes {
     #[allow(clippy::len_without_is_empty)]
     pub fn len(&self) -> usize {
         self.len as usize
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for HeaderBytes {
+    /// A fixed-size header; arrays longer than [`MAX_HEADER_LEN`] do not
+    /// compile.
+    ///
+    /// ```
+    /// let h: netbuf::framing::HeaderBytes = [1u8, 2].into();
+    /// assert_eq!(h.len(), 2);
+    /// ```
+    #[inline]
+    fn from(bytes: [u8; N]) -> HeaderBytes {
+        const {
+            assert!(
+                N <= MAX_HEADER_LEN,
+                "a frame header is at most MAX_HEADER_LEN bytes"
+            )
+        };
+        HeaderBytes::new(&bytes)
     }
 }
 

@@ -2,9 +2,7 @@
 //! body length in a fixed field, with the knobs of tokio-util's
 //! `length_delimited::Builder`.
 
-use super::framing::{
-    DecodeError, EncodeError, FrameInfo, Framing, HeaderBytes, MAX_HEADER_LEN,
-};
+use super::framing::{DecodeError, EncodeError, FrameInfo, Framing, HeaderBytes, MAX_HEADER_LEN};
 
 /// The default body limit: 10 KiB (the field report's frame limit).
 pub const DEFAULT_MAX_BODY: usize = 10 * 1024;
@@ -309,7 +307,10 @@ mod tests {
             Err(BuildError::Width(3))
         );
         assert!(matches!(
-            LengthDelimited::builder().length_field_offset(2).header_len(4).build(),
+            LengthDelimited::builder()
+                .length_field_offset(2)
+                .header_len(4)
+                .build(),
             Err(BuildError::Layout { .. })
         ));
         assert!(matches!(
@@ -323,7 +324,9 @@ mod tests {
         for width in [1, 2, 4, 8] {
             for big in [false, true] {
                 let mut b = LengthDelimited::builder();
-                b.length_field_offset(1).length_field_length(width).max_body(200);
+                b.length_field_offset(1)
+                    .length_field_length(width)
+                    .max_body(200);
                 if big {
                     b.big_endian();
                 } else {
@@ -352,7 +355,10 @@ mod tests {
             .unwrap();
         let h = f.encode_header(&HeaderBytes::EMPTY, 6).unwrap();
         assert_eq!(h.as_slice(), &[0, 0, 0, 10]);
-        assert_eq!(f.decode_header(&[0, 0, 0, 10]).unwrap().unwrap().body_len, 6);
+        assert_eq!(
+            f.decode_header(&[0, 0, 0, 10]).unwrap().unwrap().body_len,
+            6
+        );
         assert!(matches!(
             f.decode_header(&[0, 0, 0, 3]),
             Err(DecodeError::Malformed(_))

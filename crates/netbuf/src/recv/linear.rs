@@ -222,7 +222,10 @@ impl<F: Framing> LinearBuffer<F> {
     #[inline]
     pub fn consume(&mut self, n: usize) {
         let buffered = self.buffered();
-        assert!(n <= buffered, "consume({n}) past the {buffered} buffered bytes");
+        assert!(
+            n <= buffered,
+            "consume({n}) past the {buffered} buffered bytes"
+        );
         self.start += n;
     }
 

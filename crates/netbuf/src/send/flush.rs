@@ -31,11 +31,11 @@
 //! session with one sends nothing by the gather path: its large bodies are
 //! copied (transformed) too, and [`FlushMetrics`] shows it.
 
-use std::collections::VecDeque;
-use std::io::{self, IoSlice, Write};
 use super::transform::Transform;
 use crate::framing::{EncodeError, Framing, HeaderBytes};
 use crate::send_queue::QueueItem;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
 
 /// Most slices passed to one `write_vectored` call (Linux's `IOV_MAX` is
 /// 1024; 64 already covers megabytes of large bodies per call).
@@ -505,4 +505,3 @@ impl<B> std::fmt::Debug for Flusher<B> {
             .finish()
     }
 }
-

@@ -56,4 +56,3 @@ impl Transform for ChaCha20Transform {
         }
     }
 }
-

@@ -7,12 +7,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::protocol::{DemoFraming, HEADER_LEN, Kind, encode_header};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use netbuf::codec::{FrameCodec, HEADER_LEN, Kind, encode_header};
 use netbuf::{
-    ChaCha20Transform, DecodeError, Flushed, Flusher, FrameSource, OutFrame, Outgoing,
-    ReceiveBuffer, Transport,
+    ChaCha20Transform, Flushed, Flusher, FrameSource, OutFrame, Outgoing, ReceiveBuffer, Transport,
+    framing::DecodeError,
 };
 
 use super::inproc::ServerEnd;
@@ -160,7 +160,7 @@ impl Write for Stream {
 struct Session {
     stream: Stream,
     shared: Arc<SessionShared>,
-    recv: ReceiveBuffer,
+    recv: ReceiveBuffer<DemoFraming>,
     flusher: Flusher<Outgoing>,
     /// Readable edge seen and not yet read to `WouldBlock`.
     want_read: bool,
@@ -370,7 +370,7 @@ impl IoThread {
                 io: self.me().clone(),
             },
         );
-        let codec = FrameCodec::with_max_body(cfg.max_frame);
+        let codec = DemoFraming::with_max_body(cfg.max_frame);
         let recv = match cfg.recv {
             RecvMode::Linear => ReceiveBuffer::linear(codec),
             RecvMode::Chained => ReceiveBuffer::chained(self.shared.pool.clone(), codec),
@@ -493,7 +493,7 @@ impl IoThread {
                 let body = r.as_bytes();
                 if let Ok(m) = self.shared.pool.message_from(body) {
                     s.flusher.push(OutFrame::new(
-                        encode_header(Kind::Closing, 0, body.len() as u32),
+                        encode_header(Kind::Closing, 0, body.len() as u32).into(),
                         Outgoing::Owned(m),
                     ));
                     let _ = s.flusher.flush(&mut s.stream);

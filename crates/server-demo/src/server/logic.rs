@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use netbuf::codec::{FrameHeader, HEADER_LEN, Kind, encode_header};
+use crate::protocol::{FrameHeader, HEADER_LEN, Kind, encode_header};
 use netbuf::{CondvarNotify, Message, OutFrame, Outgoing, QueueItem, SendQueue, SharedMessage};
 
 use super::queue::Refused;
@@ -135,7 +135,7 @@ pub(crate) fn handle(shared: &Shared, job: Job) {
                     let h = encode_header(Kind::EchoReply, 0, body.len() as u32);
                     push(
                         &session,
-                        OutFrame::new(h, Outgoing::Owned(body)),
+                        OutFrame::new(h.into(), Outgoing::Owned(body)),
                         "send queue overflow",
                     );
                 }
@@ -174,6 +174,6 @@ fn publish(shared: &Shared, room: u16, body: Message) {
         };
         // A subscriber that does not read is closed, never waited for: the
         // publisher and the other subscribers go on.
-        push(s, OutFrame::new(h, out), "slow consumer");
+        push(s, OutFrame::new(h.into(), out), "slow consumer");
     }
 }

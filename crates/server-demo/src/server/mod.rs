@@ -4,7 +4,7 @@
 //! outgoing frames go through a `SendQueue`.
 //!
 //! ```text
-//! socket -> ReceiveBuffer -> decode (limit) -> Message (pool) -> job queue
+//! socket -> ReceiveBuffer<DemoFraming> -> decode (limit) -> Message (pool) -> job queue
 //!        -> logic thread: echo (reply reuses the request's message) /
 //!           publish (one SharedMessage, N refcounts) -> SessionQueue
 //!        -> IO thread (woken on empty -> non-empty) -> Flusher -> socket

@@ -10,7 +10,7 @@
 //! ^ header pointer (aligned to 16)                                          ^ data pointer
 //! ```
 //!
-//! `origin` is the `is_pooled` tag of the field report, widened: `Pooled`
+//! `origin` is an `is_pooled` tag, widened: `Pooled`
 //! names the size class of the pool `core` points to; `Heap` says the block
 //! came from that pool's fallback allocator. [`release`](crate::pool::release)
 //! is the one free path: it reads the tag and returns the block to the right

@@ -105,8 +105,8 @@ impl Message {
         self.capacity() - self.len
     }
 
-    /// Whether the memory came from a pooled block (the field report's
-    /// `is_pooled` tag).
+    /// Whether the memory came from a pooled block (the block header's
+    /// origin tag).
     #[inline]
     pub fn is_pooled(&self) -> bool {
         self.header().origin != ORIGIN_HEAP

@@ -10,7 +10,7 @@
 //! that, [`PoolError::TooLarge`]. Tiny, short-lived objects that are not
 //! messages (closures, small control records) do not belong here at all:
 //! the `pool` benchmark measured a 4 KiB-block pool for them at 2-3x the
-//! cost of `Box` (cache pollution), as the field report found.
+//! cost of `Box` (cache pollution): a few bytes of data spread over a page.
 //!
 //! # Where freed blocks go
 //!

@@ -375,7 +375,7 @@ mod tests {
             })
         );
         assert_eq!(f.decode_header(&[1, 2, 3]), Ok(None));
-        assert!(HEADER_LEN <= MAX_HEADER_LEN);
+        const { assert!(HEADER_LEN <= MAX_HEADER_LEN) };
     }
 
     /// netbuf's `LengthDelimited` with the demo's layout reads the same

@@ -44,7 +44,7 @@ pub struct ChainStats {
 /// [`chunks_vectored`](Buf::chunks_vectored) yielding [`IoSlice`]s for
 /// `write_vectored`) and [`bytes::BufMut`] (filling, block by block), reads
 /// from any [`Read`] straight into its blocks, and decodes frames like
-/// [`RecvBuffer`](crate::RecvBuffer): a borrowed view when the frame lies in
+/// [`LinearBuffer`](crate::LinearBuffer): a borrowed view when the frame lies in
 /// one block, a view of a pooled message when it spans blocks (one copy),
 /// or an owned pooled [`Message`] with the body copied once.
 ///

@@ -294,6 +294,7 @@ pub enum EncodeError {
 /// body limit is checked here too, so a framing that forgets it cannot make
 /// a buffer allocate for an oversized frame.
 #[inline]
+#[allow(clippy::type_complexity)]
 pub fn decode_frame<'a, F: Framing + ?Sized>(
     framing: &F,
     src: &'a [u8],

@@ -4,7 +4,7 @@
 
 use super::framing::{DecodeError, EncodeError, FrameInfo, Framing, HeaderBytes, MAX_HEADER_LEN};
 
-/// The default body limit: 10 KiB (the field report's frame limit).
+/// The default body limit: 10 KiB (a common game-server frame limit).
 pub const DEFAULT_MAX_BODY: usize = 10 * 1024;
 
 /// Byte order of the length field.

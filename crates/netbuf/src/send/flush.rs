@@ -15,7 +15,7 @@
 //!
 //! Copying a few KiB is cheaper than describing it to the kernel; for large
 //! bodies it is the other way round. Where the crossover lies depends on the
-//! machine and the transport (the field report measured 32-64 KiB on its
+//! machine and the transport (a C++ server measured 32-64 KiB on its
 //! OS; the reference machine here crosses below 4 KiB on TCP), so it is a
 //! setting. [`calibrate`](crate::calibrate) measures it on this machine,
 //! and [`calibrated_threshold`](crate::calibrated_threshold) does so once

@@ -136,6 +136,19 @@
 //! assert!(drained.idle); // the next push will notify
 //! ```
 
+//!
+//! # Cargo features
+//!
+//! * `chacha20`: [`ChaCha20Transform`](crate::Transform), a ChaCha20
+//!   keystream as a per-session [`Transform`] of the flusher (a stand-in
+//!   for session encryption, applied while copying into the send buffer).
+//!   Off by default: the crate then has no cipher dependency.
+//! * `leak-trace`: records the allocation site (a backtrace) of sampled
+//!   messages, so [`MessagePool::leak_report`] can say where a leaked
+//!   message came from. Costs nothing when off.
+//!
+//! No feature is on by default.
+
 #![warn(missing_docs)]
 
 mod cache;

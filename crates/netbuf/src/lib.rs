@@ -61,8 +61,12 @@
 //! over it (static dispatch), and the body limit is enforced before any
 //! allocation or copy. [`LengthDelimited`](framing::LengthDelimited) covers
 //! headers with a length field (offset, width 1/2/4/8, endianness,
-//! adjustment, header length, body limit: tokio-util's knobs); implement
-//! the trait for anything else (see its docs for a 6-byte game header).
+//! adjustment, header length, body limit: tokio-util's knobs) and hands
+//! each frame's header over as raw bytes. Implement the trait yourself when
+//! you want typed header fields (the trait's docs show a 6-byte game header
+//! decoded into its opcode), validation of your own (reserved bits, known
+//! message kinds), or a header whose length is not a fixed field (ZMTP's
+//! 1- or 8-byte sizes).
 //! Multi-part protocols keep their "more" flag in the decoded header and
 //! group frames above the buffer.
 //!

@@ -105,6 +105,15 @@ pub enum GatherThreshold {
     Bytes(usize),
 }
 
+impl Default for GatherThreshold {
+    /// [`DEFAULT_GATHER_THRESHOLD`] (16 KiB): a safe middle when nothing
+    /// was measured; [`calibrated_threshold`](crate::calibrated_threshold)
+    /// finds this machine's crossover.
+    fn default() -> Self {
+        GatherThreshold::Bytes(DEFAULT_GATHER_THRESHOLD)
+    }
+}
+
 impl GatherThreshold {
     /// Every body by the gather path (`--send gather`).
     pub const ALWAYS: GatherThreshold = GatherThreshold::Bytes(0);

@@ -456,7 +456,7 @@ unsafe impl BufMut for ChainedBuffer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::codec::{Kind, encode_frame_into};

@@ -421,7 +421,7 @@ pub fn encode_frame_into<B: BufMut + ?Sized>(
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
 

@@ -344,7 +344,7 @@ impl RecvBuffer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use crate::codec::{Kind, encode_frame_into};

@@ -1,13 +1,22 @@
 //! Loom models of `SendQueue`: two producers and one consumer (every pushed
 //! message drained exactly once, in per-producer order, across a block
 //! boundary: blocks hold 3 slots under loom), no lost wakeup with the real
-//! `CondvarNotify`, and exact byte accounting under races.
+//! `CondvarNotify` (also with drains limited by `max`), exact byte
+//! accounting under races, a batch reserving a block's last slot for
+//! several messages, and close racing a push across a block boundary.
+//! Every block is leak-tracked by loom (see `send_queue.rs`). The models
+//! that need the queue's internals (spare block reuse, `Drop` over several
+//! blocks, a panicking drain callback) are beside the code, in
+//! `crates/netbuf/src/loom_models/send_queue.rs`.
 //!
-//! Run: `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p loom-tests --release`
+//! Run: `scripts/loom.sh` (`RUSTFLAGS="--cfg loom -C debug-assertions=on"
+//! LOOM_MAX_PREEMPTIONS=2 cargo test -p loom-tests --release`)
 #![cfg(loom)]
 
 use std::sync::Arc as StdArc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
+use loom::alloc::Track;
 use loom::sync::Arc;
 use loom::thread;
 use netbuf::{CondvarNotify, MessagePool, Outgoing, PushError, QueueItem, SendQueue};
@@ -218,4 +227,189 @@ fn close_races_push_without_leaks() {
         drop(q);
         assert_eq!(pool.stats().live_messages, 0);
     });
+}
+
+/// A batch of two lands on a block's last slot: slot 0 is taken, so
+/// producer 1's `push_batch` reserves slots 1 and 2 in one CAS and links
+/// the next block, while producer 2's `try_push` races it (taking slot 1
+/// first, or waiting at the boundary while the block is linked) and the
+/// consumer drains. Both outcomes must occur in the explored interleavings.
+#[test]
+fn push_batch_lands_on_last_slot_with_two_items() {
+    static BATCH_ON_LAST_SLOT: AtomicUsize = AtomicUsize::new(0);
+    static SINGLE_FIRST: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let q = Arc::new(SendQueue::builder().entry_overhead(0).build::<Item>());
+        q.try_push(item(0, 0)).unwrap();
+        let a = {
+            let q = q.clone();
+            thread::spawn(move || {
+                let mut batch = vec![item(1, 0), item(1, 1)];
+                assert_eq!(q.push_batch(&mut batch), Ok(2));
+                assert!(batch.is_empty());
+            })
+        };
+        let b = {
+            let q = q.clone();
+            thread::spawn(move || q.try_push(item(2, 0)).unwrap())
+        };
+        let mut got = Vec::new();
+        q.drain_into(&mut got, usize::MAX);
+        a.join().unwrap();
+        b.join().unwrap();
+        q.drain_into(&mut got, usize::MAX);
+        assert_eq!(got.len(), 4, "{got:?}");
+        for p in 0..3u8 {
+            let s: Vec<u8> = got
+                .iter()
+                .filter(|i| i.producer == p)
+                .map(|i| i.seq)
+                .collect();
+            let want: &[u8] = if p == 1 { &[0, 1] } else { &[0] };
+            assert_eq!(s, want, "{got:?}");
+        }
+        if got[1] == item(1, 0) && got[2] == item(1, 1) {
+            BATCH_ON_LAST_SLOT.fetch_add(1, Relaxed);
+        } else if got[1] == item(2, 0) {
+            SINGLE_FIRST.fetch_add(1, Relaxed);
+        }
+        assert_eq!(q.queued_bytes(), 0);
+    });
+    assert!(BATCH_ON_LAST_SLOT.load(Relaxed) > 0);
+    assert!(SINGLE_FIRST.load(Relaxed) > 0);
+}
+
+/// The consumer drains one message at a time (`max` = 1: the non-idle
+/// path, which releases without arming) and sleeps on the real
+/// `CondvarNotify` only when a drain reports idle; the producer's batch
+/// lands on the block's last slot. A lost wakeup is a deadlock for loom.
+/// Both a consumer that catches up and sleeps, and one that never has to,
+/// must occur in the explored interleavings.
+///
+/// The message queued before the spawn makes the first drain release bytes
+/// (an RMW on the state word): loom 0.7's DPOR never orders a drain that
+/// only loads the state word after a producer's load + CAS
+/// (tokio-rs/loom#392), so with an empty queue at the start the producer
+/// would never be explored ahead of the consumer.
+#[test]
+fn drains_limited_by_max_lose_no_wakeup() {
+    static SLEPT: AtomicUsize = AtomicUsize::new(0);
+    static NEVER_SLEPT: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let wake = StdArc::new(CondvarNotify::new());
+        let q = Arc::new(
+            SendQueue::builder()
+                .entry_overhead(0)
+                .notify(wake.clone())
+                .build::<Item>(),
+        );
+        q.try_push(item(0, 0)).unwrap();
+        let producer = {
+            let q = q.clone();
+            thread::spawn(move || {
+                q.try_push(item(0, 1)).unwrap();
+                let mut batch = vec![item(0, 2), item(0, 3)];
+                assert_eq!(q.push_batch(&mut batch), Ok(2));
+            })
+        };
+        let mut got = Vec::new();
+        let mut slept = false;
+        while got.len() < 4 {
+            let d = q.drain_into(&mut got, 1);
+            assert!(d.items <= 1);
+            // Stopped at `max`: not idle, drain again without waiting.
+            assert_eq!(d.idle, d.items == 0);
+            assert_eq!(d.bytes, d.items);
+            if d.idle {
+                wake.wait();
+                slept = true;
+            }
+        }
+        producer.join().unwrap();
+        if slept {
+            SLEPT.fetch_add(1, Relaxed);
+        } else {
+            NEVER_SLEPT.fetch_add(1, Relaxed);
+        }
+        assert!(got.iter().enumerate().all(|(i, it)| it.seq as usize == i));
+        assert_eq!(q.queued_bytes(), 0);
+        assert!(q.drain_into(&mut got, 1).idle);
+    });
+    assert!(SLEPT.load(Relaxed) > 0);
+    assert!(NEVER_SLEPT.load(Relaxed) > 0);
+}
+
+/// A message leak-tracked by loom, counting its drops.
+#[derive(Debug)]
+struct Tracked {
+    drops: StdArc<AtomicUsize>,
+    _leak_check: Track<()>,
+}
+
+impl QueueItem for Tracked {
+    fn byte_size(&self) -> usize {
+        1
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Relaxed);
+    }
+}
+
+/// Close races a producer whose pushes cross the block boundary (the first
+/// takes block 1's last slot and links block 2, the second goes to block
+/// 2). Every message is dropped exactly once (by `close`, by the producer
+/// when its push is refused, or by the queue's drop when a push reserved
+/// before the close published after it), and no block leaks. A push
+/// refused by the close, and one published after the close's drain, must
+/// both occur in the explored interleavings.
+#[test]
+fn close_races_push_across_block_boundary() {
+    static REFUSED: AtomicUsize = AtomicUsize::new(0);
+    static LATE: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let tracked = || Tracked {
+            drops: drops.clone(),
+            _leak_check: Track::new(()),
+        };
+        let q = Arc::new(SendQueue::builder().entry_overhead(0).build::<Tracked>());
+        q.try_push(tracked()).unwrap();
+        q.try_push(tracked()).unwrap();
+        let producer = {
+            let q = q.clone();
+            let items = [tracked(), tracked()];
+            thread::spawn(move || {
+                let mut accepted = 0;
+                for m in items {
+                    match q.try_push(m) {
+                        Ok(()) => accepted += 1,
+                        Err(PushError::Closed(m)) => drop(m),
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }
+                accepted
+            })
+        };
+        let closed = q.close();
+        let accepted = producer.join().unwrap();
+        assert!(closed >= 2, "the messages queued before the close");
+        assert!(closed <= 2 + accepted);
+        assert_eq!(drops.load(Relaxed), closed + (2 - accepted));
+        // Pushes that reserved before the close and published after it.
+        let late = 2 + accepted - closed;
+        assert_eq!(q.queued_bytes(), late);
+        if accepted < 2 {
+            REFUSED.fetch_add(1, Relaxed);
+        }
+        if late > 0 {
+            LATE.fetch_add(1, Relaxed);
+        }
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 4);
+    });
+    assert!(REFUSED.load(Relaxed) > 0);
+    assert!(LATE.load(Relaxed) > 0);
 }

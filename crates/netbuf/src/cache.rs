@@ -19,12 +19,12 @@ use core::ptr::NonNull;
 
 use crate::header::Header;
 use crate::pool::{PoolCore, ThreadCounters};
-use crate::sync::{Arc, Ordering, lock, thread_local};
+use crate::sync::{Arc, Ordering, fence, lock, thread_local};
 
 /// A chain of free blocks of one class.
-struct Chain {
-    head: Option<NonNull<Header>>,
-    len: usize,
+pub(crate) struct Chain {
+    pub(crate) head: Option<NonNull<Header>>,
+    pub(crate) len: usize,
 }
 
 /// The payload word that links a free block to the next one.
@@ -43,10 +43,10 @@ fn len_word(h: NonNull<Header>) -> NonNull<usize> {
 }
 
 impl Chain {
-    const EMPTY: Chain = Chain { head: None, len: 0 };
+    pub(crate) const EMPTY: Chain = Chain { head: None, len: 0 };
 
     #[inline(always)]
-    fn push(&mut self, h: NonNull<Header>) {
+    pub(crate) fn push(&mut self, h: NonNull<Header>) {
         // SAFETY: `h` is a free block owned by this thread; its payload is
         // unused and at least one aligned word long.
         unsafe { link(h).write(self.head) };
@@ -55,7 +55,7 @@ impl Chain {
     }
 
     #[inline(always)]
-    fn pop(&mut self) -> Option<NonNull<Header>> {
+    pub(crate) fn pop(&mut self) -> Option<NonNull<Header>> {
         let h = self.head?;
         // SAFETY: `h` is in this chain, so its link word was written by `push`
         // (or `from_depot`'s putter, made visible by the depot's ordering).
@@ -72,7 +72,7 @@ impl Chain {
     ///
     /// # Safety
     /// `head` was taken exclusively from the depot (see `PoolCore::depot_take`).
-    unsafe fn from_depot(head: NonNull<Header>) -> Chain {
+    pub(crate) unsafe fn from_depot(head: NonNull<Header>) -> Chain {
         Chain {
             head: Some(head),
             // SAFETY: written by `park` before the chain was published.
@@ -202,7 +202,7 @@ impl Drop for LocalPool {
 /// # Safety
 /// The chain is owned by the caller, who holds a reference on the pool
 /// other than the chain's blocks' own.
-unsafe fn park(core: NonNull<PoolCore>, class: usize, chain: Chain) {
+pub(crate) unsafe fn park(core: NonNull<PoolCore>, class: usize, chain: Chain) {
     let Some(head) = chain.head else { return };
     // SAFETY: the caller holds a reference.
     let pool = unsafe { core.as_ref() };
@@ -211,8 +211,21 @@ unsafe fn park(core: NonNull<PoolCore>, class: usize, chain: Chain) {
     match pool.depot_put(class, head) {
         Ok(()) => {
             // A pool closed meanwhile may have drained the depot before our
-            // put (both sides use SeqCst, so one of us sees the other): take
-            // everything back out so no block is stranded.
+            // put: take everything back out so no block is stranded. This is
+            // a store/load (Dekker) hand-off with the closer, which stores
+            // `closed`, runs a SeqCst fence, then scans the slots with
+            // Relaxed loads (`PoolCore::drain_depot`). With a fence on each
+            // side, one of the two comes first in the single order of SeqCst
+            // fences: if ours, the closer's scan sees our chain; if the
+            // closer's, our load below sees `closed`. (In the language model
+            // our SeqCst CAS and SeqCst load would already do against the
+            // closer's fence; this fence makes the argument rest on fences
+            // alone, which is what loom checks: loom treats SeqCst loads and
+            // stores as Acquire/Release and models only SeqCst fences. See
+            // `loom_models::pool::park_vs_close_strands_no_chain`, which
+            // fails without either fence.) Cost: one fence per `batch` frees,
+            // on the way to the depot.
+            fence(Ordering::SeqCst);
             if pool.closed.load(Ordering::SeqCst) {
                 // SAFETY: the caller's reference keeps the pool alive.
                 unsafe { PoolCore::drain_depot(core) };
@@ -262,6 +275,18 @@ thread_local! {
 #[cfg(loom)]
 thread_local! {
     static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache { pools: Vec::new() });
+}
+
+/// Does now what the calling thread's exit would do: drops its caches
+/// (`LocalPool::drop` parks or flushes their blocks and drops their pool
+/// references). For loom models only: loom's `JoinHandle::join` returns as
+/// soon as the thread's closure does, before loom runs that thread's
+/// `thread_local!` destructors (std's `join` waits for them), so a model
+/// that checks the allocator after `join` calls this last in the thread.
+#[cfg(all(test, loom))]
+pub(crate) fn exit_thread_caches() {
+    let pools = CACHE.with(|c| core::mem::take(&mut c.borrow_mut().pools));
+    drop(pools);
 }
 
 impl ThreadCache {

@@ -162,6 +162,8 @@ pub mod fuzzing;
 mod header;
 #[cfg(feature = "leak-trace")]
 mod leak;
+#[cfg(all(test, loom))]
+mod loom_models;
 mod message;
 mod notify;
 mod pool;

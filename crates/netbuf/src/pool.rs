@@ -405,11 +405,25 @@ impl PoolCore {
 
     /// Empties the depot into the allocator. Returns the bytes released.
     ///
+    /// Starts with a SeqCst fence, so that a drain run after storing
+    /// `closed` sees every chain whose putter went on to miss `closed`.
+    ///
     /// # Safety
     /// The caller holds a reference other than those of the drained blocks.
     pub(crate) unsafe fn drain_depot(core: NonNull<PoolCore>) -> usize {
         // SAFETY: the caller holds a reference.
         let this = unsafe { core.as_ref() };
+        // The closer's half of the store/load hand-off with `cache::park`
+        // (close stores `closed`, fence, scans the slots with the Relaxed
+        // loads of `depot_take`; park CASes a slot, fence, loads `closed`):
+        // of the two SeqCst fences, whichever comes second sees the other
+        // side's write. The SeqCst `closed` store and epoch RMW before this
+        // do not give that on their own in the language model (the scan's
+        // loads are Relaxed), whatever x86 and ARMv8 do. Loom models SeqCst
+        // fences but not SeqCst loads/stores, so this fence pair is what
+        // `loom_models::pool::park_vs_close_strands_no_chain` checks. For
+        // `trim()` the fence is not needed, and harmless (cold path).
+        fence(Ordering::SeqCst);
         let mut bytes = 0;
         for (class, c) in this.classes.iter().enumerate() {
             while let Some(head) = this.depot_take(class) {
@@ -486,7 +500,7 @@ fn heap_layout(cap: usize) -> Layout {
 /// assert_eq!(pool.stats().live_messages, 0);
 /// ```
 pub struct MessagePool<A: Allocator + Send + Sync + 'static = Global> {
-    core: NonNull<PoolCore>,
+    pub(crate) core: NonNull<PoolCore>,
     _alloc: PhantomData<A>,
 }
 
@@ -749,7 +763,8 @@ impl<A: Allocator + Send + Sync + 'static> Drop for MessagePool<A> {
         }
         // Close: thread caches that see the new epoch and `closed` give their
         // blocks back instead of caching them; a chain put in the depot
-        // concurrently is taken back by its putter (see `cache::park`).
+        // concurrently is either found by the drain below or taken back by
+        // its putter (the fences in `drain_depot` and `cache::park`).
         core.closed.store(true, Ordering::SeqCst);
         core.epoch.fetch_add(1, Ordering::SeqCst);
         // SAFETY: the handles' reference is still held.

@@ -78,14 +78,18 @@
 //! be fooled (the same ABA window `SegQueue` has at 2^64 / 64 bits).
 
 use core::fmt;
-use core::mem::MaybeUninit;
+use core::mem::{self, MaybeUninit};
 use core::ops::Deref;
-use core::ptr;
+use core::{ptr, slice};
 
 use crate::message::Message;
 use crate::notify::Notify;
 use crate::shared::SharedMessage;
-use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, UnsafeCell, lock};
+#[cfg(loom)]
+use crate::sync::AtomicBool;
+use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell};
+#[cfg(not(loom))]
+use crate::sync::{Mutex, lock};
 
 /// Positions per block, including one "boundary" position that no slot
 /// uses (it marks "the next block is being linked"). Small under loom so
@@ -95,7 +99,7 @@ const LAP: u64 = 64;
 #[cfg(loom)]
 const LAP: u64 = 4;
 /// Slots per block.
-const BLOCK_CAP: usize = (LAP - 1) as usize;
+pub(crate) const BLOCK_CAP: usize = (LAP - 1) as usize;
 
 const BYTES_MASK: u64 = (1 << 28) - 1;
 const UNWRITABLE: u64 = 1 << 28;
@@ -404,7 +408,7 @@ impl SendQueueBuilder {
             high,
             low,
             notify: self.notify,
-            consumer: Padded(Mutex::new(Consumer {
+            consumer: Padded(ConsumerLock::new(Consumer {
                 head: 0,
                 block: first,
             })),
@@ -420,6 +424,10 @@ struct Slot<T> {
 struct Block<T> {
     next: AtomicPtr<Block<T>>,
     slots: [Slot<T>; BLOCK_CAP],
+    /// Under loom, a block still allocated when a model execution ends
+    /// fails the model ("Allocation leaked"), in every model of the queue.
+    #[cfg(loom)]
+    _leak_check: loom::alloc::Track<()>,
 }
 
 impl<T> Block<T> {
@@ -430,6 +438,8 @@ impl<T> Block<T> {
                 item: UnsafeCell::new(MaybeUninit::uninit()),
                 state: AtomicUsize::new(EMPTY),
             }),
+            #[cfg(loom)]
+            _leak_check: loom::alloc::Track::new(()),
         }))
     }
 
@@ -448,6 +458,102 @@ struct Consumer<T> {
     head: u64,
     /// The block holding `head`.
     block: *mut Block<T>,
+}
+
+/// The lock that serialises the consumer side (`drain_*`, `close`).
+///
+/// `std`'s mutex, whose poisoning is ignored: a drain moves the consumer
+/// state past an item before any call that can panic, so a panicking drain
+/// callback leaves it consistent and the queue keeps working.
+#[cfg(not(loom))]
+struct ConsumerLock<T>(Mutex<Consumer<T>>);
+
+#[cfg(not(loom))]
+impl<T> ConsumerLock<T> {
+    fn new(c: Consumer<T>) -> Self {
+        ConsumerLock(Mutex::new(c))
+    }
+
+    #[inline]
+    fn lock(&self) -> impl core::ops::DerefMut<Target = Consumer<T>> + '_ {
+        lock(&self.0)
+    }
+}
+
+/// Under loom: a spin lock with the mutex's acquire/release semantics and,
+/// like the `std` version, no poisoning. `loom::sync::Mutex` cannot stand
+/// in: its `lock` panics once a panic has unwound through one of its
+/// guards, so no model could drain again (or drop the queue) after a
+/// panicking drain callback, which the real queue supports (issue 12).
+#[cfg(loom)]
+struct ConsumerLock<T> {
+    locked: AtomicBool,
+    consumer: UnsafeCell<Consumer<T>>,
+}
+
+#[cfg(loom)]
+impl<T> ConsumerLock<T> {
+    fn new(c: Consumer<T>) -> Self {
+        ConsumerLock {
+            locked: AtomicBool::new(false),
+            consumer: UnsafeCell::new(c),
+        }
+    }
+
+    fn lock(&self) -> ConsumerGuard<'_, T> {
+        while self
+            .locked
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            loom::thread::yield_now();
+        }
+        ConsumerGuard {
+            lock: self,
+            // Loom checks every access made through this pointer against
+            // the other threads' (a broken lock would be reported).
+            consumer: Some(self.consumer.get_mut()),
+        }
+    }
+}
+
+#[cfg(loom)]
+struct ConsumerGuard<'a, T> {
+    lock: &'a ConsumerLock<T>,
+    consumer: Option<loom::cell::MutPtr<Consumer<T>>>,
+}
+
+#[cfg(loom)]
+impl<T> Deref for ConsumerGuard<'_, T> {
+    type Target = Consumer<T>;
+    fn deref(&self) -> &Consumer<T> {
+        let Some(p) = &self.consumer else {
+            unreachable!()
+        };
+        // SAFETY: the lock is held, so this guard has exclusive access.
+        unsafe { p.deref() }
+    }
+}
+
+#[cfg(loom)]
+impl<T> core::ops::DerefMut for ConsumerGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut Consumer<T> {
+        let Some(p) = &self.consumer else {
+            unreachable!()
+        };
+        // SAFETY: the lock is held, so this guard has exclusive access, and
+        // `&mut self` makes the reference unique.
+        unsafe { p.deref() }
+    }
+}
+
+#[cfg(loom)]
+impl<T> Drop for ConsumerGuard<'_, T> {
+    fn drop(&mut self) {
+        // End the tracked access before unlocking.
+        self.consumer = None;
+        self.lock.locked.store(false, Ordering::Release);
+    }
 }
 
 #[cfg_attr(target_arch = "x86_64", repr(align(128)))]
@@ -510,7 +616,7 @@ pub struct SendQueue<T: QueueItem = Outgoing> {
     high: u64,
     low: u64,
     notify: Option<Box<dyn Notify>>,
-    consumer: Padded<Mutex<Consumer<T>>>,
+    consumer: Padded<ConsumerLock<T>>,
 }
 
 // SAFETY: items are moved in by producers and out by the consumer, never
@@ -818,14 +924,14 @@ impl<T: QueueItem> SendQueue<T> {
     /// assert_eq!(batch, vec![vec![2; 4]]);
     /// ```
     pub fn push_batch(&self, batch: &mut Vec<T>) -> Result<usize, BatchError> {
-        let mut drain = batch.drain(..);
-        let mut pushed = 0;
+        // The guard settles the batch and the block taken for linking
+        // however this ends, a panic in `byte_size` included (issue 12).
+        let mut g = BatchGuard::new(self, batch);
         let mut notify = false;
-        let mut next: *mut Block<T> = ptr::null_mut();
         let mut step = 0;
         let result = 'outer: loop {
-            let rest = drain.as_slice();
-            if rest.is_empty() {
+            let pushed = g.taken;
+            if pushed == g.len {
                 break Ok(pushed);
             }
             let mut st = self.state.load(Ordering::Acquire);
@@ -840,10 +946,12 @@ impl<T: QueueItem> SendQueue<T> {
                     continue;
                 }
                 let bytes = st & BYTES_MASK;
+                let rest = g.rest();
                 let want = rest.len().min(BLOCK_CAP - off);
                 let mut k = 0;
                 let mut size = 0u64;
                 while k < want {
+                    // User code, which may panic: before the reservation.
                     let s = self.entry_size(&rest[k]);
                     if bytes.saturating_add(size).saturating_add(s) > self.limit {
                         break;
@@ -858,8 +966,8 @@ impl<T: QueueItem> SendQueue<T> {
                         limit: self.limit as usize,
                     });
                 }
-                if off + k == BLOCK_CAP && next.is_null() {
-                    next = self.take_block();
+                if off + k == BLOCK_CAP && g.next.is_null() {
+                    g.next = self.take_block();
                 }
                 let block = self.tail_block.load(Ordering::Acquire);
                 if block.is_null() {
@@ -879,30 +987,26 @@ impl<T: QueueItem> SendQueue<T> {
                     }
                 }
             };
+            // Nothing from here to the last publication can panic.
             if off + k == BLOCK_CAP {
                 // SAFETY: our reservation includes the block's last slot,
-                // not yet published; `next` is ours.
-                unsafe { self.link_next(block, next) };
-                next = ptr::null_mut();
+                // not yet published; `g.next` is ours.
+                unsafe { self.link_next(block, g.next) };
+                g.next = ptr::null_mut();
             }
             for i in 0..k {
-                // `k <= rest.len()`, so the iterator has these items.
-                let Some(item) = drain.next() else {
-                    unreachable!()
-                };
+                // `k <= rest.len()`: the batch has these items.
+                let item = g.take();
                 // SAFETY: slots `off..off + k` of `block` are ours.
                 notify |= unsafe { self.publish(block, off + i, item) };
             }
             notify |= was_idle;
-            pushed += k;
         };
-        self.put_spare(next);
+        // Settle the batch and the spare before the notifier (user code)
+        // runs.
+        drop(g);
         if notify {
             self.wake();
-        }
-        if result.is_err() {
-            let rest: Vec<T> = drain.collect();
-            batch.extend(rest);
         }
         result
     }
@@ -918,15 +1022,26 @@ impl<T: QueueItem> SendQueue<T> {
 
     /// Like [`drain_into`](Self::drain_into), handing each message to `f`
     /// (which must not push to or drain this queue).
+    ///
+    /// If `f` panics, the message it was given is gone (dropped by the
+    /// unwinding `f`), the bytes of every message handed out are given back,
+    /// and the messages after it stay queued for the next drain. The wakeup
+    /// is not armed: drain again before sleeping.
     pub fn drain_each(&self, max: usize, f: impl FnMut(T)) -> Drained {
         self.drain_inner(max, true, f)
     }
 
     fn drain_inner(&self, max: usize, arm: bool, mut f: impl FnMut(T)) -> Drained {
-        let mut c = lock(&self.consumer.0);
+        let mut c = self.consumer.lock();
+        // Bytes of the items handed out, given back in one RMW when the
+        // drain ends, or by the guard if user code panics first (issue 12).
+        // Declared after `c`, so it is dropped before the lock is released.
+        let mut unreleased = Unreleased {
+            queue: self,
+            bytes: 0,
+        };
         let mut items = 0;
         let mut total = 0u64;
-        let mut unreleased = 0u64;
         if c.block.is_null() {
             let b = self.first.load(Ordering::Acquire);
             if b.is_null() {
@@ -949,7 +1064,7 @@ impl<T: QueueItem> SendQueue<T> {
         }
         loop {
             if items == max {
-                self.release(unreleased, None);
+                self.release(unreleased.take(), None);
                 return Drained {
                     items,
                     bytes: total as usize,
@@ -966,9 +1081,6 @@ impl<T: QueueItem> SendQueue<T> {
                 // and will not touch the slot again; we read it exactly once
                 // and move on.
                 let item = slot.item.with(|p| unsafe { ptr::read(p).assume_init() });
-                let size = self.entry_size(&item);
-                total += size;
-                unreleased += size;
                 items += 1;
                 c.head = (c.head + 1) & INDEX_MASK;
                 if off + 1 == BLOCK_CAP {
@@ -985,11 +1097,19 @@ impl<T: QueueItem> SendQueue<T> {
                     // published.
                     unsafe { self.recycle(old) };
                 }
+                // User code from here on (`byte_size`, `f`): the item is out
+                // of the queue and `c` has moved past it, so a panic cannot
+                // make it readable twice, and the guard gives back the bytes
+                // counted so far. (If `byte_size` panics, this item's bytes
+                // stay counted: a wrong `QueueItem` only skews accounting.)
+                let size = self.entry_size(&item);
+                total += size;
+                unreleased.bytes += size;
                 f(item);
                 continue;
             }
             if !arm {
-                self.release(unreleased, None);
+                self.release(unreleased.take(), None);
                 return Drained {
                     items,
                     bytes: total as usize,
@@ -997,14 +1117,13 @@ impl<T: QueueItem> SendQueue<T> {
                 };
             }
             // Nothing published at `head`: arm the wakeup (module docs).
-            if self.release(unreleased, Some(c.head)) {
+            if self.release(unreleased.take(), Some(c.head)) {
                 return Drained {
                     items,
                     bytes: total as usize,
                     idle: true,
                 };
             }
-            unreleased = 0;
             // A producer reserved slot `head` and has not published it.
             match slot
                 .state
@@ -1074,6 +1193,10 @@ impl<T: QueueItem> SendQueue<T> {
     /// message after this returns; that message is returned by a later
     /// drain or freed when the queue drops, so nothing leaks.
     ///
+    /// If a message's `Drop` panics, the panic propagates (the queue stays
+    /// closed); the bytes of the messages dropped are given back, and the
+    /// messages after it stay queued until a drain or the queue's drop.
+    ///
     /// ```
     /// let pool = netbuf::MessagePool::new();
     /// let q: netbuf::SendQueue = netbuf::SendQueue::new();
@@ -1088,10 +1211,61 @@ impl<T: QueueItem> SendQueue<T> {
     }
 }
 
+/// Internals for the loom models beside the code
+/// (`loom_models/send_queue.rs`).
+#[cfg(all(test, loom))]
+impl<T: QueueItem> SendQueue<T> {
+    /// Address of the first block (0: none yet).
+    pub(crate) fn first_block_addr(&self) -> usize {
+        self.first.load(Ordering::Acquire) as usize
+    }
+
+    /// Address of the block producers reserve in (0: none yet).
+    pub(crate) fn tail_block_addr(&self) -> usize {
+        self.tail_block.load(Ordering::Acquire) as usize
+    }
+
+    /// Address of the spare block (0: none).
+    pub(crate) fn spare_addr(&self) -> usize {
+        self.spare.load(Ordering::Acquire) as usize
+    }
+
+    /// Blocks from the consumer's (or the first, if it never drained) to
+    /// the tail block, both included. Only while no push is in progress.
+    pub(crate) fn blocks_in_use(&self) -> usize {
+        let c = self.consumer.lock();
+        let mut b = if c.block.is_null() {
+            self.first.load(Ordering::Acquire)
+        } else {
+            c.block
+        };
+        if b.is_null() {
+            return 0;
+        }
+        let tail = self.tail_block.load(Ordering::Acquire);
+        let mut n = 1;
+        while b != tail {
+            // SAFETY: with no push in progress, every block from the
+            // consumer's to the tail is linked and alive (only the consumer,
+            // whose lock we hold, recycles blocks).
+            b = unsafe { (*b).next.load(Ordering::Acquire) };
+            n += 1;
+        }
+        n
+    }
+}
+
 impl<T: QueueItem> Drop for SendQueue<T> {
     fn drop(&mut self) {
-        let (mut head, mut block) = {
-            let c = lock(&self.consumer.0);
+        // First, so that a panicking item `Drop` below cannot leak it.
+        let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
+        if !spare.is_null() {
+            // SAFETY: the spare is reset, holds no item, and the queue is
+            // gone, so nothing else references it.
+            unsafe { Block::free(spare) };
+        }
+        let (head, mut block) = {
+            let c = self.consumer.lock();
             (c.head, c.block)
         };
         if block.is_null() {
@@ -1105,37 +1279,186 @@ impl<T: QueueItem> Drop for SendQueue<T> {
         let end = index_of(self.state.load(Ordering::Acquire));
         // No producer is running (we are exclusive), so every reserved slot
         // between head and the tail index is published.
-        while head != end {
-            let off = offset_of(head);
-            // SAFETY: `block` is the live block holding `head`.
-            let slot = unsafe { &(*block).slots[off] };
-            if slot.state.load(Ordering::Acquire) != READY {
-                // Cannot happen (a push cannot stop between reserving and
-                // publishing); leak rather than read an unwritten slot.
-                break;
-            }
-            // SAFETY: a published item, read exactly once.
-            drop(slot.item.with(|p| unsafe { ptr::read(p).assume_init() }));
-            head = (head + 1) & INDEX_MASK;
-            if off + 1 == BLOCK_CAP {
-                // SAFETY: the last slot was published, so `next` is linked.
-                let next = unsafe { (*block).next.load(Ordering::Acquire) };
-                // SAFETY: all of `block`'s items were read; nothing else
-                // references it.
-                unsafe { Block::free(block) };
-                block = next;
-                head = (head + 1) & INDEX_MASK;
+        let mut rest = Remains { head, end, block };
+        // SAFETY: `block` is the live block holding `head`, the items from
+        // `head` to `end` were never read, and the queue is gone, so nothing
+        // else references these blocks.
+        unsafe { rest.drop_all() };
+    }
+}
+
+/// What the drop of a [`SendQueue`] still has to free: the items from
+/// `head` to `end` and the blocks holding them (from `block` on).
+struct Remains<T> {
+    head: u64,
+    end: u64,
+    block: *mut Block<T>,
+}
+
+impl<T> Remains<T> {
+    /// Moves the item at `head` out and steps past it, freeing each block
+    /// it leaves; `None` at `end`.
+    ///
+    /// # Safety
+    /// As for [`drop_all`](Self::drop_all).
+    unsafe fn next(&mut self) -> Option<T> {
+        if self.head == self.end {
+            return None;
+        }
+        let off = offset_of(self.head);
+        // SAFETY: `block` is the live block holding `head` (caller's
+        // guarantee, kept below when stepping to the next block).
+        let slot = unsafe { &(*self.block).slots[off] };
+        if slot.state.load(Ordering::Acquire) != READY {
+            // Cannot happen (a push cannot stop between reserving and
+            // publishing); leak rather than read an unwritten slot.
+            self.end = self.head;
+            return None;
+        }
+        // SAFETY: a published item, read exactly once: `head` moves past it.
+        let item = slot.item.with(|p| unsafe { ptr::read(p).assume_init() });
+        self.head = (self.head + 1) & INDEX_MASK;
+        if off + 1 == BLOCK_CAP {
+            // SAFETY: the last slot was published, so `next` is linked.
+            let next = unsafe { (*self.block).next.load(Ordering::Acquire) };
+            // SAFETY: all of the block's items were read; nothing else
+            // references it.
+            unsafe { Block::free(self.block) };
+            self.block = next;
+            self.head = (self.head + 1) & INDEX_MASK;
+        }
+        Some(item)
+    }
+
+    /// Drops every remaining item and frees the blocks. If an item's `Drop`
+    /// panics, the rest are still dropped and freed while unwinding (a
+    /// second panic aborts, as in `Vec`).
+    ///
+    /// # Safety
+    /// `block` is the live block holding `head`; the slots from `head` to
+    /// `end` hold items nobody else will read; nothing else references
+    /// `block` or the blocks after it.
+    unsafe fn drop_all(&mut self) {
+        /// Carries on with the rest if an item's `Drop` panicked.
+        struct OnUnwind<'a, T>(&'a mut Remains<T>);
+        impl<T> Drop for OnUnwind<'_, T> {
+            fn drop(&mut self) {
+                // SAFETY: the caller's guarantees, still held by `Remains`.
+                unsafe { self.0.drop_all() };
             }
         }
-        // SAFETY: the remaining items of `block` were dropped above; the
-        // queue is gone, so nothing else references it or the spare.
-        unsafe {
-            Block::free(block);
-            let spare = self.spare.load(Ordering::Acquire);
-            if !spare.is_null() {
-                Block::free(spare);
-            }
+        // SAFETY: the caller's guarantees.
+        while let Some(item) = unsafe { self.next() } {
+            let guard = OnUnwind(self);
+            drop(item);
+            mem::forget(guard);
         }
+        if !self.block.is_null() {
+            // SAFETY: every item of the block was read; nothing else
+            // references it, and `block` is cleared so it is freed once.
+            unsafe { Block::free(mem::replace(&mut self.block, ptr::null_mut())) };
+        }
+    }
+}
+
+/// Bytes of the items a drain handed out that it has not given back to the
+/// state word yet. A drain that ends gives them back itself, in the one RMW
+/// that may also arm the wakeup ([`take`](Self::take)); if user code panics
+/// first (the `drain_each` callback, an item's `Drop` in `close`,
+/// `byte_size`), the drop of this guard gives them back while unwinding.
+struct Unreleased<'a, T: QueueItem> {
+    queue: &'a SendQueue<T>,
+    bytes: u64,
+}
+
+impl<T: QueueItem> Unreleased<'_, T> {
+    /// The bytes, for the caller to release; the guard then holds none.
+    #[inline]
+    fn take(&mut self) -> u64 {
+        mem::take(&mut self.bytes)
+    }
+}
+
+impl<T: QueueItem> Drop for Unreleased<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.bytes != 0 {
+            self.queue.release(self.bytes, None);
+        }
+    }
+}
+
+/// A [`SendQueue::push_batch`] in progress, settled when dropped, however
+/// the push ends (a panic in `byte_size` or the notifier included): the
+/// items moved into the queue (the first `taken`) are removed from the
+/// caller's vector, the others stay in it, in order, and the block taken
+/// for linking, if not linked, becomes the spare.
+struct BatchGuard<'a, T: QueueItem> {
+    queue: &'a SendQueue<T>,
+    /// The caller's vector. Its length is 0 while the guard lives, so the
+    /// items are never dropped twice, even if the guard were leaked.
+    batch: &'a mut Vec<T>,
+    /// The vector's length when the push started.
+    len: usize,
+    /// Items moved out of the front of the vector (into the queue).
+    taken: usize,
+    /// A reset block taken for linking, not linked yet (or null).
+    next: *mut Block<T>,
+}
+
+impl<'a, T: QueueItem> BatchGuard<'a, T> {
+    fn new(queue: &'a SendQueue<T>, batch: &'a mut Vec<T>) -> Self {
+        let len = batch.len();
+        // SAFETY: 0 <= capacity, and no element is exposed uninitialised:
+        // the items stay in the buffer, owned by the guard.
+        unsafe { batch.set_len(0) };
+        BatchGuard {
+            queue,
+            batch,
+            len,
+            taken: 0,
+            next: ptr::null_mut(),
+        }
+    }
+
+    /// The items not moved out yet.
+    #[inline]
+    fn rest(&self) -> &[T] {
+        // SAFETY: the buffer's items `taken..len` are initialised and not
+        // moved out; `taken <= len <= capacity`.
+        unsafe { slice::from_raw_parts(self.batch.as_ptr().add(self.taken), self.len - self.taken) }
+    }
+
+    /// Moves the next item out of the vector. Runs between a reservation
+    /// and its publication, so it must not panic: the caller checked
+    /// `taken < len` (it reserved at most `rest().len()` slots).
+    #[inline]
+    fn take(&mut self) -> T {
+        debug_assert!(self.taken < self.len);
+        // SAFETY: item `taken` is initialised and not moved out yet; it is
+        // counted as taken, so it is neither read nor dropped again.
+        let item = unsafe { ptr::read(self.batch.as_ptr().add(self.taken)) };
+        self.taken += 1;
+        item
+    }
+}
+
+impl<T: QueueItem> Drop for BatchGuard<'_, T> {
+    fn drop(&mut self) {
+        self.queue
+            .put_spare(mem::replace(&mut self.next, ptr::null_mut()));
+        let rest = self.len - self.taken;
+        if self.taken != 0 && rest != 0 {
+            let p = self.batch.as_mut_ptr();
+            // SAFETY: the buffer's items `taken..len` are initialised and
+            // owned by the guard; `copy` handles the overlap. The items
+            // before them were moved out, so they are overwritten, not
+            // dropped.
+            unsafe { ptr::copy(p.add(self.taken), p, rest) };
+        }
+        // SAFETY: the first `rest` items of the buffer are initialised and
+        // owned by nobody else now.
+        unsafe { self.batch.set_len(rest) };
     }
 }
 

@@ -530,3 +530,387 @@ fn concurrent_close_and_drop_free_everything() {
         assert_eq!(pool.stats().live_messages, 0);
     }
 }
+
+// ---------------------------------------------------------------------------
+// Panics in user code (issue 12): a panicking drain callback, item `Drop` or
+// `QueueItem::byte_size` must leave the queue consistent: no bytes leaked in
+// the count, no block leaked, no item dropped twice, and `push_batch`'s
+// unpushed items left in the caller's vector.
+// ---------------------------------------------------------------------------
+
+/// Counts, on the current thread only, live allocations of one watched size
+/// (so tests running in parallel on other threads do not interfere), and
+/// records the largest allocation size seen on the thread.
+mod alloc_count {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    pub struct Counting;
+
+    thread_local! {
+        static WATCH: Cell<usize> = const { Cell::new(0) };
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+        static LARGEST: Cell<usize> = const { Cell::new(0) };
+    }
+
+    fn on_alloc(size: usize) {
+        let _ = WATCH.try_with(|w| {
+            if w.get() == size {
+                LIVE.with(|l| l.set(l.get() + 1));
+            }
+        });
+        let _ = LARGEST.try_with(|l| l.set(l.get().max(size)));
+    }
+
+    fn on_dealloc(size: usize) {
+        let _ = WATCH.try_with(|w| {
+            if w.get() == size {
+                LIVE.with(|l| l.set(l.get() - 1));
+            }
+        });
+    }
+
+    // SAFETY: every call is forwarded to `System` unchanged; the counters
+    // are const-initialised thread-locals without destructors, which never
+    // allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            on_alloc(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            on_alloc(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.alloc_zeroed(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            on_dealloc(layout.size());
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            on_dealloc(layout.size());
+            on_alloc(new_size);
+            // SAFETY: forwarded with the caller's guarantees.
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    /// Starts counting live allocations of `size` bytes on this thread.
+    pub fn watch(size: usize) {
+        WATCH.with(|w| w.set(size));
+        LIVE.with(|l| l.set(0));
+    }
+
+    /// Live allocations of the watched size made on this thread since
+    /// `watch` (allocations minus frees).
+    pub fn live() -> isize {
+        LIVE.with(|l| l.get())
+    }
+
+    /// Runs `f` and returns the largest allocation it made on this thread.
+    pub fn largest_in(f: impl FnOnce()) -> usize {
+        LARGEST.with(|l| l.set(0));
+        f();
+        LARGEST.with(|l| l.get())
+    }
+}
+
+#[global_allocator]
+static ALLOC: alloc_count::Counting = alloc_count::Counting;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+/// An item whose `Drop` can panic, counting its drops.
+#[derive(Debug)]
+struct Bomb {
+    size: usize,
+    armed: bool,
+    drops: Arc<AtomicUsize>,
+}
+
+impl QueueItem for Bomb {
+    fn byte_size(&self) -> usize {
+        self.size
+    }
+}
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+        if self.armed {
+            panic!("Bomb::drop");
+        }
+    }
+}
+
+fn bomb(size: usize, armed: bool, drops: &Arc<AtomicUsize>) -> Bomb {
+    Bomb {
+        size,
+        armed,
+        drops: drops.clone(),
+    }
+}
+
+/// Defect 1: the callback panics after items were handed out; their bytes
+/// must be given back anyway, or the queue stays "full" for good.
+#[test]
+fn panicking_drain_callback_releases_the_bytes_handed_out() {
+    let q = SendQueue::builder()
+        .limit(100)
+        .entry_overhead(0)
+        .build::<Vec<u8>>();
+    q.try_push(vec![1; 60]).unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        q.drain_each(usize::MAX, |_| panic!("handler bug"));
+    }));
+    assert!(r.is_err());
+    assert_eq!(q.queued_bytes(), 0, "the 60 bytes handed out leaked");
+    assert!(q.is_writable());
+    q.try_push(vec![2; 50])
+        .expect("an empty queue must take 50 of 100 bytes");
+
+    // Several items, panic on the second: the first two are consumed (the
+    // second dropped by the unwinding callback), the third stays queued.
+    let mut out = Vec::new();
+    q.drain_into(&mut out, usize::MAX);
+    for n in [10usize, 20, 30] {
+        q.try_push(vec![n as u8; n]).unwrap();
+    }
+    let mut seen = Vec::new();
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        q.drain_each(usize::MAX, |m| {
+            seen.push(m.len());
+            if m.len() == 20 {
+                panic!("handler bug");
+            }
+        });
+    }));
+    assert!(r.is_err());
+    assert_eq!(seen, [10, 20]);
+    assert_eq!(q.queued_bytes(), 30);
+    out.clear();
+    let d = q.drain_into(&mut out, usize::MAX);
+    assert_eq!((d.items, d.bytes, d.idle), (1, 30, true));
+    assert_eq!(out, vec![vec![30u8; 30]]);
+    assert_eq!(q.queued_bytes(), 0);
+}
+
+/// Defect 1, the same through a drain limited by `max` (the non-idle path)
+/// and across a block boundary (63 slots per block).
+#[test]
+fn panicking_drain_callback_across_blocks_releases_bytes() {
+    let q = SendQueue::builder()
+        .limit(10_000)
+        .entry_overhead(1)
+        .build::<Vec<u8>>();
+    for i in 0..100u8 {
+        q.try_push(vec![i; 9]).unwrap();
+    }
+    let mut n = 0;
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        q.drain_each(80, |m| {
+            assert_eq!(m[0], n);
+            n += 1;
+            if n == 70 {
+                panic!("handler bug");
+            }
+        });
+    }));
+    assert!(r.is_err());
+    assert_eq!(q.queued_bytes(), 30 * 10);
+    let mut out = Vec::new();
+    let d = q.drain_into(&mut out, usize::MAX);
+    assert_eq!((d.items, d.bytes, d.idle), (30, 300, true));
+    assert!(out.iter().enumerate().all(|(i, m)| m[0] == 70 + i as u8));
+    assert_eq!(q.queued_bytes(), 0);
+}
+
+/// Defect 1 on the `close()` path: an item's `Drop` panics; the bytes of
+/// the items already dropped are given back, the rest stay queued and are
+/// freed with the queue.
+#[test]
+fn panicking_item_drop_during_close_releases_bytes() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let q = SendQueue::builder()
+        .limit(100)
+        .entry_overhead(0)
+        .build::<Bomb>();
+    q.try_push(bomb(10, false, &drops)).unwrap();
+    q.try_push(bomb(20, true, &drops)).unwrap();
+    q.try_push(bomb(30, false, &drops)).unwrap();
+    let r = catch_unwind(AssertUnwindSafe(|| q.close()));
+    assert!(r.is_err());
+    assert!(q.is_closed());
+    assert_eq!(drops.load(Ordering::SeqCst), 2);
+    assert_eq!(q.queued_bytes(), 30, "bytes of the dropped items leaked");
+    drop(q);
+    assert_eq!(drops.load(Ordering::SeqCst), 3);
+}
+
+/// `Drop` of the queue: an item's `Drop` panics; the other items (across
+/// several blocks) are still dropped, as `Vec` does.
+#[test]
+fn panicking_item_drop_in_queue_drop_drops_the_rest() {
+    let drops = Arc::new(AtomicUsize::new(0));
+    let q = SendQueue::builder().entry_overhead(0).build::<Bomb>();
+    for i in 0..200 {
+        q.try_push(bomb(1, i == 5, &drops)).unwrap();
+    }
+    let mut out = Vec::new();
+    q.drain_into(&mut out, 2);
+    drop(out);
+    let r = catch_unwind(AssertUnwindSafe(move || drop(q)));
+    assert!(r.is_err());
+    assert_eq!(drops.load(Ordering::SeqCst), 200, "items leaked");
+}
+
+/// An item whose `byte_size` panics when a shared fuse burns down to zero.
+#[derive(Debug)]
+struct Fused {
+    id: usize,
+    fuse: Arc<AtomicUsize>,
+}
+
+impl QueueItem for Fused {
+    fn byte_size(&self) -> usize {
+        if self.fuse.fetch_sub(1, Ordering::SeqCst) == 1 {
+            panic!("Fused::byte_size");
+        }
+        1
+    }
+}
+
+fn fused_batch(n: usize, fuse: &Arc<AtomicUsize>) -> Vec<Fused> {
+    (0..n)
+        .map(|id| Fused {
+            id,
+            fuse: fuse.clone(),
+        })
+        .collect()
+}
+
+/// The size of one block of a `SendQueue<Fused>`: the largest allocation
+/// of the first push.
+fn fused_block_size() -> usize {
+    alloc_count::largest_in(|| {
+        let q = SendQueue::builder().entry_overhead(0).build::<Fused>();
+        let fuse = Arc::new(AtomicUsize::new(usize::MAX));
+        q.try_push(fused_batch(1, &fuse).pop().unwrap()).unwrap();
+    })
+}
+
+/// Defect 5: `byte_size` panics inside `push_batch` after the block to link
+/// next was taken. That block must not leak (counted with the test
+/// binary's allocator, on this thread only).
+#[test]
+fn push_batch_byte_size_panic_leaks_no_block() {
+    alloc_count::watch(fused_block_size());
+    // A fresh queue and 70 items: the first pass sizes 63 items (a whole
+    // block, so it takes the block to link next), finds no block yet,
+    // installs one and sizes again: call 64 panics.
+    let fuse = Arc::new(AtomicUsize::new(64));
+    let mut batch = fused_batch(70, &fuse);
+    let q = SendQueue::builder().entry_overhead(0).build::<Fused>();
+    let r = catch_unwind(AssertUnwindSafe(|| q.push_batch(&mut batch)));
+    assert!(r.is_err());
+    drop(q);
+    drop(batch);
+    let live = alloc_count::live();
+    alloc_count::watch(0);
+    assert_eq!(live, 0, "blocks leaked");
+}
+
+/// Defect 5: `byte_size` panics inside `push_batch`. The unpushed items
+/// stay in the batch, in order, and the queue keeps working.
+#[test]
+fn push_batch_byte_size_panic_keeps_the_rest_in_the_batch() {
+    // Nothing pushed yet (see `push_batch_byte_size_panic_leaks_no_block`).
+    let fuse = Arc::new(AtomicUsize::new(64));
+    let mut batch = fused_batch(70, &fuse);
+    let q = SendQueue::builder().entry_overhead(0).build::<Fused>();
+    let r = catch_unwind(AssertUnwindSafe(|| q.push_batch(&mut batch)));
+    assert!(r.is_err());
+    assert_eq!(batch.len(), 70, "unpushed items were dropped");
+    assert!(batch.iter().enumerate().all(|(i, f)| f.id == i));
+    assert_eq!(q.queued_bytes(), 0);
+    // The queue still works, and the batch can be pushed again.
+    fuse.store(usize::MAX, Ordering::SeqCst);
+    assert_eq!(q.push_batch(&mut batch), Ok(70));
+    let mut out = Vec::new();
+    assert_eq!(q.drain_into(&mut out, usize::MAX).items, 70);
+    assert!(out.iter().enumerate().all(|(i, f)| f.id == i));
+
+    // A panic in the second chunk: 63 pushed, the other 37 stay.
+    let fuse = Arc::new(AtomicUsize::new(63 + 63 + 5));
+    let mut batch = fused_batch(100, &fuse);
+    let q = SendQueue::builder().entry_overhead(0).build::<Fused>();
+    let r = catch_unwind(AssertUnwindSafe(|| q.push_batch(&mut batch)));
+    assert!(r.is_err());
+    assert_eq!(batch.len(), 37);
+    assert!(batch.iter().enumerate().all(|(i, f)| f.id == 63 + i));
+    assert_eq!(q.queued_bytes(), 63);
+    fuse.store(usize::MAX, Ordering::SeqCst);
+    let mut out = Vec::new();
+    assert_eq!(q.drain_into(&mut out, usize::MAX).items, 63);
+    assert!(out.iter().enumerate().all(|(i, f)| f.id == i));
+}
+
+/// A panicking notifier in `push_batch` (user code, like `byte_size`) also
+/// leaves the unpushed items in the batch.
+#[test]
+fn push_batch_panicking_notify_keeps_the_rest() {
+    let q = SendQueue::builder()
+        .limit(2)
+        .entry_overhead(0)
+        .notify(FnNotify(|| panic!("notify")))
+        .build::<Vec<u8>>();
+    let mut batch = vec![vec![1u8], vec![2], vec![3]];
+    let r = catch_unwind(AssertUnwindSafe(|| q.push_batch(&mut batch)));
+    assert!(r.is_err());
+    assert_eq!(batch, vec![vec![3u8]]);
+    assert_eq!(q.queued_bytes(), 2);
+}
+
+/// `byte_size` panicking on the drain side must not leave the item it was
+/// asked about readable again: it would be dropped twice.
+#[test]
+fn drain_byte_size_panic_never_yields_an_item_twice() {
+    static DROPS: AtomicUsize = AtomicUsize::new(0);
+    static FUSE: AtomicUsize = AtomicUsize::new(usize::MAX);
+    /// Holds no heap data, so that the double drop this test looks for is
+    /// only counted, not a use after free.
+    #[derive(Debug)]
+    struct Plain(usize);
+    impl QueueItem for Plain {
+        fn byte_size(&self) -> usize {
+            if FUSE.fetch_sub(1, Ordering::SeqCst) == 1 {
+                panic!("Plain::byte_size");
+            }
+            1
+        }
+    }
+    impl Drop for Plain {
+        fn drop(&mut self) {
+            DROPS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let q = SendQueue::builder().entry_overhead(0).build::<Plain>();
+    q.try_push(Plain(0)).unwrap();
+    q.try_push(Plain(1)).unwrap();
+    FUSE.store(1, Ordering::SeqCst);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        q.drain_each(usize::MAX, drop);
+    }));
+    assert!(r.is_err());
+    assert_eq!(DROPS.load(Ordering::SeqCst), 1);
+    FUSE.store(usize::MAX, Ordering::SeqCst);
+    let mut out = Vec::new();
+    q.drain_into(&mut out, usize::MAX);
+    let ids: Vec<usize> = out.iter().map(|p| p.0).collect();
+    assert_eq!(ids, [1], "item 0 was read again after its drop");
+    drop(out);
+    drop(q);
+    assert_eq!(DROPS.load(Ordering::SeqCst), 2);
+}

@@ -1,0 +1,274 @@
+//! Loom models of the send queue's block list, beside the code: the
+//! recycled block reused as a third block, `Drop` walking several blocks,
+//! and a drain callback that panics (issue 12). The public-API models
+//! (exactly-once delivery, smart notify, byte accounting, close, batches on
+//! a block's last slot, drains limited by `max`) are in
+//! `loom-tests/tests/send_queue.rs`.
+//!
+//! Blocks hold `BLOCK_CAP` = 3 slots under loom (`LAP` = 4). Every block
+//! carries a `loom::alloc::Track` under loom, and so does every `Item`
+//! here: a block or an item leaked by any interleaving fails the model
+//! ("Allocation leaked"); the drop counters catch an item dropped twice.
+//!
+//! What loom cannot check here:
+//! * `compare_exchange_weak` never fails spuriously under loom. A spurious
+//!   failure takes the same path as a failure under contention (reload
+//!   `st` from the CAS result, size the items again), which the models with
+//!   two producers do explore, but not with `st` unchanged.
+//! * The queue has no `SeqCst` access or fence, so no ordering argument in
+//!   it rests on the single total order, which loom does not fully model;
+//!   the hand-offs are acquire/release RMWs on one location, which loom
+//!   models exactly.
+//! * The tail index wrapping at 2^33 (the ABA window in the module docs).
+//! * The backoff while another producer links a block is a
+//!   `loom::thread::yield_now` under loom, not the real spin.
+//! * Loom 0.7's DPOR never orders a consumer call that only *loads* the
+//!   state word (a drain of an idle queue that finds `IDLE` already set)
+//!   after a producer's `load` + CAS on it: the producer's own load hides
+//!   the consumer's from the dependency check (tokio-rs/loom#392). The
+//!   models below make the racing drain release bytes (an RMW), and count
+//!   the interleavings they rely on, so that they are really explored.
+
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Arc as StdArc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use loom::alloc::Track;
+use loom::sync::Arc;
+use loom::thread;
+
+use crate::send_queue::{BLOCK_CAP, QueueItem, SendQueue};
+
+/// A test item: (producer, sequence number), one byte, leak-tracked by
+/// loom, counting its drops.
+#[derive(Debug)]
+struct Item {
+    producer: u8,
+    seq: u8,
+    drops: StdArc<AtomicUsize>,
+    _leak_check: Track<()>,
+}
+
+impl QueueItem for Item {
+    fn byte_size(&self) -> usize {
+        1
+    }
+}
+
+impl Drop for Item {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Relaxed);
+    }
+}
+
+fn item(producer: u8, seq: u8, drops: &StdArc<AtomicUsize>) -> Item {
+    Item {
+        producer,
+        seq,
+        drops: drops.clone(),
+        _leak_check: Track::new(()),
+    }
+}
+
+fn queue() -> SendQueue<Item> {
+    SendQueue::builder().entry_overhead(0).build()
+}
+
+fn seqs(got: &[Item]) -> Vec<u8> {
+    got.iter().map(|i| i.seq).collect()
+}
+
+/// Block 1 is read to its end (and recycled as the spare) by a drain that
+/// races the producer reaching the end of block 2, which takes a block to
+/// link as block 3: the recycled block 1 if the consumer put it back first,
+/// else a new one. Either way every message comes out once, in order, the
+/// third block works (a reused block with a stale slot state would show),
+/// and no block leaks. Both outcomes must occur in the explored
+/// interleavings.
+#[test]
+fn third_block_reuses_the_recycled_spare() {
+    static REUSED: AtomicUsize = AtomicUsize::new(0);
+    static FRESH: AtomicUsize = AtomicUsize::new(0);
+    assert_eq!(BLOCK_CAP, 3);
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(queue());
+        let mut got = Vec::new();
+        // Slots 0 and 1 of block 1, pushed and read: the consumer stays in
+        // block 1.
+        for seq in 0..2 {
+            q.try_push(item(0, seq, &drops)).unwrap();
+        }
+        q.drain_into(&mut got, usize::MAX);
+        let block1 = q.first_block_addr();
+        let producer = {
+            let (q, drops) = (q.clone(), drops.clone());
+            thread::spawn(move || {
+                // 2: block 1's last slot (links a new block 2); 3, 4: block
+                // 2; 5: block 2's last slot (links block 3).
+                for seq in 2..6 {
+                    q.try_push(item(0, seq, &drops)).unwrap();
+                }
+            })
+        };
+        // Reading seq 2 recycles block 1 (`put_spare`), racing the
+        // producer's `take_block` for block 3.
+        q.drain_into(&mut got, usize::MAX);
+        producer.join().unwrap();
+        q.drain_into(&mut got, usize::MAX);
+        if q.tail_block_addr() == block1 {
+            REUSED.fetch_add(1, Relaxed);
+        } else {
+            FRESH.fetch_add(1, Relaxed);
+            // Block 1 was recycled after block 3 was taken: it is the
+            // spare now (block 2, recycled later, was freed).
+            assert_eq!(q.spare_addr(), block1);
+        }
+        // The consumer is in block 3.
+        assert_eq!(q.blocks_in_use(), 1);
+        q.try_push(item(0, 6, &drops)).unwrap();
+        let d = q.drain_into(&mut got, usize::MAX);
+        assert_eq!((d.items, d.idle), (1, true));
+        assert_eq!(seqs(&got), [0, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(q.queued_bytes(), 0);
+        drop(got);
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 7);
+    });
+    assert!(REUSED.load(Relaxed) > 0, "the spare was never reused");
+    assert!(FRESH.load(Relaxed) > 0);
+}
+
+/// The queue is dropped by whichever thread lets go of it last, with
+/// messages left in two blocks: the producer pushes four more (the rest of
+/// block 1, whose last slot links block 2, then block 2's first two) and
+/// drops its handle, while the consumer drains at most two and drops its
+/// own. `Drop` must see every published message (acquired through the
+/// `Arc`), drop each exactly once and free both blocks. Both threads must
+/// end up running `Drop` in the explored interleavings, and the drain must
+/// race the pushes.
+///
+/// The message pushed before the spawn makes the racing drain release
+/// bytes (an RMW on the state word): a consumer that only loads the state
+/// word is never ordered after a producer's load + CAS by loom 0.7's DPOR
+/// (tokio-rs/loom#392), which would leave the race unexplored.
+#[test]
+fn drop_walks_two_blocks() {
+    static DROP_ON_MAIN: AtomicUsize = AtomicUsize::new(0);
+    static DROP_ON_PRODUCER: AtomicUsize = AtomicUsize::new(0);
+    static DRAINED_A_PUSH: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(queue());
+        q.try_push(item(0, 0, &drops)).unwrap();
+        let producer = {
+            let (q, drops) = (q.clone(), drops.clone());
+            thread::spawn(move || {
+                for seq in 1..5 {
+                    q.try_push(item(0, seq, &drops)).unwrap();
+                }
+                if Arc::strong_count(&q) == 1 {
+                    DROP_ON_PRODUCER.fetch_add(1, Relaxed);
+                }
+                drop(q);
+            })
+        };
+        // Takes seq 0, maybe seq 1: seq 2 (block 1) to seq 4 (block 2) at
+        // least are left for `Drop`.
+        let mut got = Vec::new();
+        let d = q.drain_into(&mut got, 2);
+        assert!(d.items >= 1);
+        assert_eq!(seqs(&got), (0..d.items as u8).collect::<Vec<_>>());
+        if d.items == 2 {
+            DRAINED_A_PUSH.fetch_add(1, Relaxed);
+        }
+        drop(got);
+        if Arc::strong_count(&q) == 1 {
+            DROP_ON_MAIN.fetch_add(1, Relaxed);
+        }
+        drop(q);
+        producer.join().unwrap();
+        assert_eq!(drops.load(Relaxed), 5);
+    });
+    assert!(DROP_ON_MAIN.load(Relaxed) > 0);
+    assert!(DROP_ON_PRODUCER.load(Relaxed) > 0);
+    assert!(DRAINED_A_PUSH.load(Relaxed) > 0);
+}
+
+/// Defect 1 of issue 12: the drain callback panics (the IO thread's
+/// handler, caught by its `catch_unwind`) while a producer pushes across
+/// the block boundary. The bytes of the messages handed out are given back
+/// while unwinding, racing the producer's reservations on the state word:
+/// with room for three messages, the producer's second push fits only if
+/// that release came first. Both outcomes must occur; either way the count
+/// is exact, and back to 0 once the rest is drained.
+#[test]
+fn panicking_drain_callback_releases_bytes() {
+    static FIT: AtomicUsize = AtomicUsize::new(0);
+    static REFUSED: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(
+            SendQueue::builder()
+                .limit(3)
+                .entry_overhead(0)
+                .build::<Item>(),
+        );
+        for seq in 0..2 {
+            q.try_push(item(0, seq, &drops)).unwrap();
+        }
+        let producer = {
+            let (q, drops) = (q.clone(), drops.clone());
+            thread::spawn(move || {
+                // Slot 2 (links block 2): always fits (2 + 1 <= 3).
+                q.try_push(item(1, 0, &drops)).unwrap();
+                // Block 2's slot 0: fits once the panicking drain gave back
+                // its two bytes.
+                match q.try_push(item(1, 1, &drops)) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        assert!(e.is_full());
+                        drop(e.into_inner());
+                        false
+                    }
+                }
+            })
+        };
+        let mut handed = 0;
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            q.drain_each(usize::MAX, |it| {
+                handed += 1;
+                if it.producer == 0 && it.seq == 1 {
+                    // Without the panic hook: no output per execution.
+                    resume_unwind(Box::new("handler bug"));
+                }
+            })
+        }));
+        assert!(r.is_err(), "seq 1 of producer 0 is always handed out");
+        assert_eq!(handed, 2, "the drain stops at the panic");
+        let fit = producer.join().unwrap();
+        if fit {
+            FIT.fetch_add(1, Relaxed);
+        } else {
+            REFUSED.fetch_add(1, Relaxed);
+        }
+        // Only the producer's messages are still counted.
+        let pushed = 1 + fit as usize;
+        assert_eq!(q.queued_bytes(), pushed);
+        let mut got = Vec::new();
+        let d = q.drain_into(&mut got, usize::MAX);
+        assert_eq!((d.items, d.bytes, d.idle), (pushed, pushed, true));
+        assert!(got.iter().all(|i| i.producer == 1));
+        assert_eq!(seqs(&got), (0..pushed as u8).collect::<Vec<_>>());
+        assert_eq!(q.queued_bytes(), 0);
+        // The whole limit is available again.
+        for seq in 2..5 {
+            q.try_push(item(1, seq, &drops)).unwrap();
+        }
+        drop(got);
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 7);
+    });
+    assert!(FIT.load(Relaxed) > 0, "the release never came first");
+    assert!(REFUSED.load(Relaxed) > 0);
+}

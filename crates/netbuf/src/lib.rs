@@ -155,13 +155,9 @@
 
 #![warn(missing_docs)]
 
-mod cache;
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
-mod header;
-#[cfg(feature = "leak-trace")]
-mod leak;
 #[cfg(all(test, loom))]
 mod loom_models;
 mod message;
@@ -170,9 +166,9 @@ mod pool;
 mod recv;
 mod send;
 mod send_queue;
-mod shared;
 mod sync;
 
+pub use message::SharedMessage;
 pub use message::{CapacityError, Message, Origin};
 pub use notify::{CondvarNotify, FnNotify, Notify};
 pub use pool::{
@@ -193,4 +189,3 @@ pub use send::{
 pub use send_queue::{
     BatchError, Drained, MAX_LIMIT, Outgoing, PushError, QueueItem, SendQueue, SendQueueBuilder,
 };
-pub use shared::SharedMessage;

@@ -83,8 +83,8 @@ use core::ops::Deref;
 use core::{ptr, slice};
 
 use crate::message::Message;
+use crate::message::shared::SharedMessage;
 use crate::notify::Notify;
-use crate::shared::SharedMessage;
 #[cfg(loom)]
 use crate::sync::AtomicBool;
 use crate::sync::{AtomicPtr, AtomicU64, AtomicUsize, Ordering, UnsafeCell};

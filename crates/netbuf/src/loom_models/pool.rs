@@ -18,8 +18,8 @@ use allocators::CountingAllocator;
 use loom::sync::Notify;
 use loom::thread;
 
-use crate::cache::{self, Chain};
-use crate::header::Header;
+use crate::pool::cache::{self, Chain};
+use crate::pool::header::Header;
 use crate::pool::{MessagePool, PoolBuilder, PoolCore};
 use crate::sync::{Arc, AtomicBool, Ordering};
 

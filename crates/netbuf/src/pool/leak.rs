@@ -8,7 +8,7 @@ use core::ptr::NonNull;
 use std::backtrace::Backtrace;
 use std::collections::HashMap;
 
-use crate::header::{FLAG_TRACED, Header};
+use crate::pool::header::{FLAG_TRACED, Header};
 use crate::sync::{AtomicU64, Mutex, Ordering, lock};
 
 pub(crate) struct Tracer {

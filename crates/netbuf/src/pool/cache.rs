@@ -17,7 +17,7 @@
 use core::cell::RefCell;
 use core::ptr::NonNull;
 
-use crate::header::Header;
+use crate::pool::header::Header;
 use crate::pool::{PoolCore, ThreadCounters};
 use crate::sync::{Arc, Ordering, fence, lock, thread_local};
 

@@ -5,9 +5,9 @@ use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
 
-use crate::header::{Header, ORIGIN_HEAP};
 use crate::message::{Message, Origin, origin_of};
 use crate::pool;
+use crate::pool::header::{Header, ORIGIN_HEAP};
 use crate::sync::{Ordering, fence};
 
 /// An immutable message shared by reference count.

@@ -1,5 +1,9 @@
 //! [`Message`]: an owned, writable message from a [`MessagePool`](crate::MessagePool).
 
+pub(crate) mod shared;
+
+pub use shared::SharedMessage;
+
 use core::fmt;
 use core::mem::MaybeUninit;
 use core::ops::{Deref, DerefMut};
@@ -7,9 +11,8 @@ use core::ptr::NonNull;
 
 use bytes::buf::UninitSlice;
 
-use crate::header::{Header, ORIGIN_HEAP};
+use crate::pool::header::{Header, ORIGIN_HEAP};
 use crate::pool::{self, PoolCore};
-use crate::shared::SharedMessage;
 
 /// Where a message's memory came from, read from its origin tag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

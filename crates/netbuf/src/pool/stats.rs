@@ -1,0 +1,91 @@
+//! What a pool reports: [`PoolStats`], [`ClassStats`], [`LeakReport`].
+
+use core::fmt;
+
+/// Counters of a pool. Per-thread figures are read without stopping the
+/// threads, so a snapshot taken while they run is approximate; once they
+/// are quiet it is exact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Messages alive (pooled + heap).
+    pub live_messages: u64,
+    /// Capacity bytes of the live messages.
+    pub live_bytes: u64,
+    /// Live messages in pooled blocks.
+    pub pooled_live: u64,
+    /// Live messages on the fallback allocator.
+    pub heap_live: u64,
+    /// Capacity bytes of live heap messages.
+    pub heap_live_bytes: u64,
+    /// Pooled allocations ever.
+    pub pooled_allocs: u64,
+    /// Heap allocations ever.
+    pub heap_allocs: u64,
+    /// Pooled allocations served from a cache (thread or depot).
+    pub hits: u64,
+    /// Pooled allocations that needed a new block from the allocator.
+    pub misses: u64,
+    /// Bytes of free blocks held by caches and the depot.
+    pub bytes_cached: u64,
+    /// Threads currently holding a cache of this pool.
+    pub threads: usize,
+    /// Per size class.
+    pub classes: Vec<ClassStats>,
+}
+
+/// Counters of one size class.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Payload bytes per block.
+    pub size: usize,
+    /// Live messages.
+    pub live: u64,
+    /// Allocations ever.
+    pub allocs: u64,
+    /// Served from a cache.
+    pub hits: u64,
+    /// New blocks from the allocator.
+    pub misses: u64,
+    /// Blocks taken from the allocator and not given back (live + cached).
+    pub blocks_held: u64,
+    /// Free blocks in caches and the depot.
+    pub blocks_cached: u64,
+}
+
+/// Messages still alive when asked (see [`MessagePool::leak_report`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeakReport {
+    /// Live pooled messages.
+    pub live_pooled: u64,
+    /// Live heap messages.
+    pub live_heap: u64,
+    /// Their capacity bytes.
+    pub live_bytes: u64,
+    /// Allocation sites of sampled live messages (`leak-trace` feature),
+    /// as `(count, backtrace)`, most frequent first.
+    pub sampled_sites: Vec<(u64, String)>,
+}
+
+impl LeakReport {
+    /// No message is alive.
+    pub fn is_clean(&self) -> bool {
+        self.live_pooled == 0 && self.live_heap == 0
+    }
+}
+
+impl fmt::Display for LeakReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} live messages ({} pooled, {} heap, {} bytes)",
+            self.live_pooled + self.live_heap,
+            self.live_pooled,
+            self.live_heap,
+            self.live_bytes
+        )?;
+        for (n, site) in &self.sampled_sites {
+            write!(f, "\n  {n} allocated at:\n{site}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every loom model: the crate-private ones beside the code
-# (crates/netbuf/src/loom_models, `#[cfg(all(test, loom))]`) and the
+# (`loom.rs` in crates/netbuf/src/pool and src/send/queue, `#[cfg(all(test, loom))]`) and the
 # public-API ones in loom-tests/. Debug assertions stay on (as sharded-slab's
 # loom script does), so the queue's and pool's `debug_assert!`s run inside
 # the models; --release only speeds up the exploration.

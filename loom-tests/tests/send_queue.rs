@@ -4,10 +4,10 @@
 //! `CondvarNotify` (also with drains limited by `max`), exact byte
 //! accounting under races, a batch reserving a block's last slot for
 //! several messages, and close racing a push across a block boundary.
-//! Every block is leak-tracked by loom (see `send_queue.rs`). The models
-//! that need the queue's internals (spare block reuse, `Drop` over several
-//! blocks, a panicking drain callback) are beside the code, in
-//! `crates/netbuf/src/loom_models/send_queue.rs`.
+//! Every block is leak-tracked by loom (see `send/queue/block.rs`). The
+//! models that need the queue's internals (spare block reuse, `Drop` over
+//! several blocks, a panicking drain callback) are beside the code, in
+//! `crates/netbuf/src/send/queue/loom.rs`.
 //!
 //! Run: `scripts/loom.sh` (`RUSTFLAGS="--cfg loom -C debug-assertions=on"
 //! LOOM_MAX_PREEMPTIONS=2 cargo test -p loom-tests --release`)

@@ -158,19 +158,13 @@
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
-#[cfg(all(test, loom))]
-mod loom_models;
 mod message;
-mod notify;
 mod pool;
 mod recv;
 mod send;
-mod send_queue;
 mod sync;
 
-pub use message::SharedMessage;
-pub use message::{CapacityError, Message, Origin};
-pub use notify::{CondvarNotify, FnNotify, Notify};
+pub use message::{CapacityError, Message, Origin, Outgoing, SharedMessage};
 pub use pool::{
     ClassStats, LeakReport, MessagePool, PoolBuilder, PoolConfig, PoolError, PoolStats,
 };
@@ -181,11 +175,10 @@ pub use recv::{
 };
 #[cfg(feature = "chacha20")]
 pub use send::ChaCha20Transform;
+pub use send::{BatchError, Drained, MAX_LIMIT, PushError, QueueItem, SendQueue, SendQueueBuilder};
 pub use send::{
     Calibration, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher,
     GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate, calibrated,
     calibrated_threshold,
 };
-pub use send_queue::{
-    BatchError, Drained, MAX_LIMIT, Outgoing, PushError, QueueItem, SendQueue, SendQueueBuilder,
-};
+pub use send::{CondvarNotify, FnNotify, Notify};

@@ -58,30 +58,31 @@ fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-/// A decode input: 7 configuration bytes, then a stream of frames, mostly
-/// valid.
+/// A decode input: 7 configuration bytes, the framing byte (one of the
+/// three framings, sometimes with the validating wrapper), then a stream of
+/// frames in that framing, mostly valid.
 fn frame_stream(rng: &mut Rng) -> Vec<u8> {
+    use netbuf::framing::{Framing, HeaderBytes};
     let mut v = rng.bytes(7);
+    let which = rng.below(3) as u8 | if rng.below(4) == 0 { 0x80 } else { 0 };
+    v.push(which);
+    let framing = fuzzing::framings(usize::MAX)[(which % 3) as usize];
     for _ in 0..rng.below(12) {
         let len = match rng.below(10) {
             0 => rng.below(20_000),
             1..=3 => 0,
             _ => rng.below(300),
         };
-        let kind = if rng.below(20) == 0 {
+        // The header's own bytes: mostly small (the validating wrapper
+        // rejects a first byte of 0xF0 or more), sometimes anything.
+        let tag = if rng.below(20) == 0 {
             rng.next_u64() as u8
         } else {
-            1 + rng.below(7) as u8
+            rng.below(0xF0) as u8
         };
-        let flags = if rng.below(30) == 0 {
-            rng.next_u64() as u8
-        } else {
-            0
-        };
-        v.extend_from_slice(&(len as u32).to_le_bytes());
-        v.push(kind);
-        v.push(flags);
-        v.extend_from_slice(&(rng.next_u64() as u16).to_le_bytes());
+        let own = HeaderBytes::new(&vec![tag; framing.header_len()]);
+        let h = framing.encode_header(&own, len).expect("no limit");
+        v.extend_from_slice(h.as_slice());
         v.extend(rng.bytes(len));
     }
     v

@@ -1,7 +1,9 @@
 //! [`Message`]: an owned, writable message from a [`MessagePool`](crate::MessagePool).
 
+mod outgoing;
 pub(crate) mod shared;
 
+pub use outgoing::Outgoing;
 pub use shared::SharedMessage;
 
 use core::fmt;

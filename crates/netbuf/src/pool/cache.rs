@@ -222,7 +222,7 @@ pub(crate) unsafe fn park(core: NonNull<PoolCore>, class: usize, chain: Chain) {
             // closer's fence; this fence makes the argument rest on fences
             // alone, which is what loom checks: loom treats SeqCst loads and
             // stores as Acquire/Release and models only SeqCst fences. See
-            // `loom_models::pool::park_vs_close_strands_no_chain`, which
+            // `pool::loom::park_vs_close_strands_no_chain`, which
             // fails without either fence.) Cost: one fence per `batch` frees,
             // on the way to the depot.
             fence(Ordering::SeqCst);

@@ -34,13 +34,16 @@
 //! allocator; blocks cached by other threads go back when those threads next
 //! touch the pool or exit.
 
-mod cache;
+pub(crate) mod cache;
 mod config;
 pub(crate) mod header;
 #[cfg(feature = "leak-trace")]
 mod leak;
 mod state;
 mod stats;
+
+#[cfg(all(test, loom))]
+mod loom;
 
 pub use self::config::{PoolBuilder, PoolConfig};
 pub(crate) use self::state::*;

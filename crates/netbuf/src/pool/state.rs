@@ -268,7 +268,7 @@ impl PoolCore {
         // do not give that on their own in the language model (the scan's
         // loads are Relaxed), whatever x86 and ARMv8 do. Loom models SeqCst
         // fences but not SeqCst loads/stores, so this fence pair is what
-        // `loom_models::pool::park_vs_close_strands_no_chain` checks. For
+        // `pool::loom::park_vs_close_strands_no_chain` checks. For
         // `trim()` the fence is not needed, and harmless (cold path).
         fence(Ordering::SeqCst);
         let mut bytes = 0;

@@ -52,7 +52,7 @@ pub struct ClassStats {
     pub blocks_cached: u64,
 }
 
-/// Messages still alive when asked (see [`MessagePool::leak_report`]).
+/// Messages still alive when asked (see [`MessagePool::leak_report`](crate::MessagePool::leak_report)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LeakReport {
     /// Live pooled messages.

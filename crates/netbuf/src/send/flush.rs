@@ -33,7 +33,7 @@
 
 use super::transform::Transform;
 use crate::framing::{EncodeError, Framing, HeaderBytes};
-use crate::send_queue::QueueItem;
+use crate::{Outgoing, QueueItem};
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
 
@@ -60,7 +60,7 @@ pub const DEFAULT_GATHER_THRESHOLD: usize = 16 << 10;
 /// assert_eq!(netbuf::QueueItem::byte_size(&raw), 2);
 /// ```
 #[derive(Debug)]
-pub struct OutFrame<B = crate::send_queue::Outgoing> {
+pub struct OutFrame<B = Outgoing> {
     /// The encoded header.
     pub header: HeaderBytes,
     /// The body (its length must match what the header says).
@@ -263,7 +263,7 @@ impl<B: AsRef<[u8]>> Segment<B> {
 /// assert_eq!(out.len(), 4 + 3 + 4 + 2000);
 /// assert_eq!(f.metrics().gather_frames, 1);
 /// ```
-pub struct Flusher<B = crate::send_queue::Outgoing> {
+pub struct Flusher<B = Outgoing> {
     buf: Vec<u8>,
     segments: VecDeque<Segment<B>>,
     /// Bytes of `segments[0]` already written.

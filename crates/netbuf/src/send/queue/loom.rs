@@ -19,7 +19,7 @@
 //!   it rests on the single total order, which loom does not fully model;
 //!   the hand-offs are acquire/release RMWs on one location, which loom
 //!   models exactly.
-//! * The tail index wrapping at 2^33 (the ABA window in the module docs).
+//! * The tail index wrapping at 2^33 (the ABA window in `SendQueue`'s docs).
 //! * The backoff while another producer links a block is a
 //!   `loom::thread::yield_now` under loom, not the real spin.
 //! * Loom 0.7's DPOR never orders a consumer call that only *loads* the
@@ -37,7 +37,51 @@ use loom::alloc::Track;
 use loom::sync::Arc;
 use loom::thread;
 
-use crate::send_queue::{BLOCK_CAP, QueueItem, SendQueue};
+use super::state::BLOCK_CAP;
+use super::{QueueItem, SendQueue};
+use crate::sync::Ordering::Acquire;
+
+/// Internals the models check.
+impl<T: QueueItem> SendQueue<T> {
+    /// Address of the first block (0: none yet).
+    fn first_block_addr(&self) -> usize {
+        self.first.load(Acquire) as usize
+    }
+
+    /// Address of the block producers reserve in (0: none yet).
+    fn tail_block_addr(&self) -> usize {
+        self.tail_block.load(Acquire) as usize
+    }
+
+    /// Address of the spare block (0: none).
+    fn spare_addr(&self) -> usize {
+        self.spare.load(Acquire) as usize
+    }
+
+    /// Blocks from the consumer's (or the first, if it never drained) to
+    /// the tail block, both included. Only while no push is in progress.
+    fn blocks_in_use(&self) -> usize {
+        let c = self.consumer.lock();
+        let mut b = if c.block.is_null() {
+            self.first.load(Acquire)
+        } else {
+            c.block
+        };
+        if b.is_null() {
+            return 0;
+        }
+        let tail = self.tail_block.load(Acquire);
+        let mut n = 1;
+        while b != tail {
+            // SAFETY: with no push in progress, every block from the
+            // consumer's to the tail is linked and alive (only the consumer,
+            // whose lock we hold, recycles blocks).
+            b = unsafe { (*b).next() };
+            n += 1;
+        }
+        n
+    }
+}
 
 /// A test item: (producer, sequence number), one byte, leak-tracked by
 /// loom, counting its drops.

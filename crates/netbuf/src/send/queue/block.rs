@@ -1,0 +1,300 @@
+//! The block list: blocks of slots, how producers install, link and
+//! publish into them, how a reader walks them ([`Cursor`]), the spare
+//! block, and the walk that frees what is left when the queue drops.
+
+use core::mem::{self, MaybeUninit};
+use core::ptr;
+
+use super::state::{BLOCK_CAP, INDEX_ONE, next_index, offset_of};
+use super::{QueueItem, SendQueue};
+use crate::sync::{AtomicPtr, AtomicUsize, Ordering, UnsafeCell};
+
+/// Slot states.
+pub(super) const EMPTY: usize = 0;
+pub(super) const READY: usize = 1;
+pub(super) const PARKED: usize = 2;
+
+pub(super) struct Slot<T> {
+    item: UnsafeCell<MaybeUninit<T>>,
+    pub(super) state: AtomicUsize,
+}
+
+pub(super) struct Block<T> {
+    next: AtomicPtr<Block<T>>,
+    slots: [Slot<T>; BLOCK_CAP],
+    /// Under loom, a block still allocated when a model execution ends
+    /// fails the model ("Allocation leaked"), in every model of the queue.
+    #[cfg(loom)]
+    _leak_check: loom::alloc::Track<()>,
+}
+
+impl<T> Block<T> {
+    pub(super) fn alloc() -> *mut Block<T> {
+        Box::into_raw(Box::new(Block {
+            next: AtomicPtr::new(ptr::null_mut()),
+            slots: core::array::from_fn(|_| Slot {
+                item: UnsafeCell::new(MaybeUninit::uninit()),
+                state: AtomicUsize::new(EMPTY),
+            }),
+            #[cfg(loom)]
+            _leak_check: loom::alloc::Track::new(()),
+        }))
+    }
+
+    /// # Safety
+    /// `b` came from [`Block::alloc`], no slot holds an item, and nothing
+    /// else can reach it.
+    pub(super) unsafe fn free(b: *mut Block<T>) {
+        // SAFETY: guaranteed by the caller; `MaybeUninit` slots drop nothing.
+        drop(unsafe { Box::from_raw(b) });
+    }
+
+    /// The next block (null until linked).
+    #[cfg(all(test, loom))]
+    pub(super) fn next(&self) -> *mut Block<T> {
+        self.next.load(Ordering::Acquire)
+    }
+}
+
+/// A reading position in the block list: the next index to read (33-bit
+/// domain, never a boundary position) and the block holding it. The
+/// consumer's, kept under its lock, and the one the queue's `Drop` walks
+/// the leftovers with.
+pub(super) struct Cursor<T> {
+    pub(super) head: u64,
+    /// The block holding `head` (null: the consumer has not started; the
+    /// first block is then the queue's `first`).
+    pub(super) block: *mut Block<T>,
+}
+
+impl<T> Cursor<T> {
+    /// The slot at `head`.
+    ///
+    /// # Safety
+    /// `block` is the live block holding `head`.
+    #[inline]
+    pub(super) unsafe fn slot(&self) -> &Slot<T> {
+        // SAFETY: guaranteed by the caller.
+        unsafe { &(*self.block).slots[offset_of(self.head)] }
+    }
+
+    /// The one consumer advance: moves the item at `head` out and steps
+    /// past it. When that was the block's last slot, it also steps into the
+    /// next block and returns the block it left, for the caller to recycle
+    /// or free: every slot of it was published and read, so no producer
+    /// touches it any more and no item is left in it (`tail_block` moved on
+    /// before the last slot was published).
+    ///
+    /// The item is out and the cursor past it before the caller runs any
+    /// user code, so a panic there cannot make it readable twice.
+    ///
+    /// # Safety
+    /// `block` is the live block holding `head`, and the slot at `head` is
+    /// published (`READY`, acquired by the caller) and was never read.
+    #[inline]
+    pub(super) unsafe fn advance(&mut self) -> (T, Option<*mut Block<T>>) {
+        let off = offset_of(self.head);
+        // SAFETY: the caller's guarantee.
+        let slot = unsafe { &(*self.block).slots[off] };
+        // SAFETY: READY (acquired) means the producer wrote the item and
+        // will not touch the slot again; it is read exactly once: `head`
+        // moves past it.
+        let item = slot.item.with(|p| unsafe { ptr::read(p).assume_init() });
+        self.head = next_index(self.head);
+        if off + 1 != BLOCK_CAP {
+            return (item, None);
+        }
+        let old = self.block;
+        // SAFETY: the producer of the last slot linked the next block
+        // before publishing it (acquired by the caller).
+        let next = unsafe { (*old).next.load(Ordering::Acquire) };
+        debug_assert!(!next.is_null());
+        self.block = next;
+        // Past the boundary position.
+        self.head = next_index(self.head);
+        (item, Some(old))
+    }
+}
+
+impl<T: QueueItem> SendQueue<T> {
+    /// Installs the first block (the queue is created without one). Called
+    /// by a producer that found `tail_block` null, before it reserves: a
+    /// reservation is therefore only ever made once the block exists, which
+    /// is what lets the consumer find it (see `drain_inner`).
+    #[cold]
+    pub(super) fn first_block(&self) {
+        let mut f = self.first.load(Ordering::Acquire);
+        if f.is_null() {
+            let b = Block::<T>::alloc();
+            match self.first.compare_exchange(
+                ptr::null_mut(),
+                b,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => f = b,
+                Err(cur) => {
+                    // SAFETY: another producer installed its block first;
+                    // `b` was never published.
+                    unsafe { Block::free(b) };
+                    f = cur;
+                }
+            }
+        }
+        // `first` is set before `tail_block`, and every reservation is made
+        // after `tail_block` was seen non-null: whoever acquires a
+        // reservation also sees `first`. Only the null -> first transition
+        // is allowed here (a later block must not be overwritten).
+        let _ = self.tail_block.compare_exchange(
+            ptr::null_mut(),
+            f,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// A reset block for linking: the spare, or a new one.
+    pub(super) fn take_block(&self) -> *mut Block<T> {
+        let b = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
+        if b.is_null() { Block::alloc() } else { b }
+    }
+
+    /// Keeps `b` (a reset block nobody else can reach) as the spare, or
+    /// frees it.
+    pub(super) fn put_spare(&self, b: *mut Block<T>) {
+        if b.is_null() {
+            return;
+        }
+        if self
+            .spare
+            .compare_exchange(ptr::null_mut(), b, Ordering::Release, Ordering::Relaxed)
+            .is_err()
+        {
+            // SAFETY: `b` is reset and unreachable (caller's guarantee), and
+            // it did not become the spare.
+            unsafe { Block::free(b) };
+        }
+    }
+
+    /// Links `next` after `block`, whose last slot the caller reserved, and
+    /// moves the tail index past the boundary position.
+    ///
+    /// # Safety
+    /// The caller's reservation includes the last slot of `block` and it
+    /// has not published that slot yet (so `block` is alive); `next` is a
+    /// reset block nobody else can reach.
+    #[inline]
+    pub(super) unsafe fn link_next(&self, block: *mut Block<T>, next: *mut Block<T>) {
+        debug_assert!(!next.is_null());
+        // SAFETY: `block` is alive: our unpublished slot keeps the consumer
+        // from leaving it.
+        unsafe { (*block).next.store(next, Ordering::Release) };
+        self.tail_block.store(next, Ordering::Release);
+        // The index sits on the boundary position, which no one else can
+        // move; the add wraps out of the top of the word at 2^33.
+        self.state.fetch_add(INDEX_ONE, Ordering::Release);
+    }
+
+    /// Writes `item` into slot `off` of `block` and publishes it. Returns
+    /// whether the consumer had parked on that slot (it must be notified).
+    ///
+    /// # Safety
+    /// The caller reserved this slot (exactly once) and has not published
+    /// it; `block` is the block of that reservation.
+    #[inline]
+    pub(super) unsafe fn publish(&self, block: *mut Block<T>, off: usize, item: T) -> bool {
+        // SAFETY: the slot is reserved to us, so the consumer does not leave
+        // the block and nobody else writes this slot until we publish.
+        let slot = unsafe { &(*block).slots[off] };
+        // SAFETY: exclusive access to the cell until the `swap` below, which
+        // releases the write to the consumer.
+        slot.item.with_mut(|p| unsafe { (*p).write(item) });
+        // After this swap the consumer may read the slot and recycle the
+        // block: do not touch it again.
+        slot.state.swap(READY, Ordering::AcqRel) == PARKED
+    }
+
+    /// Resets a block the consumer left and keeps it as the spare.
+    ///
+    /// # Safety
+    /// Every slot of `b` was published and read; nothing else references it.
+    pub(super) unsafe fn recycle(&self, b: *mut Block<T>) {
+        // SAFETY: exclusive access (caller's guarantee).
+        let block = unsafe { &*b };
+        for s in &block.slots {
+            s.state.store(EMPTY, Ordering::Relaxed);
+        }
+        block.next.store(ptr::null_mut(), Ordering::Relaxed);
+        // The Release in `put_spare` publishes the reset to the producer
+        // that takes the block.
+        self.put_spare(b);
+    }
+}
+
+/// What the drop of a [`SendQueue`] still has to free: the items from
+/// `at.head` to `end` and the blocks holding them (from `at.block` on).
+pub(super) struct Remains<T> {
+    pub(super) at: Cursor<T>,
+    pub(super) end: u64,
+}
+
+impl<T> Remains<T> {
+    /// Moves the item at the cursor out and steps past it, freeing each
+    /// block it leaves; `None` at `end`.
+    ///
+    /// # Safety
+    /// As for [`drop_all`](Self::drop_all).
+    unsafe fn next(&mut self) -> Option<T> {
+        if self.at.head == self.end {
+            return None;
+        }
+        // SAFETY: `at.block` is the live block holding `at.head` (caller's
+        // guarantee, kept by `advance` when stepping to the next block).
+        let slot = unsafe { self.at.slot() };
+        if slot.state.load(Ordering::Acquire) != READY {
+            // Cannot happen (a push cannot stop between reserving and
+            // publishing); leak rather than read an unwritten slot.
+            self.end = self.at.head;
+            return None;
+        }
+        // SAFETY: a published item (acquired above), never read: the
+        // consumer stopped before it and nothing else reads it.
+        let (item, left) = unsafe { self.at.advance() };
+        if let Some(old) = left {
+            // SAFETY: all of the block's items were read; nothing else
+            // references it.
+            unsafe { Block::free(old) };
+        }
+        Some(item)
+    }
+
+    /// Drops every remaining item and frees the blocks. If an item's `Drop`
+    /// panics, the rest are still dropped and freed while unwinding (a
+    /// second panic aborts, as in `Vec`).
+    ///
+    /// # Safety
+    /// `at.block` is the live block holding `at.head`; the slots from
+    /// `at.head` to `end` hold items nobody else will read; nothing else
+    /// references `at.block` or the blocks after it.
+    pub(super) unsafe fn drop_all(&mut self) {
+        /// Carries on with the rest if an item's `Drop` panicked.
+        struct OnUnwind<'a, T>(&'a mut Remains<T>);
+        impl<T> Drop for OnUnwind<'_, T> {
+            fn drop(&mut self) {
+                // SAFETY: the caller's guarantees, still held by `Remains`.
+                unsafe { self.0.drop_all() };
+            }
+        }
+        // SAFETY: the caller's guarantees.
+        while let Some(item) = unsafe { self.next() } {
+            let guard = OnUnwind(self);
+            drop(item);
+            mem::forget(guard);
+        }
+        if !self.at.block.is_null() {
+            // SAFETY: every item of the block was read; nothing else
+            // references it, and `at.block` is cleared so it is freed once.
+            unsafe { Block::free(mem::replace(&mut self.at.block, ptr::null_mut())) };
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! What goes in ([`QueueItem`]) and what a drain reports ([`Drained`]).
+
+use crate::message::{Message, Outgoing, SharedMessage};
+
+/// An item a [`SendQueue`](super::SendQueue) can hold: it reports the bytes
+/// it will put on the wire, which is what the queue's bound counts.
+///
+/// `byte_size` must return the same value for as long as the item is
+/// queued (it is read once on push and once on drain). A wrong
+/// implementation can only skew the accounting (it saturates), never cause
+/// memory unsafety.
+pub trait QueueItem: Send {
+    /// Bytes this item accounts for (without the queue's per-entry overhead).
+    fn byte_size(&self) -> usize;
+}
+
+impl QueueItem for Message {
+    #[inline]
+    fn byte_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl QueueItem for SharedMessage {
+    #[inline]
+    fn byte_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl QueueItem for Outgoing {
+    #[inline]
+    fn byte_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl QueueItem for Vec<u8> {
+    #[inline]
+    fn byte_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl QueueItem for Box<[u8]> {
+    #[inline]
+    fn byte_size(&self) -> usize {
+        self.len()
+    }
+}
+
+impl QueueItem for bytes::Bytes {
+    #[inline]
+    fn byte_size(&self) -> usize {
+        self.len()
+    }
+}
+
+/// What one drain call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Drained {
+    /// Messages taken.
+    pub items: usize,
+    /// Bytes released (entry overhead included).
+    pub bytes: usize,
+    /// `true`: the queue was found empty and the wakeup is armed, so the
+    /// next push will call [`Notify::notify`](crate::Notify::notify); the
+    /// consumer may sleep.
+    /// `false`: the drain stopped at `max`; messages may remain, drain
+    /// again without waiting.
+    pub idle: bool,
+}

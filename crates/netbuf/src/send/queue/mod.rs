@@ -1,0 +1,679 @@
+//! [`SendQueue`]: a lock-free, byte-bounded MPSC queue of outgoing messages,
+//! one per session, with lost-wakeup-free "smart" notification.
+//!
+//! The design and its invariants are documented on [`SendQueue`] itself, so
+//! that they render. One concept per module:
+//!
+//! * `state`: the 64-bit state word (layout, bit helpers, backoff);
+//! * `block`: slots, blocks, the block list and the spare block, and the
+//!   [`Cursor`] a reader walks them with;
+//! * `consumer`: the lock that serialises the consumer side;
+//! * `guard`: the panic-safety guards of drains and batches;
+//! * `builder`, `error`, `item`: the public types around the queue;
+//! * `loom` (`--cfg loom` tests only): models of the internals.
+
+mod block;
+mod builder;
+mod consumer;
+mod error;
+mod guard;
+mod item;
+#[cfg(all(test, loom))]
+mod loom;
+mod state;
+
+pub use builder::SendQueueBuilder;
+pub use error::{BatchError, PushError};
+pub use item::{Drained, QueueItem};
+pub use state::MAX_LIMIT;
+
+use core::fmt;
+use core::ptr;
+
+use crossbeam_utils::CachePadded;
+
+use self::block::{Block, Cursor, EMPTY, PARKED, READY, Remains};
+use self::consumer::ConsumerLock;
+use self::guard::{BatchGuard, Unreleased};
+use self::state::{
+    BLOCK_CAP, BYTES_MASK, CLOSED, IDLE, UNWRITABLE, backoff, index_of, offset_of, released,
+    reserved, spin,
+};
+use crate::message::Outgoing;
+use crate::send::notify::Notify;
+use crate::sync::{AtomicPtr, AtomicU64, Ordering};
+
+/// A lock-free, byte-bounded multi-producer single-consumer queue of
+/// outgoing messages: one per session.
+///
+/// * Producers (logic threads) call [`try_push`](Self::try_push) or
+///   [`push_batch`](Self::push_batch) from any thread; they never block.
+///   Over the byte limit the message comes back in [`PushError::Full`].
+/// * The consumer (the session's IO thread) drains in batches with
+///   [`drain_into`](Self::drain_into) / [`drain_each`](Self::drain_each) and
+///   sleeps when a drain reports [`Drained::idle`]; the next push wakes it
+///   through the [`Notify`] given to the builder, once per
+///   empty -> non-empty transition.
+///
+/// Items are [`Outgoing`] by default, or any [`QueueItem`]. The design and
+/// its invariants follow the example.
+///
+/// ```
+/// use netbuf::{MessagePool, Outgoing, PushError, SendQueue};
+///
+/// let pool = MessagePool::new();
+/// let q: SendQueue = SendQueue::builder().limit(100).entry_overhead(0).build();
+///
+/// q.try_push(pool.message_from(&[1; 60]).unwrap().into()).unwrap();
+/// // 60 + 50 > 100: the message comes back intact.
+/// let Err(PushError::Full { item, queued_bytes, .. }) =
+///     q.try_push(pool.message_from(&[2; 50]).unwrap().into())
+/// else { panic!() };
+/// assert_eq!((item.len(), queued_bytes), (50, 60));
+///
+/// let mut out = Vec::new();
+/// let d = q.drain_into(&mut out, usize::MAX);
+/// assert_eq!((d.items, d.bytes, d.idle), (1, 60, true));
+/// q.try_push(item).unwrap(); // fits now
+/// ```
+///
+/// # Design
+///
+/// The queue is a linked list of fixed-size blocks of slots, as in
+/// `crossbeam_queue::SegQueue` and tokio's mpsc block list (a node per
+/// message, as in Vyukov's intrusive MPSC queue, would cost one allocation
+/// per push). What is specific to a session's send queue is that **one
+/// 64-bit state word** holds everything producers must agree on:
+///
+/// ```text
+/// bit 63 ............ 31 | 30     | 29   | 28         | 27 .......... 0
+/// tail index (33 bits)   | CLOSED | IDLE | UNWRITABLE | queued bytes (28 bits)
+/// ```
+///
+/// A producer reserves its slot **and** its bytes with a single
+/// compare-and-swap on that word, so:
+///
+/// * **The byte bound is exact.** A reservation only succeeds if
+///   `queued + entry <= limit` in the very word it updates; concurrent
+///   producers can never overshoot, not even by one message. An entry costs
+///   [`QueueItem::byte_size`] plus a fixed per-entry overhead (by default
+///   the size of one slot). A rejected message comes back inside
+///   [`PushError::Full`].
+/// * **Closing is exact.** `CLOSED` lives in the same word: every push
+///   either reserved before the close, or fails with [`PushError::Closed`].
+/// * **Writability is consistent.** `UNWRITABLE` is set by the reservation
+///   that reaches the high watermark and cleared by the release that goes
+///   down to the low watermark, in the same atomic update as the byte count,
+///   so it can never be left stale by a race (hysteresis without locks).
+///
+/// Slots are then written and published one by one (`swap(READY)` on the
+/// slot). The single consumer reads slots in index order, so each
+/// producer's messages come out in the order it pushed them. When the
+/// consumer leaves a block, every slot in it has been published and read,
+/// so no producer can still touch it: it is reset and kept as a spare for
+/// the next block (at most one spare), or freed.
+///
+/// # Smart notify, and why no wakeup is lost
+///
+/// The consumer is only woken when it may be asleep. A drain that finds
+/// nothing more to read *arms* a wakeup before it returns
+/// [`Drained::idle`] `== true`, in one of two ways:
+///
+/// 1. Nothing is reserved beyond what it read (tail index == head): it sets
+///    `IDLE` with a CAS on the state word that succeeds only while the tail
+///    index still equals its head. Every later reservation is a CAS on the
+///    same word, so exactly the first one sees `IDLE`, clears it, and calls
+///    [`Notify::notify`] after publishing its slot. This is the
+///    empty -> non-empty transition: one notify per idle period, never one
+///    per message.
+/// 2. A producer has reserved the head slot but not yet published it: the
+///    consumer marks that slot `PARKED` with a CAS. The producer publishes
+///    with a `swap`, sees `PARKED`, and notifies. If the CAS finds the slot
+///    already published, the drain simply goes on.
+///
+/// Both hand-offs are read-modify-writes on one location each (the state
+/// word, or the slot), so they are totally ordered: either the consumer's
+/// arming comes first and the producer sees it, or the producer's
+/// reservation/publication comes first and the consumer's arming CAS fails
+/// (or finds the slot ready) and it keeps draining. No `SeqCst` fences, no
+/// Dekker-style reasoning; `loom-tests/tests/send_queue.rs` checks it.
+///
+/// # Progress
+///
+/// Producers never take a lock and never wait for the consumer. Like
+/// `SegQueue`, a producer that arrives exactly while another one links the
+/// next block spins (with backoff) for those few instructions. The consumer
+/// side (`drain_*`, `close`) is serialised by a mutex that only the
+/// consumer and `close` take, so a misused second consumer is safe.
+///
+/// # Limits
+///
+/// The byte limit is at most [`MAX_LIMIT`] (256 MiB - 1). The tail index
+/// wraps at 2^33; a producer preempted between reading the state and its
+/// CAS for 2^33 pushes by others with identical byte count and flags would
+/// be fooled (the same ABA window `SegQueue` has at 2^64 / 64 bits).
+pub struct SendQueue<T: QueueItem = Outgoing> {
+    /// The state word (see "Design" above).
+    state: CachePadded<AtomicU64>,
+    /// The block producers reserve slots in.
+    tail_block: AtomicPtr<Block<T>>,
+    /// At most one reset block, ready to be linked as the next one.
+    spare: AtomicPtr<Block<T>>,
+    /// The first block, installed by the first push; the consumer starts
+    /// from it (by then `tail_block` may have moved on).
+    first: AtomicPtr<Block<T>>,
+    limit: u64,
+    overhead: u64,
+    high: u64,
+    low: u64,
+    notify: Option<Box<dyn Notify>>,
+    consumer: CachePadded<ConsumerLock<T>>,
+}
+
+// SAFETY: items are moved in by producers and out by the consumer, never
+// shared by reference between threads, so `T: Send` suffices; the raw block
+// pointers are owned by the queue and only dereferenced under the protocol
+// described on the type. `Notify` is `Send + Sync` by its bounds.
+unsafe impl<T: QueueItem> Send for SendQueue<T> {}
+// SAFETY: as above: `&SendQueue` only moves items in (push) or out (drain,
+// serialised by the consumer mutex).
+unsafe impl<T: QueueItem> Sync for SendQueue<T> {}
+
+impl<T: QueueItem> Default for SendQueue<T> {
+    fn default() -> Self {
+        SendQueue::builder().build()
+    }
+}
+
+/// Slots and bytes reserved by one CAS on the state word: `n` consecutive
+/// slots of `block`, from offset `off`.
+struct Reservation<T> {
+    block: *mut Block<T>,
+    off: usize,
+    n: usize,
+    /// `IDLE` was set: the consumer must be notified once published.
+    was_idle: bool,
+}
+
+impl<T> Reservation<T> {
+    /// Whether the reservation includes the block's last slot (its owner
+    /// links the next block before publishing).
+    #[inline]
+    fn takes_last_slot(&self) -> bool {
+        self.off + self.n == BLOCK_CAP
+    }
+}
+
+/// Why a reservation failed.
+enum Refused {
+    Closed,
+    Full { queued_bytes: usize },
+}
+
+impl SendQueue<Outgoing> {
+    /// A builder with the defaults (4 MiB limit, no notifier).
+    pub fn builder() -> SendQueueBuilder {
+        SendQueueBuilder::default()
+    }
+}
+
+impl<T: QueueItem> SendQueue<T> {
+    /// A queue with the default settings (4 MiB limit, no notifier).
+    pub fn new() -> Self {
+        SendQueueBuilder::default().build()
+    }
+
+    /// The byte limit.
+    pub fn limit(&self) -> usize {
+        self.limit as usize
+    }
+
+    /// The per-entry overhead counted on top of each item's size.
+    pub fn entry_overhead(&self) -> usize {
+        self.overhead as usize
+    }
+
+    /// Bytes queued (or reserved by pushes in progress), overhead included.
+    pub fn queued_bytes(&self) -> usize {
+        (self.state.load(Ordering::Relaxed) & BYTES_MASK) as usize
+    }
+
+    /// Whether the queue is below its high watermark (with hysteresis: after
+    /// reaching it, writable again only once drained to the low watermark)
+    /// and not closed.
+    pub fn is_writable(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & (UNWRITABLE | CLOSED) == 0
+    }
+
+    /// Whether [`close`](Self::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
+    /// Bytes an item accounts for: its size plus the entry overhead.
+    #[inline]
+    fn entry_size(&self, item: &T) -> u64 {
+        (item.byte_size() as u64).saturating_add(self.overhead)
+    }
+
+    /// Whether `bytes` more fit on top of `queued`.
+    #[inline]
+    fn fits(&self, queued: u64, bytes: u64) -> bool {
+        queued.saturating_add(bytes) <= self.limit
+    }
+
+    /// The reservation loop of every push: one CAS on the state word that
+    /// reserves consecutive slots of the tail block and their bytes.
+    ///
+    /// `fit(queued, room)` says how many of the caller's next items to
+    /// reserve (at most `room`, the slots left in the block) and their
+    /// entry bytes, given `queued` bytes in the queue; 0 items means the
+    /// next one does not fit. It runs again after a failed CAS, and only
+    /// before the CAS, so it may run user code that panics (`byte_size`).
+    ///
+    /// If the reservation is to include the block's last slot, a block for
+    /// linking is taken into `*next` first (unless it holds one); the
+    /// caller owns it, whatever the outcome.
+    fn reserve(
+        &self,
+        next: &mut *mut Block<T>,
+        mut fit: impl FnMut(u64, usize) -> (usize, u64),
+    ) -> Result<Reservation<T>, Refused> {
+        let mut step = 0;
+        let mut st = self.state.load(Ordering::Acquire);
+        loop {
+            if st & CLOSED != 0 {
+                return Err(Refused::Closed);
+            }
+            let off = offset_of(index_of(st));
+            if off == BLOCK_CAP {
+                // Another producer is linking the next block.
+                backoff(&mut step);
+                st = self.state.load(Ordering::Acquire);
+                continue;
+            }
+            let queued = st & BYTES_MASK;
+            let (n, bytes) = fit(queued, BLOCK_CAP - off);
+            if n == 0 {
+                return Err(Refused::Full {
+                    queued_bytes: queued as usize,
+                });
+            }
+            debug_assert!(off + n <= BLOCK_CAP);
+            if off + n == BLOCK_CAP && next.is_null() {
+                *next = self.take_block();
+            }
+            let block = self.tail_block.load(Ordering::Acquire);
+            if block.is_null() {
+                self.first_block();
+                continue;
+            }
+            match self.state.compare_exchange_weak(
+                st,
+                reserved(st, n as u64, bytes, self.high),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                // The slots are those of our index: `block` was the tail
+                // block when we read `st`, and it only moves on once its
+                // last slot was reserved and the boundary passed.
+                Ok(_) => {
+                    return Ok(Reservation {
+                        block,
+                        off,
+                        n,
+                        was_idle: st & IDLE != 0,
+                    });
+                }
+                Err(cur) => {
+                    st = cur;
+                    spin(&mut step);
+                }
+            }
+        }
+    }
+
+    #[inline]
+    fn wake(&self) {
+        if let Some(n) = &self.notify {
+            n.notify();
+        }
+    }
+
+    /// Queues `item` without blocking. Fails, handing the item back, if it
+    /// would take the queued bytes over the limit or the queue is closed.
+    ///
+    /// Calls the notifier if this push ends an idle period of the consumer.
+    ///
+    /// ```
+    /// let q: netbuf::SendQueue<Vec<u8>> = netbuf::SendQueue::new();
+    /// q.try_push(b"hello".to_vec()).unwrap();
+    /// assert_eq!(q.queued_bytes(), 5 + q.entry_overhead());
+    /// ```
+    pub fn try_push(&self, item: T) -> Result<(), PushError<T>> {
+        // Computed before reserving: nothing that can panic runs between a
+        // reservation and its publication.
+        let size = self.entry_size(&item);
+        let mut next: *mut Block<T> = ptr::null_mut();
+        let fit = |queued: u64, _room: usize| {
+            if self.fits(queued, size) {
+                (1, size)
+            } else {
+                (0, 0)
+            }
+        };
+        let r = match self.reserve(&mut next, fit) {
+            Ok(r) => r,
+            Err(refused) => {
+                self.put_spare(next);
+                return Err(match refused {
+                    Refused::Closed => PushError::Closed(item),
+                    Refused::Full { queued_bytes } => PushError::Full {
+                        item,
+                        queued_bytes,
+                        limit: self.limit as usize,
+                    },
+                });
+            }
+        };
+        if r.takes_last_slot() {
+            // SAFETY: we reserved the last slot of `r.block` and have not
+            // published it; `next` is ours.
+            unsafe { self.link_next(r.block, next) };
+            next = ptr::null_mut();
+        }
+        // SAFETY: slot `r.off` of `r.block` is ours, reserved above.
+        let parked = unsafe { self.publish(r.block, r.off, item) };
+        self.put_spare(next);
+        if r.was_idle || parked {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues as many messages from the front of `batch` as fit, in order,
+    /// with one reservation per block (up to 63 messages) and at most one
+    /// notification for the whole batch. Pushed messages are removed from
+    /// `batch`; on error the rest stay in it, in order.
+    ///
+    /// Returns the number pushed (all of them on `Ok`).
+    ///
+    /// ```
+    /// let q: netbuf::SendQueue<Vec<u8>> =
+    ///     netbuf::SendQueue::builder().limit(10).entry_overhead(0).build();
+    /// let mut batch = vec![vec![0; 4], vec![1; 4], vec![2; 4]];
+    /// let err = q.push_batch(&mut batch).unwrap_err();
+    /// assert!(matches!(err, netbuf::BatchError::Full { pushed: 2, .. }));
+    /// assert_eq!(batch, vec![vec![2; 4]]);
+    /// ```
+    pub fn push_batch(&self, batch: &mut Vec<T>) -> Result<usize, BatchError> {
+        // The guard settles the batch and the block taken for linking
+        // however this ends, a panic in `byte_size` included (issue 12).
+        let mut g = BatchGuard::new(self, batch);
+        let mut notify = false;
+        let result = loop {
+            let pushed = g.taken();
+            let (rest, next) = g.rest_and_next();
+            if rest.is_empty() {
+                break Ok(pushed);
+            }
+            // As many of the next items as fit in the block and the limit.
+            let fit = |queued: u64, room: usize| {
+                let mut size = 0u64;
+                let mut n = 0;
+                for item in rest.iter().take(room) {
+                    // User code, which may panic: before the reservation.
+                    let s = self.entry_size(item);
+                    if !self.fits(queued.saturating_add(size), s) {
+                        break;
+                    }
+                    size += s;
+                    n += 1;
+                }
+                (n, size)
+            };
+            let r = match self.reserve(next, fit) {
+                Ok(r) => r,
+                Err(Refused::Closed) => break Err(BatchError::Closed { pushed }),
+                Err(Refused::Full { queued_bytes }) => {
+                    break Err(BatchError::Full {
+                        pushed,
+                        queued_bytes,
+                        limit: self.limit as usize,
+                    });
+                }
+            };
+            // Nothing from here to the last publication can panic.
+            if r.takes_last_slot() {
+                // SAFETY: our reservation includes the block's last slot,
+                // not yet published; the block taken for linking is ours.
+                unsafe { self.link_next(r.block, g.take_next()) };
+            }
+            for i in 0..r.n {
+                // `r.n <= rest.len()`: the batch has these items.
+                let item = g.take();
+                // SAFETY: slots `r.off..r.off + r.n` of `r.block` are ours.
+                notify |= unsafe { self.publish(r.block, r.off + i, item) };
+            }
+            notify |= r.was_idle;
+        };
+        // Settle the batch and the spare before the notifier (user code)
+        // runs.
+        drop(g);
+        if notify {
+            self.wake();
+        }
+        result
+    }
+
+    /// Moves up to `max` queued messages into `out`, oldest first (each
+    /// producer's messages in the order it pushed them). See
+    /// [`Drained::idle`] for when the consumer may sleep.
+    ///
+    /// Only one thread should consume; concurrent calls are serialised.
+    pub fn drain_into(&self, out: &mut Vec<T>, max: usize) -> Drained {
+        self.drain_each(max, |item| out.push(item))
+    }
+
+    /// Like [`drain_into`](Self::drain_into), handing each message to `f`
+    /// (which must not push to or drain this queue).
+    ///
+    /// If `f` panics, the message it was given is gone (dropped by the
+    /// unwinding `f`), the bytes of every message handed out are given back,
+    /// and the messages after it stay queued for the next drain. The wakeup
+    /// is not armed: drain again before sleeping.
+    pub fn drain_each(&self, max: usize, f: impl FnMut(T)) -> Drained {
+        self.drain_inner(max, true, f)
+    }
+
+    fn drain_inner(&self, max: usize, arm: bool, mut f: impl FnMut(T)) -> Drained {
+        let mut c = self.consumer.lock();
+        // Bytes of the items handed out, given back in one RMW when the
+        // drain ends, or by the guard if user code panics first (issue 12).
+        // Declared after `c`, so it is dropped before the lock is released.
+        let mut unreleased = Unreleased {
+            queue: self,
+            bytes: 0,
+        };
+        let mut items = 0;
+        let mut total = 0u64;
+        if c.block.is_null() {
+            let b = self.first.load(Ordering::Acquire);
+            if b.is_null() {
+                // No block yet, so nothing was reserved before this load.
+                if !arm {
+                    return Drained::default();
+                }
+                if self.release(0, Some(c.head)) {
+                    return Drained {
+                        idle: true,
+                        ..Drained::default()
+                    };
+                }
+                // A producer reserved meanwhile; it installed the block
+                // before its reservation, which the state load in `release`
+                // acquired, so the block is visible now.
+            }
+            c.block = self.first.load(Ordering::Acquire);
+            debug_assert!(!c.block.is_null());
+        }
+        loop {
+            if items == max {
+                self.release(unreleased.take(), None);
+                return Drained {
+                    items,
+                    bytes: total as usize,
+                    idle: false,
+                };
+            }
+            // SAFETY: `c.block` is the consumer's current block: producers
+            // never free blocks and the consumer only recycles a block after
+            // leaving it.
+            let slot = unsafe { c.slot() };
+            if slot.state.load(Ordering::Acquire) == READY {
+                // SAFETY: published (acquired just above), and never read:
+                // the cursor only moves past a slot by reading it.
+                let (item, left) = unsafe { c.advance() };
+                items += 1;
+                if let Some(old) = left {
+                    // SAFETY: `advance` left `old` after reading its last
+                    // slot: all of it was published and read, and no
+                    // producer touches it any more.
+                    unsafe { self.recycle(old) };
+                }
+                // User code from here on (`byte_size`, `f`): the item is out
+                // of the queue and `c` has moved past it, so a panic cannot
+                // make it readable twice, and the guard gives back the bytes
+                // counted so far. (If `byte_size` panics, this item's bytes
+                // stay counted: a wrong `QueueItem` only skews accounting.)
+                let size = self.entry_size(&item);
+                total += size;
+                unreleased.bytes += size;
+                f(item);
+                continue;
+            }
+            if !arm {
+                self.release(unreleased.take(), None);
+                return Drained {
+                    items,
+                    bytes: total as usize,
+                    idle: false,
+                };
+            }
+            // Nothing published at `head`: arm the wakeup ("Smart notify"
+            // on the type).
+            if self.release(unreleased.take(), Some(c.head)) {
+                return Drained {
+                    items,
+                    bytes: total as usize,
+                    idle: true,
+                };
+            }
+            // A producer reserved slot `head` and has not published it.
+            match slot
+                .state
+                .compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) | Err(PARKED) => {
+                    return Drained {
+                        items,
+                        bytes: total as usize,
+                        idle: true,
+                    };
+                }
+                // Published meanwhile: keep draining.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Gives back `bytes`; with `idle_at = Some(head)`, also sets `IDLE` if
+    /// nothing is reserved beyond `head`. Returns whether it set `IDLE`.
+    fn release(&self, bytes: u64, idle_at: Option<u64>) -> bool {
+        let mut st = self.state.load(Ordering::Acquire);
+        loop {
+            let (new, idle) = released(st, bytes, self.low, idle_at);
+            if new == st {
+                return idle;
+            }
+            match self
+                .state
+                .compare_exchange_weak(st, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return idle,
+                Err(cur) => st = cur,
+            }
+        }
+    }
+
+    /// Closes the queue: every later push fails with
+    /// [`PushError::Closed`], and the messages queued now are dropped (freed
+    /// through their origin). Returns how many were dropped.
+    ///
+    /// A push that reserved its slot just before the close may publish its
+    /// message after this returns; that message is returned by a later
+    /// drain or freed when the queue drops, so nothing leaks.
+    ///
+    /// If a message's `Drop` panics, the panic propagates (the queue stays
+    /// closed); the bytes of the messages dropped are given back, and the
+    /// messages after it stay queued until a drain or the queue's drop.
+    ///
+    /// ```
+    /// let pool = netbuf::MessagePool::new();
+    /// let q: netbuf::SendQueue = netbuf::SendQueue::new();
+    /// q.try_push(pool.message_from(b"bye").unwrap().into()).unwrap();
+    /// assert_eq!(q.close(), 1);
+    /// assert_eq!(pool.stats().live_messages, 0);
+    /// assert!(q.try_push(pool.message_from(b"late").unwrap().into()).is_err());
+    /// ```
+    pub fn close(&self) -> usize {
+        self.state.fetch_or(CLOSED, Ordering::AcqRel);
+        self.drain_inner(usize::MAX, false, drop).items
+    }
+}
+
+impl<T: QueueItem> Drop for SendQueue<T> {
+    fn drop(&mut self) {
+        // First, so that a panicking item `Drop` below cannot leak it.
+        let spare = self.spare.swap(ptr::null_mut(), Ordering::Acquire);
+        if !spare.is_null() {
+            // SAFETY: the spare is reset, holds no item, and the queue is
+            // gone, so nothing else references it.
+            unsafe { Block::free(spare) };
+        }
+        let (head, mut block) = {
+            let c = self.consumer.lock();
+            (c.head, c.block)
+        };
+        if block.is_null() {
+            // The consumer never drained: start from the first block, if a
+            // push ever installed one.
+            block = self.first.load(Ordering::Acquire);
+            if block.is_null() {
+                return;
+            }
+        }
+        let end = index_of(self.state.load(Ordering::Acquire));
+        // No producer is running (we are exclusive), so every reserved slot
+        // between head and the tail index is published.
+        let mut rest = Remains {
+            at: Cursor { head, block },
+            end,
+        };
+        // SAFETY: `block` is the live block holding `head`, the items from
+        // `head` to `end` were never read, and the queue is gone, so nothing
+        // else references these blocks.
+        unsafe { rest.drop_all() };
+    }
+}
+
+impl<T: QueueItem> fmt::Debug for SendQueue<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendQueue")
+            .field("queued_bytes", &self.queued_bytes())
+            .field("limit", &self.limit)
+            .field("writable", &self.is_writable())
+            .field("closed", &self.is_closed())
+            .finish()
+    }
+}

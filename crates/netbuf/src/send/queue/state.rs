@@ -1,0 +1,122 @@
+//! The 64-bit state word every producer reserves in: its layout, the bit
+//! helpers, and the backoff of the loops that update it.
+//!
+//! ```text
+//! bit 63 ............ 31 | 30     | 29   | 28         | 27 .......... 0
+//! tail index (33 bits)   | CLOSED | IDLE | UNWRITABLE | queued bytes (28 bits)
+//! ```
+//!
+//! The tail index counts positions: `LAP` per block, the last of which
+//! (the boundary, offset `BLOCK_CAP`) no slot uses; the index sits on it
+//! while the producer of the block's last slot links the next block.
+
+/// Positions per block, including one "boundary" position that no slot
+/// uses (it marks "the next block is being linked"). Small under loom so
+/// models cross block boundaries with a handful of messages.
+#[cfg(not(loom))]
+const LAP: u64 = 64;
+#[cfg(loom)]
+const LAP: u64 = 4;
+/// Slots per block.
+pub(super) const BLOCK_CAP: usize = (LAP - 1) as usize;
+
+pub(super) const BYTES_MASK: u64 = (1 << 28) - 1;
+pub(super) const UNWRITABLE: u64 = 1 << 28;
+pub(super) const IDLE: u64 = 1 << 29;
+pub(super) const CLOSED: u64 = 1 << 30;
+const INDEX_SHIFT: u32 = 31;
+/// One position of the tail index, in the state word.
+pub(super) const INDEX_ONE: u64 = 1 << INDEX_SHIFT;
+const INDEX_MASK: u64 = u64::MAX >> INDEX_SHIFT;
+
+/// The largest byte limit a [`SendQueue`](super::SendQueue) supports
+/// (256 MiB - 1).
+pub const MAX_LIMIT: usize = BYTES_MASK as usize;
+
+/// The tail index of a state word.
+#[inline(always)]
+pub(super) fn index_of(state: u64) -> u64 {
+    state >> INDEX_SHIFT
+}
+
+/// The position in its block of an index (`BLOCK_CAP`: the boundary).
+#[inline(always)]
+pub(super) fn offset_of(index: u64) -> usize {
+    (index % LAP) as usize
+}
+
+/// The index after `index`, wrapping at 2^33.
+#[inline(always)]
+pub(super) fn next_index(index: u64) -> u64 {
+    (index + 1) & INDEX_MASK
+}
+
+/// The state after reserving `n` slots and `bytes` bytes from `st`: the
+/// tail index moves on, `IDLE` is cleared (the reservation that saw it
+/// notifies), and `UNWRITABLE` is set on reaching `high`.
+#[inline]
+pub(super) fn reserved(st: u64, n: u64, bytes: u64, high: u64) -> u64 {
+    let total = (st & BYTES_MASK) + bytes;
+    let mut new = st.wrapping_add(n << INDEX_SHIFT) + bytes;
+    new &= !IDLE;
+    if total >= high {
+        new |= UNWRITABLE;
+    }
+    new
+}
+
+/// The state after giving back `bytes` from `st` (saturating), clearing
+/// `UNWRITABLE` on falling to `low`; with `idle_at = Some(head)`, also
+/// setting `IDLE` if nothing is reserved beyond `head`. Returns the new
+/// state and whether it set `IDLE`.
+#[inline]
+pub(super) fn released(st: u64, bytes: u64, low: u64, idle_at: Option<u64>) -> (u64, bool) {
+    let left = (st & BYTES_MASK).saturating_sub(bytes);
+    let mut new = (st & !BYTES_MASK) | left;
+    if left <= low {
+        new &= !UNWRITABLE;
+    }
+    let idle = idle_at == Some(index_of(st));
+    if idle {
+        new |= IDLE;
+    }
+    (new, idle)
+}
+
+/// After a failed CAS: spins a little (exponentially, capped), so that
+/// contending producers spread out.
+#[inline]
+pub(super) fn spin(step: &mut u32) {
+    #[cfg(loom)]
+    let _ = step;
+    #[cfg(not(loom))]
+    {
+        for _ in 0..(1u32 << (*step).min(6)) {
+            core::hint::spin_loop();
+        }
+        *step += 1;
+    }
+}
+
+/// While waiting for another producer to link the next block: spins a
+/// little, then yields. Under loom, yields so the model scheduler runs the
+/// thread being waited for.
+#[inline]
+pub(super) fn backoff(step: &mut u32) {
+    #[cfg(loom)]
+    {
+        let _ = step;
+        loom::thread::yield_now();
+    }
+    #[cfg(not(loom))]
+    {
+        if *step < 6 {
+            for _ in 0..(1u32 << *step) {
+                core::hint::spin_loop();
+            }
+            *step += 1;
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}

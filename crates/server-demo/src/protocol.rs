@@ -215,10 +215,10 @@ impl Framing for DemoFraming {
 
     #[inline]
     fn decode_header(&self, src: &[u8]) -> Result<Option<FrameInfo<FrameHeader>>, DecodeError> {
-        let Some(info) = self.length.decode_header(src)? else {
+        let Some(body_len) = self.length.decode_len(src)? else {
             return Ok(None);
         };
-        let h = info.header.as_slice();
+        let h = &src[..HEADER_LEN];
         let Some(kind) = Kind::from_u8(h[4]) else {
             return Err(DecodeError::malformed(format!(
                 "unknown frame kind {}",
@@ -233,12 +233,12 @@ impl Framing for DemoFraming {
         }
         Ok(Some(FrameInfo {
             header: FrameHeader {
-                body_len: info.body_len as u32,
+                body_len: body_len as u32,
                 kind,
                 room: u16::from_le_bytes([h[6], h[7]]),
             },
             header_len: HEADER_LEN,
-            body_len: info.body_len,
+            body_len,
         }))
     }
 

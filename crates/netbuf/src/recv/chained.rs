@@ -84,7 +84,10 @@ pub struct ChainStats {
 /// assert_eq!(buf.blocks_held(), 0);
 /// ```
 #[derive(Debug)]
-pub struct ChainedBuffer<F = LengthDelimited, A: Allocator + Send + Sync + 'static = Global> {
+pub struct ChainedBuffer<
+    F: Framing = LengthDelimited,
+    A: Allocator + Send + Sync + 'static = Global,
+> {
     pool: MessagePool<A>,
     block_size: usize,
     blocks: VecDeque<Message>,
@@ -98,6 +101,9 @@ pub struct ChainedBuffer<F = LengthDelimited, A: Allocator + Send + Sync + 'stat
     /// Bytes past the back block's length known to be initialised.
     tail_init: usize,
     framing: F,
+    /// A large frame whose header was consumed and whose body is arriving
+    /// into a block of its own (see `stage_body`).
+    staged: Option<FrameInfo<F::Header>>,
     /// The last frame that spanned blocks, alive while its view is.
     assembled: Option<Message>,
     stats: ChainStats,
@@ -113,7 +119,7 @@ impl<A: Allocator + Send + Sync + 'static> ChainedBuffer<LengthDelimited, A> {
     }
 }
 
-impl<F, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
+impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
     /// A chain of blocks of at least `block_size` bytes (at least 16).
     /// Choose a size class of `pool`, or blocks come from its fallback
     /// allocator.
@@ -127,13 +133,16 @@ impl<F, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
             len: 0,
             tail_init: 0,
             framing,
+            staged: None,
             assembled: None,
             stats: ChainStats::default(),
             _not_sync: PhantomData,
         }
     }
 
-    /// Bytes received and not yet consumed.
+    /// Bytes received and not yet consumed (the header of a large frame
+    /// whose body is being received into its own block is not counted: it
+    /// was consumed when the body was staged).
     #[inline]
     pub fn buffered(&self) -> usize {
         self.len
@@ -208,7 +217,8 @@ impl<F, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
     fn settle(&mut self) {
         self.assembled = None;
         while let Some(f) = self.blocks.front() {
-            if self.head < f.len() {
+            // A staged body's block stays, even before its first byte.
+            if self.head < f.len() || (self.staged.is_some() && self.blocks.len() == 1) {
                 break;
             }
             self.pop_front();
@@ -436,57 +446,46 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
     /// of a block or more, stages it into a block of its own.
     fn next_complete(&mut self) -> Result<Option<FrameInfo<F::Header>>, DecodeError> {
         self.settle();
+        if let Some(info) = self.staged {
+            if self.len < info.body_len {
+                return Ok(None);
+            }
+            self.staged = None;
+            // The header was consumed when the body was staged.
+            return Ok(Some(FrameInfo {
+                header_len: 0,
+                ..info
+            }));
+        }
         let Some(info) = self.peek_header()? else {
             return Ok(None);
         };
         if self.len < info.frame_len() {
             if info.body_len >= self.block_size && self.back_limit == usize::MAX {
-                self.stage_body(&info)?;
+                self.stage_body(info)?;
             }
             return Ok(None);
         }
         Ok(Some(info))
     }
 
-    /// Moves the body bytes already buffered behind `info`'s header into a
-    /// block sized for the body; the header stays where it is.
-    fn stage_body(&mut self, info: &FrameInfo<F::Header>) -> Result<(), DecodeError> {
+    /// Consumes `info`'s header (kept decoded in `staged`) and moves the
+    /// body bytes already buffered into a block sized for the body, which
+    /// the next reads fill up to the body's end. Everything buffered
+    /// belongs to this frame (it is incomplete), so the chain is then that
+    /// one block: no other block stays held while the body arrives.
+    fn stage_body(&mut self, info: FrameInfo<F::Header>) -> Result<(), DecodeError> {
         let mut m = self.pool.alloc(info.body_len)?;
-        let have = self.len - info.header_len;
-        // Copy the bytes after the header, then cut them off the chain.
-        let mut skip = info.header_len;
-        for s in self.slices() {
-            if skip >= s.len() {
-                skip -= s.len();
-                continue;
-            }
-            m.extend_from_slice(&s[skip..]).expect("sized for the body");
-            skip = 0;
-        }
-        let mut cut = have;
-        while cut > 0 {
-            let keep_from = if self.blocks.len() == 1 { self.head } else { 0 };
-            let back = self.blocks.back_mut().expect("bytes to cut");
-            let avail = back.len() - keep_from;
-            if avail > cut {
-                let l = back.len() - cut;
-                back.truncate(l);
-                cut = 0;
-            } else {
-                back.truncate(keep_from);
-                cut -= avail;
-                if back.is_empty() {
-                    // A block with nothing left in it goes back at once.
-                    self.blocks.pop_back();
-                    if self.blocks.is_empty() {
-                        self.head = 0;
-                    }
-                }
-            }
-        }
+        self.advance(info.header_len);
+        let have = self.len;
+        self.take_into(&mut m, have);
+        debug_assert!(self.blocks.is_empty() && self.len == 0);
+        self.len = have;
         self.blocks.push_back(m);
+        self.head = 0;
         self.tail_init = 0;
         self.back_limit = info.body_len;
+        self.staged = Some(info);
         Ok(())
     }
 
@@ -556,6 +555,11 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
     /// At end of stream: `Ok(())` if no partial frame is left, else
     /// [`DecodeError::Truncated`] (or the header's error).
     pub fn finish(&self) -> Result<(), DecodeError> {
+        if let Some(info) = self.staged {
+            return Err(DecodeError::Truncated {
+                buffered: info.header_len + self.len,
+            });
+        }
         self.peek_header()?;
         if self.is_empty() {
             Ok(())
@@ -565,7 +569,7 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
     }
 }
 
-impl<F, A: Allocator + Send + Sync + 'static> Buf for ChainedBuffer<F, A> {
+impl<F: Framing, A: Allocator + Send + Sync + 'static> Buf for ChainedBuffer<F, A> {
     #[inline]
     fn remaining(&self) -> usize {
         self.len
@@ -611,7 +615,7 @@ impl<F, A: Allocator + Send + Sync + 'static> Buf for ChainedBuffer<F, A> {
 // SAFETY: `chunk_mut` exposes exactly the unwritten tail of the back block
 // (which we own), and `advance_mut` only commits bytes within that tail
 // (checked), which the caller promises it initialised.
-unsafe impl<F, A: Allocator + Send + Sync + 'static> BufMut for ChainedBuffer<F, A> {
+unsafe impl<F: Framing, A: Allocator + Send + Sync + 'static> BufMut for ChainedBuffer<F, A> {
     #[inline]
     fn remaining_mut(&self) -> usize {
         usize::MAX - self.len

@@ -146,7 +146,7 @@ impl HeaderBytes {
     /// assert_eq!(h.as_slice(), &[1, 2, 3]);
     /// ```
     #[inline]
-    pub const fn new(bytes: &[u8]) -> HeaderBytes {
+    pub fn new(bytes: &[u8]) -> HeaderBytes {
         match HeaderBytes::try_new(bytes) {
             Some(h) => h,
             None => panic!("a frame header is at most MAX_HEADER_LEN bytes"),
@@ -155,16 +155,12 @@ impl HeaderBytes {
 
     /// A copy of `bytes`, or `None` if longer than [`MAX_HEADER_LEN`].
     #[inline]
-    pub const fn try_new(bytes: &[u8]) -> Option<HeaderBytes> {
+    pub fn try_new(bytes: &[u8]) -> Option<HeaderBytes> {
         if bytes.len() > MAX_HEADER_LEN {
             return None;
         }
         let mut h = HeaderBytes::EMPTY;
-        let mut i = 0;
-        while i < bytes.len() {
-            h.bytes[i] = bytes[i];
-            i += 1;
-        }
+        h.bytes[..bytes.len()].copy_from_slice(bytes);
         h.len = bytes.len() as u8;
         Some(h)
     }

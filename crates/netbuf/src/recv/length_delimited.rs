@@ -195,21 +195,64 @@ impl LengthDelimited {
         self.header_len as usize
     }
 
-    /// Reads the length field of a complete header.
+    /// Reads the length field of a complete header (the common layouts
+    /// as fixed-size loads; the rest through a padded copy).
     #[inline(always)]
     fn read_field(&self, h: &[u8]) -> u64 {
-        let f = &h[self.offset as usize..][..self.width as usize];
-        let mut b = [0u8; 8];
-        match self.endian {
-            Endian::Little => {
-                b[..f.len()].copy_from_slice(f);
-                u64::from_le_bytes(b)
-            }
-            Endian::Big => {
-                b[8 - f.len()..].copy_from_slice(f);
-                u64::from_be_bytes(b)
+        let f = &h[self.offset as usize..];
+        match (self.width, self.endian) {
+            (4, Endian::Little) => u32::from_le_bytes([f[0], f[1], f[2], f[3]]) as u64,
+            (4, Endian::Big) => u32::from_be_bytes([f[0], f[1], f[2], f[3]]) as u64,
+            (2, Endian::Little) => u16::from_le_bytes([f[0], f[1]]) as u64,
+            (2, Endian::Big) => u16::from_be_bytes([f[0], f[1]]) as u64,
+            (1, _) => f[0] as u64,
+            (_, endian) => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&f[..8]);
+                match endian {
+                    Endian::Little => u64::from_le_bytes(b),
+                    Endian::Big => u64::from_be_bytes(b),
+                }
             }
         }
+    }
+
+    /// The body length a complete header announces, checked against the
+    /// adjustment and the limit; `Ok(None)` if `src` holds less than a
+    /// header. For framings built on this one that parse the rest of the
+    /// header themselves (no [`HeaderBytes`] copy).
+    ///
+    /// ```
+    /// let f = netbuf::framing::LengthDelimited::default();
+    /// assert_eq!(f.decode_len(&[0, 0, 1, 0, 9]).unwrap(), Some(256));
+    /// assert_eq!(f.decode_len(&[0, 0]).unwrap(), None);
+    /// ```
+    #[inline]
+    pub fn decode_len(&self, src: &[u8]) -> Result<Option<usize>, DecodeError> {
+        let Some(h) = src.get(..self.header_len as usize) else {
+            return Ok(None);
+        };
+        let field = self.read_field(h);
+        let body_len = if self.adjustment == 0 {
+            field
+        } else {
+            match field.checked_add_signed(self.adjustment) {
+                Some(l) => l,
+                None if self.adjustment < 0 => {
+                    return Err(DecodeError::malformed(
+                        "length field below the length adjustment",
+                    ));
+                }
+                None => u64::MAX,
+            }
+        };
+        if body_len > self.max_body as u64 {
+            return Err(DecodeError::FrameTooLarge {
+                len: body_len,
+                max: self.max_body,
+            });
+        }
+        Ok(Some(body_len as usize))
     }
 }
 
@@ -218,27 +261,14 @@ impl Framing for LengthDelimited {
 
     #[inline]
     fn decode_header(&self, src: &[u8]) -> Result<Option<FrameInfo<HeaderBytes>>, DecodeError> {
-        let header_len = self.header_len as usize;
-        let Some(h) = src.get(..header_len) else {
+        let Some(body_len) = self.decode_len(src)? else {
             return Ok(None);
         };
-        let field = self.read_field(h);
-        let body_len = i128::from(field) + i128::from(self.adjustment);
-        if body_len < 0 {
-            return Err(DecodeError::malformed(
-                "length field below the length adjustment",
-            ));
-        }
-        if body_len > self.max_body as i128 {
-            return Err(DecodeError::FrameTooLarge {
-                len: u64::try_from(body_len).unwrap_or(u64::MAX),
-                max: self.max_body,
-            });
-        }
+        let header_len = self.header_len as usize;
         Ok(Some(FrameInfo {
-            header: HeaderBytes::new(h),
+            header: HeaderBytes::new(&src[..header_len]),
             header_len,
-            body_len: body_len as usize,
+            body_len,
         }))
     }
 

@@ -112,7 +112,7 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> FrameSource for ChainedBu
 
 /// A receive buffer chosen at run time (e.g. the demo's `--recv` option).
 #[derive(Debug)]
-pub enum ReceiveBuffer<F, A: Allocator + Send + Sync + 'static = Global> {
+pub enum ReceiveBuffer<F: Framing, A: Allocator + Send + Sync + 'static = Global> {
     /// A linear buffer with lazy compaction.
     Linear(LinearBuffer<F>),
     /// A chain of pool blocks.

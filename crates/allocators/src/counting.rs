@@ -10,7 +10,9 @@
 //! allocates on others.
 //!
 //! Take a [`AllocStats`] (or [`ThreadStats`]) snapshot before and after a
-//! piece of work and subtract with `since`:
+//! piece of work and subtract with `since`. Per-thread snapshots only
+//! subtract on one thread: async code whose task can move between threads
+//! measures itself with [`counted`] instead (see [`CountedFuture`]).
 //!
 //! ```
 //! use allocators::{Counters, CountingAllocator};
@@ -29,8 +31,13 @@
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::Cell;
+use core::fmt;
+use core::future::{Future, IntoFuture};
+use core::ops::{Add, AddAssign};
+use core::pin::Pin;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use core::task::{Context, Poll};
 use std::sync::Arc;
 
 use allocator_api2::alloc::{AllocError, Allocator};
@@ -168,19 +175,44 @@ pub struct AllocStats {
 
 impl AllocStats {
     /// What happened between `earlier` and `self`.
+    ///
+    /// The counters only grow, so for snapshots in the right order this is
+    /// exact; the subtraction saturates (see [`AllocDelta`]), so swapped
+    /// arguments give zero counts rather than an overflow.
     pub fn since(&self, earlier: &AllocStats) -> AllocDelta {
         AllocDelta {
-            allocations: self.allocations.wrapping_sub(earlier.allocations),
-            deallocations: self.deallocations.wrapping_sub(earlier.deallocations),
-            reallocations: self.reallocations.wrapping_sub(earlier.reallocations),
-            bytes_allocated: self.bytes_allocated.wrapping_sub(earlier.bytes_allocated),
-            bytes_freed: self.bytes_freed.wrapping_sub(earlier.bytes_freed),
+            allocations: self.allocations.saturating_sub(earlier.allocations),
+            deallocations: self.deallocations.saturating_sub(earlier.deallocations),
+            reallocations: self.reallocations.saturating_sub(earlier.reallocations),
+            bytes_allocated: self.bytes_allocated.saturating_sub(earlier.bytes_allocated),
+            bytes_freed: self.bytes_freed.saturating_sub(earlier.bytes_freed),
             live_bytes_change: self.live_bytes.wrapping_sub(earlier.live_bytes),
+            cross_thread: false,
         }
     }
 }
 
-/// The difference between two snapshots.
+/// The difference between two snapshots, or a sum of such differences.
+///
+/// # Arithmetic
+///
+/// The count and byte fields are unsigned and computed with **saturating**
+/// arithmetic: a subtraction that would go below zero (the snapshots passed
+/// in the wrong order) gives 0, and a sum that would pass `u64::MAX` stays
+/// there; neither ever panics, in debug or release builds.
+/// `live_bytes_change` is the one signed field: live bytes may go down.
+///
+/// # Deltas across threads
+///
+/// Per-thread counters of two different threads cannot be subtracted: the
+/// result would charge one thread's history to the other. A
+/// [`ThreadStats::since`] whose two snapshots were taken on different
+/// threads (a task that moved between the worker threads of an async
+/// runtime across an `.await`) therefore returns a **sentinel**: every count
+/// zero and [`cross_thread`](Self::cross_thread) set. Check that flag (or use
+/// [`ThreadStats::try_since`]) before trusting a per-thread delta, in
+/// particular before asserting that it is zero; measure async code with
+/// [`counted`] instead.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AllocDelta {
     /// New allocations.
@@ -195,6 +227,11 @@ pub struct AllocDelta {
     pub bytes_freed: u64,
     /// Change of live bytes; 0 means everything allocated was freed again.
     pub live_bytes_change: i64,
+    /// Set when this is (or a sum including) a [`ThreadStats::since`] of
+    /// snapshots from two different threads: the counts are then not a
+    /// measurement (they are zero). Always `false` for [`AllocStats::since`]
+    /// and for what [`CountedFuture`] reports.
+    pub cross_thread: bool,
 }
 
 impl AllocDelta {
@@ -217,7 +254,33 @@ impl AllocDelta {
 
     /// Calls into the allocator of any kind (allocate, free, reallocate).
     pub fn calls(&self) -> u64 {
-        self.allocations + self.deallocations + self.reallocations
+        self.allocations
+            .saturating_add(self.deallocations)
+            .saturating_add(self.reallocations)
+    }
+}
+
+/// Sums two deltas field by field (saturating; `cross_thread` if either is),
+/// e.g. the deltas of several separate pieces of work.
+impl Add for AllocDelta {
+    type Output = AllocDelta;
+
+    fn add(self, rhs: AllocDelta) -> AllocDelta {
+        AllocDelta {
+            allocations: self.allocations.saturating_add(rhs.allocations),
+            deallocations: self.deallocations.saturating_add(rhs.deallocations),
+            reallocations: self.reallocations.saturating_add(rhs.reallocations),
+            bytes_allocated: self.bytes_allocated.saturating_add(rhs.bytes_allocated),
+            bytes_freed: self.bytes_freed.saturating_add(rhs.bytes_freed),
+            live_bytes_change: self.live_bytes_change.saturating_add(rhs.live_bytes_change),
+            cross_thread: self.cross_thread || rhs.cross_thread,
+        }
+    }
+}
+
+impl AddAssign for AllocDelta {
+    fn add_assign(&mut self, rhs: AllocDelta) {
+        *self = *self + rhs;
     }
 }
 
@@ -243,6 +306,27 @@ thread_local! {
             bytes_freed: 0,
         })
     };
+    // This thread's tag for `ThreadStats`, 0 until the first snapshot. Kept
+    // apart from `THREAD` so the allocator's path does not copy it around.
+    static THREAD_TAG: Cell<u64> = const { Cell::new(0) };
+}
+
+/// The next thread tag; 0 means "no thread".
+static NEXT_THREAD_TAG: AtomicU64 = AtomicU64::new(1);
+
+/// The calling thread's tag, assigned on first use (no allocation). Tags are
+/// never reused, unlike OS thread ids. 0 while the thread is torn down.
+fn thread_tag() -> u64 {
+    THREAD_TAG
+        .try_with(|t| {
+            let mut tag = t.get();
+            if tag == 0 {
+                tag = NEXT_THREAD_TAG.fetch_add(1, Relaxed);
+                t.set(tag);
+            }
+            tag
+        })
+        .unwrap_or(0)
 }
 
 #[inline]
@@ -259,6 +343,13 @@ fn thread_record(f: impl FnOnce(&mut ThreadCells)) {
 /// Allocation counts of the calling thread through the counting global
 /// allocator (live bytes are only kept process-wide: memory freed on
 /// another thread would make a per-thread figure meaningless).
+///
+/// A snapshot remembers the thread it was taken on
+/// ([`same_thread`](Self::same_thread)); [`since`](Self::since) only
+/// measures between two snapshots of one thread. The `Default` value (all
+/// zero, no thread) is the origin of every thread's counts:
+/// `thread_stats().since(&ThreadStats::default())` is everything the calling
+/// thread did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ThreadStats {
     /// Allocations made by this thread.
@@ -271,26 +362,62 @@ pub struct ThreadStats {
     pub bytes_allocated: u64,
     /// Bytes freed by this thread.
     pub bytes_freed: u64,
+    /// The tag of the thread the snapshot was taken on; 0 for none.
+    thread: u64,
 }
 
 impl ThreadStats {
+    /// Whether `self` and `other` were taken on the same thread, so that
+    /// [`since`](Self::since) between them measures something. A `Default`
+    /// snapshot (no thread) counts as the same thread as any other.
+    pub fn same_thread(&self, other: &ThreadStats) -> bool {
+        self.thread == 0 || other.thread == 0 || self.thread == other.thread
+    }
+
     /// What this thread did between `earlier` and `self`.
+    ///
+    /// Never panics. Saturating (see [`AllocDelta`]): snapshots passed in
+    /// the wrong order give zero counts. If the two snapshots come from
+    /// different threads (see [`same_thread`](Self::same_thread)), the result
+    /// is the [cross-thread sentinel](AllocDelta#deltas-across-threads): zero
+    /// counts with [`AllocDelta::cross_thread`] set. Use
+    /// [`try_since`](Self::try_since) to get an `Option` instead, and
+    /// [`counted`] to measure a future.
     pub fn since(&self, earlier: &ThreadStats) -> AllocDelta {
-        AllocDelta {
-            allocations: self.allocations - earlier.allocations,
-            deallocations: self.deallocations - earlier.deallocations,
-            reallocations: self.reallocations - earlier.reallocations,
-            bytes_allocated: self.bytes_allocated - earlier.bytes_allocated,
-            bytes_freed: self.bytes_freed - earlier.bytes_freed,
-            live_bytes_change: self.bytes_allocated as i64
-                - earlier.bytes_allocated as i64
-                - (self.bytes_freed as i64 - earlier.bytes_freed as i64),
+        self.try_since(earlier).unwrap_or(AllocDelta {
+            cross_thread: true,
+            ..AllocDelta::default()
+        })
+    }
+
+    /// What this thread did between `earlier` and `self`, or `None` if the
+    /// snapshots were taken on different threads. Saturating, like
+    /// [`since`](Self::since).
+    pub fn try_since(&self, earlier: &ThreadStats) -> Option<AllocDelta> {
+        if !self.same_thread(earlier) {
+            return None;
         }
+        let bytes_allocated = self.bytes_allocated.saturating_sub(earlier.bytes_allocated);
+        let bytes_freed = self.bytes_freed.saturating_sub(earlier.bytes_freed);
+        Some(AllocDelta {
+            allocations: self.allocations.saturating_sub(earlier.allocations),
+            deallocations: self.deallocations.saturating_sub(earlier.deallocations),
+            reallocations: self.reallocations.saturating_sub(earlier.reallocations),
+            bytes_allocated,
+            bytes_freed,
+            live_bytes_change: (bytes_allocated as i64).wrapping_sub(bytes_freed as i64),
+            cross_thread: false,
+        })
     }
 }
 
 /// The calling thread's counts through the counting global allocator.
+///
+/// Never allocates. Compare two snapshots with [`ThreadStats::since`] only
+/// on one thread; in async code, where a task may resume on another worker
+/// thread after an `.await`, wrap the future in [`counted`].
 pub fn thread_stats() -> ThreadStats {
+    let thread = thread_tag();
     THREAD
         .try_with(|c| {
             let v = c.get();
@@ -300,9 +427,154 @@ pub fn thread_stats() -> ThreadStats {
                 reallocations: v.reallocations,
                 bytes_allocated: v.bytes_allocated,
                 bytes_freed: v.bytes_freed,
+                thread,
             }
         })
         .unwrap_or_default()
+}
+
+/// Wraps a future so that it counts the allocations it makes while it is
+/// polled; see [`CountedFuture`].
+pub fn counted<F: IntoFuture>(future: F) -> CountedFuture<F::IntoFuture> {
+    CountedFuture::new(future.into_future())
+}
+
+/// A future that counts, through the counting global allocator, the
+/// allocator calls made **while its inner future is being polled**, and
+/// completes with `(output, counts)`.
+///
+/// Right before each `poll` of the inner future it takes a
+/// [`thread_stats()`] snapshot, right after the poll another one on the same
+/// thread, and adds the difference to its total. A task that moves between
+/// the worker threads of a multi-threaded runtime is therefore measured
+/// correctly: each poll is measured on the thread it ran on, and the
+/// allocations of other tasks polled on those threads between two polls are
+/// not counted. Runtime-agnostic: it only uses `std::future`.
+///
+/// Create it with [`counted`] or [`CountedFuture::new`]. The counts so far
+/// are also readable while it is pending, with [`counts`](Self::counts).
+/// Wrappers nest: an outer one also counts what an inner one counts.
+///
+/// # What it does not see
+///
+/// Only what the polling thread does inside those polls is counted, so the
+/// counts **leave out**:
+///
+/// * frees that happen elsewhere: memory the future allocated and handed
+///   to another task or thread, which frees it there, and whatever the
+///   output owns, freed after completion. So `live_bytes_change` is not
+///   "memory kept" (and memory allocated elsewhere that the future frees
+///   does count as freed);
+/// * the work of tasks the future spawns (the spawn call itself, allocating
+///   the task, is counted), and of threads or tasks it waits on (a
+///   `spawn_blocking` closure, a channel peer, a resolver thread);
+/// * the work the runtime does for the future outside its polls (waking
+///   it, I/O driver bookkeeping).
+///
+/// And, by design, it does **not** count the allocations of other tasks
+/// polled on the same threads. Anything the runtime itself allocates
+/// *inside* the poll is counted: tokio's `yield_now`, for one, may grow a
+/// per-worker list of deferred wakers.
+///
+/// Without the counting global allocator installed (with
+/// [`global_allocator!()`](crate::global_allocator)), every count is zero.
+///
+/// # Example
+///
+/// A request handler measured on a tokio multi-threaded runtime, while
+/// other tasks allocate on the same worker threads:
+///
+/// ```
+/// allocators::global_allocator!();
+///
+/// async fn handle(n: usize) -> usize {
+///     let mut v = Vec::with_capacity(n); // 1 allocation
+///     for i in 0..n {
+///         v.push(i);
+///         tokio::task::yield_now().await; // may resume on another worker
+///     }
+///     v.len()
+/// }
+///
+/// #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// async fn main() {
+///     let noise = tokio::spawn(async {
+///         for _ in 0..1000 {
+///             std::hint::black_box(vec![0u8; 100]);
+///             tokio::task::yield_now().await;
+///         }
+///     });
+///     let (len, counts) = tokio::spawn(allocators::counted(handle(100)))
+///         .await
+///         .unwrap();
+///     noise.await.unwrap();
+///     assert_eq!(len, 100);
+///     // The handler's one allocation (and its free), plus at most what
+///     // tokio's `yield_now` allocated inside its polls, but none of the
+///     // 1000 of the other task.
+///     assert!(counts.allocations >= 1 && counts.allocations < 10, "{counts:?}");
+///     assert!(counts.deallocations >= 1);
+///     assert!(!counts.cross_thread);
+/// }
+/// ```
+#[must_use = "futures do nothing unless you `.await` or poll them"]
+pub struct CountedFuture<F> {
+    inner: F,
+    counts: AllocDelta,
+}
+
+impl<F> CountedFuture<F> {
+    /// Wraps `inner`, with zero counts.
+    pub const fn new(inner: F) -> Self {
+        CountedFuture {
+            inner,
+            counts: AllocDelta {
+                allocations: 0,
+                deallocations: 0,
+                reallocations: 0,
+                bytes_allocated: 0,
+                bytes_freed: 0,
+                live_bytes_change: 0,
+                cross_thread: false,
+            },
+        }
+    }
+
+    /// What the inner future's polls have done so far.
+    pub fn counts(&self) -> AllocDelta {
+        self.counts
+    }
+}
+
+impl<F> fmt::Debug for CountedFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CountedFuture")
+            .field("counts", &self.counts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Future> Future for CountedFuture<F> {
+    type Output = (F::Output, AllocDelta);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: `inner` is structurally pinned: it is only ever reached
+        // through the `Pin::new_unchecked` below, never moved out of or
+        // replaced, and `CountedFuture` has no `Drop` impl and is `Unpin`
+        // only if `F` is. `counts` is not pinned and is only copied.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: see above; `this` came from a pinned `self`.
+        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
+        let before = thread_stats();
+        let poll = inner.poll(cx);
+        // Same thread as `before`: a poll runs on one thread from start to
+        // finish, so this is never the cross-thread sentinel.
+        this.counts += thread_stats().since(&before);
+        match poll {
+            Poll::Ready(output) => Poll::Ready((output, this.counts)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 /// A [`GlobalAlloc`] wrapper that counts every call into `A`.
@@ -569,6 +841,93 @@ mod tests {
         assert_eq!(d.allocations_per(4), 0.25);
         assert_eq!(d.bytes_per(4), 25.0);
         assert_eq!(AllocDelta::default().allocations_per(0), 0.0);
+    }
+
+    fn snap(thread: u64, n: u64) -> ThreadStats {
+        ThreadStats {
+            allocations: n,
+            deallocations: n / 2,
+            reallocations: n,
+            bytes_allocated: n * 8,
+            bytes_freed: n * 4,
+            thread,
+        }
+    }
+
+    /// Snapshots passed in the wrong order used to underflow (a panic in
+    /// debug builds); the subtraction saturates now.
+    #[test]
+    fn thread_deltas_saturate() {
+        let (early, late) = (snap(1, 3), snap(1, 10));
+        let d = late.since(&early);
+        assert_eq!((d.allocations, d.deallocations), (7, 4));
+        assert_eq!((d.bytes_allocated, d.bytes_freed), (56, 28));
+        assert_eq!(d.live_bytes_change, 28);
+        assert!(!d.cross_thread);
+        assert_eq!(early.since(&late), AllocDelta::default());
+        let big = ThreadStats {
+            allocations: u64::MAX,
+            ..snap(1, 0)
+        };
+        assert_eq!(snap(1, 1).since(&big).allocations, 0);
+        assert_eq!(
+            (AllocStats::default()).since(&AllocStats {
+                allocations: 5,
+                ..AllocStats::default()
+            }),
+            AllocDelta::default()
+        );
+    }
+
+    /// Per-thread snapshots of two threads do not subtract: `since` returns
+    /// the sentinel, `try_since` `None`.
+    #[test]
+    fn thread_deltas_across_threads_are_the_sentinel() {
+        let (here, there) = (snap(1, 3), snap(2, 10));
+        assert!(!there.same_thread(&here));
+        assert_eq!(there.try_since(&here), None);
+        for d in [there.since(&here), here.since(&there)] {
+            assert!(d.cross_thread);
+            assert_eq!(d.calls(), 0);
+            assert_eq!(d.bytes_allocated, 0);
+        }
+        // The default snapshot is every thread's origin.
+        let origin = ThreadStats::default();
+        assert!(there.same_thread(&origin) && origin.same_thread(&here));
+        assert_eq!(there.since(&origin).allocations, 10);
+        assert_eq!(there.try_since(&origin), Some(there.since(&origin)));
+    }
+
+    #[test]
+    fn deltas_add_up_saturating() {
+        let a = snap(1, 10).since(&snap(1, 4));
+        let mut sum = a + a;
+        assert_eq!(sum.allocations, 12);
+        assert_eq!(sum.live_bytes_change, 2 * a.live_bytes_change);
+        sum += AllocDelta {
+            allocations: u64::MAX,
+            cross_thread: true,
+            ..AllocDelta::default()
+        };
+        assert_eq!(sum.allocations, u64::MAX);
+        assert!(sum.cross_thread);
+        assert_eq!(sum.calls(), u64::MAX);
+    }
+
+    /// Without the counting global allocator (this unit-test binary has
+    /// none), a counted future completes with zero counts.
+    #[test]
+    fn counted_future_passes_the_output_through() {
+        let mut fut = core::pin::pin!(counted(async { 7 }));
+        assert_eq!(fut.counts(), AllocDelta::default());
+        let mut cx = Context::from_waker(core::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready((out, d)) => {
+                assert_eq!(out, 7);
+                assert_eq!(d, AllocDelta::default());
+            }
+            Poll::Pending => panic!("an async block without awaits is ready at once"),
+        }
     }
 
     /// A free of memory allocated before counting started takes live bytes

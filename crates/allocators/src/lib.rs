@@ -9,7 +9,9 @@
 //! * [`counting`]: [`Counting<A>`] wraps any [`GlobalAlloc`](core::alloc::GlobalAlloc)
 //!   and counts allocations, deallocations, reallocations, bytes, live and
 //!   peak live bytes, process-wide and per thread, so a benchmark can say
-//!   "0 allocations in this loop" or "3.0 allocations per message".
+//!   "0 allocations in this loop" or "3.0 allocations per message";
+//!   [`counted()`] measures a future (an async task) across the threads it
+//!   is polled on.
 //! * [`handle`] and [`arena`]: per-container allocators through
 //!   `allocator-api2`'s [`Allocator`](allocator_api2::alloc::Allocator) trait:
 //!   a handle on any global allocator, a counting adapter for any `Allocator`,
@@ -64,8 +66,8 @@ pub use bumpalo;
 
 pub use arena::{ArenaReset, FrameArena};
 pub use counting::{
-    AllocDelta, AllocStats, Counters, Counting, CountingAllocator, GLOBAL_COUNTERS, ThreadStats,
-    global_stats, thread_stats,
+    AllocDelta, AllocStats, CountedFuture, Counters, Counting, CountingAllocator, GLOBAL_COUNTERS,
+    ThreadStats, counted, global_stats, thread_stats,
 };
 pub use handle::{GlobalHandle, SelectedHandle, selected_handle};
 pub use selected::{AllocatorKind, SELECTED, Selected, active};

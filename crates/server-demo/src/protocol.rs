@@ -10,10 +10,14 @@
 //! offset 8  body
 //! ```
 //!
-//! The length is netbuf's [`LengthDelimited`] framing (4-byte little-endian
-//! field at offset 0, 8-byte header); [`DemoFraming`] adds the kind and
-//! flag checks on top, so an unknown kind or a reserved flag closes the
-//! session with a typed error, and hands out a parsed [`FrameHeader`].
+//! The length layout is what netbuf's [`LengthDelimited`] expresses with a
+//! 4-byte little-endian field at offset 0 and an 8-byte header
+//! ([`DemoFraming::length_framing`]; a test checks both agree).
+//! [`DemoFraming`] reads that fixed layout directly (constant offsets, so
+//! the decode compiles to a few instructions inside the buffers' loops) and
+//! adds the kind and flag checks, so an unknown kind or a reserved flag
+//! closes the session with a typed error; it hands out a parsed
+//! [`FrameHeader`].
 //!
 //! ```
 //! use netbuf::framing::{Framing, decode_frame};
@@ -140,11 +144,11 @@ impl FrameHeader {
     }
 }
 
-/// The demo's [`Framing`]: netbuf's [`LengthDelimited`] for the length,
-/// plus the kind and flags checks.
+/// The demo's [`Framing`]: the 8-byte header above, with the kind and
+/// flags checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DemoFraming {
-    length: LengthDelimited,
+    max_body: usize,
 }
 
 impl Default for DemoFraming {
@@ -162,7 +166,7 @@ impl DemoFraming {
     /// A body limit of `max_body` bytes (clamped to the `u32` length field).
     pub fn with_max_body(max_body: usize) -> DemoFraming {
         DemoFraming {
-            length: Self::length_framing().with_max_body(max_body.min(u32::MAX as usize)),
+            max_body: max_body.min(u32::MAX as usize),
         }
     }
 
@@ -178,7 +182,7 @@ impl DemoFraming {
     /// The body limit.
     #[inline]
     pub fn max_body(&self) -> usize {
-        self.length.max_body()
+        self.max_body
     }
 
     /// Decodes the header at the start of `src`: `Ok(None)` if fewer than
@@ -213,23 +217,20 @@ impl DemoFraming {
 impl Framing for DemoFraming {
     type Header = FrameHeader;
 
-    #[inline]
+    #[inline(always)]
     fn decode_header(&self, src: &[u8]) -> Result<Option<FrameInfo<FrameHeader>>, DecodeError> {
-        let Some(body_len) = self.length.decode_len(src)? else {
+        let Some(h) = src.first_chunk::<HEADER_LEN>() else {
             return Ok(None);
         };
-        let h = &src[..HEADER_LEN];
+        let body_len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+        if body_len > self.max_body {
+            return Err(too_large(body_len, self.max_body));
+        }
         let Some(kind) = Kind::from_u8(h[4]) else {
-            return Err(DecodeError::malformed(format!(
-                "unknown frame kind {}",
-                h[4]
-            )));
+            return Err(header_error(h[4], h[5]));
         };
         if h[5] != 0 {
-            return Err(DecodeError::malformed(format!(
-                "non-zero frame flags {:#04x}",
-                h[5]
-            )));
+            return Err(header_error(h[4], h[5]));
         }
         Ok(Some(FrameInfo {
             header: FrameHeader {
@@ -260,12 +261,33 @@ impl Framing for DemoFraming {
 
     #[inline]
     fn max_body(&self) -> usize {
-        self.length.max_body()
+        self.max_body
     }
 
     #[inline]
     fn max_header_len(&self) -> usize {
         HEADER_LEN
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn too_large(len: usize, max: usize) -> DecodeError {
+    DecodeError::FrameTooLarge {
+        len: len as u64,
+        max,
+    }
+}
+
+/// The error of a header with an unknown kind or reserved flags (out of
+/// line: the decode loop's happy path stays small).
+#[cold]
+#[inline(never)]
+fn header_error(kind: u8, flags: u8) -> DecodeError {
+    if Kind::from_u8(kind).is_none() {
+        DecodeError::malformed(format!("unknown frame kind {kind}"))
+    } else {
+        DecodeError::malformed(format!("non-zero frame flags {flags:#04x}"))
     }
 }
 

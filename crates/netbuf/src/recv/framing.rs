@@ -289,7 +289,7 @@ pub enum EncodeError {
 /// and the bytes it spans, or `Ok(None)` if it is not complete yet. The
 /// body limit is checked here too, so a framing that forgets it cannot make
 /// a buffer allocate for an oversized frame.
-#[inline]
+#[inline(always)]
 #[allow(clippy::type_complexity)]
 pub fn decode_frame<'a, F: Framing + ?Sized>(
     framing: &F,
@@ -312,7 +312,9 @@ pub fn decode_frame<'a, F: Framing + ?Sized>(
 }
 
 /// `framing.decode_header(src)` with the header and body limits enforced.
-#[inline]
+/// Inlined into the buffers' loops; the error paths are out of line so the
+/// happy path stays a few compares.
+#[inline(always)]
 pub(crate) fn decode_checked<F: Framing + ?Sized>(
     framing: &F,
     src: &[u8],
@@ -320,18 +322,23 @@ pub(crate) fn decode_checked<F: Framing + ?Sized>(
     let Some(info) = framing.decode_header(src)? else {
         return Ok(None);
     };
-    if info.body_len > framing.max_body() {
-        return Err(DecodeError::FrameTooLarge {
-            len: info.body_len as u64,
-            max: framing.max_body(),
-        });
-    }
-    if info.header_len > MAX_HEADER_LEN {
-        return Err(DecodeError::malformed(
-            "framing decoded a header longer than MAX_HEADER_LEN",
-        ));
+    if info.body_len > framing.max_body() || info.header_len > MAX_HEADER_LEN {
+        return Err(limit_error(info.body_len, framing.max_body()));
     }
     Ok(Some(info))
+}
+
+#[cold]
+#[inline(never)]
+fn limit_error(body_len: usize, max: usize) -> DecodeError {
+    if body_len > max {
+        DecodeError::FrameTooLarge {
+            len: body_len as u64,
+            max,
+        }
+    } else {
+        DecodeError::malformed("framing decoded a header longer than MAX_HEADER_LEN")
+    }
 }
 
 /// Appends header + body to `dst`, or fails without writing anything if the

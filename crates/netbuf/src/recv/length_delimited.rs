@@ -227,7 +227,7 @@ impl LengthDelimited {
     /// assert_eq!(f.decode_len(&[0, 0, 1, 0, 9]).unwrap(), Some(256));
     /// assert_eq!(f.decode_len(&[0, 0]).unwrap(), None);
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn decode_len(&self, src: &[u8]) -> Result<Option<usize>, DecodeError> {
         let Some(h) = src.get(..self.header_len as usize) else {
             return Ok(None);
@@ -238,28 +238,33 @@ impl LengthDelimited {
         } else {
             match field.checked_add_signed(self.adjustment) {
                 Some(l) => l,
-                None if self.adjustment < 0 => {
-                    return Err(DecodeError::malformed(
-                        "length field below the length adjustment",
-                    ));
-                }
+                None if self.adjustment < 0 => return Err(below_adjustment()),
                 None => u64::MAX,
             }
         };
         if body_len > self.max_body as u64 {
-            return Err(DecodeError::FrameTooLarge {
-                len: body_len,
-                max: self.max_body,
-            });
+            return Err(too_large(body_len, self.max_body));
         }
         Ok(Some(body_len as usize))
     }
 }
 
+#[cold]
+#[inline(never)]
+fn below_adjustment() -> DecodeError {
+    DecodeError::malformed("length field below the length adjustment")
+}
+
+#[cold]
+#[inline(never)]
+fn too_large(len: u64, max: usize) -> DecodeError {
+    DecodeError::FrameTooLarge { len, max }
+}
+
 impl Framing for LengthDelimited {
     type Header = HeaderBytes;
 
-    #[inline]
+    #[inline(always)]
     fn decode_header(&self, src: &[u8]) -> Result<Option<FrameInfo<HeaderBytes>>, DecodeError> {
         let Some(body_len) = self.decode_len(src)? else {
             return Ok(None);

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::{thread, time::Duration};
 
 use netbuf::framing::{HeaderBytes, LengthDelimited};
-use netbuf::{CondvarNotify, Flusher, GatherThreshold, LinearBuffer, MessagePool, Notify};
+use netbuf::{CondvarNotify, Flusher, GatherThreshold, LinearBuffer, MessagePool};
 use netbuf::{OutFrame, Outgoing, SendQueue};
 
 const ECHO: u16 = 1;
@@ -70,8 +70,7 @@ impl Server {
             }
             let others = |s: &Arc<Session>| !Arc::ptr_eq(s, &me);
             self.sessions.lock().unwrap().retain(others);
-            me.queue.close(); // the peer is gone: drop what it was not sent
-            me.wake.notify(); // close() does not wake the writer by itself
+            me.queue.close(); // the peer is gone: drop the rest, wake the writer
         });
     }
 

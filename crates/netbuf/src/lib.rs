@@ -122,8 +122,14 @@
 //! per-entry overhead) are reserved in the same atomic update as the slot,
 //! so concurrent producers never overshoot, and a refused message comes back
 //! in [`PushError::Full`]. The consumer is woken through a [`Notify`] (a
-//! mio `Waker`, [`CondvarNotify`], ...) only on the empty -> non-empty
-//! transition, with no lost wakeup (model-checked with loom).
+//! mio `Waker`, [`CondvarNotify`], [`WakerNotify`] for an async task, ...)
+//! on the empty -> non-empty transition and on close / shutdown, with no
+//! lost wakeup (model-checked with loom). Producers that would rather wait
+//! than be refused `send(item).await` ([`SendQueue::send`]): the consumer's
+//! release wakes them, with no runtime dependency (`std::task` only; the
+//! `netbuf-tokio` crate adds the tokio reader, writer and `Sink`).
+//! [`SendQueue::shutdown`] stops accepting and lets the consumer drain
+//! what is queued; [`SendQueue::close`] drops it.
 //!
 //! ```
 //! use netbuf::{MessagePool, Outgoing, SendQueue};
@@ -175,10 +181,12 @@ pub use recv::{
 };
 #[cfg(feature = "chacha20")]
 pub use send::ChaCha20Transform;
-pub use send::{BatchError, Drained, MAX_LIMIT, PushError, QueueItem, SendQueue, SendQueueBuilder};
+pub use send::{
+    BatchError, Drained, MAX_LIMIT, PushError, QueueItem, SendFuture, SendQueue, SendQueueBuilder,
+};
 pub use send::{
     Calibration, DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher,
     GatherThreshold, MAX_IOV, OutFrame, Transform, Transport, calibrate, calibrated,
     calibrated_threshold,
 };
-pub use send::{CondvarNotify, FnNotify, Notify};
+pub use send::{CondvarNotify, FnNotify, Notify, WakerNotify};

@@ -327,11 +327,13 @@ fn notify_once_per_empty_to_non_empty_transition() {
     assert_eq!(q.push_batch(&mut batch), Ok(500));
     assert_eq!(count.load(Ordering::SeqCst), 3);
 
-    // Rejected and closed pushes never notify.
+    // Close notifies once, unconditionally (to wake a sleeping consumer);
+    // rejected and closed pushes never notify.
     assert!(q.drain_into(&mut out, usize::MAX).idle);
     q.close();
+    assert_eq!(count.load(Ordering::SeqCst), 4);
     assert!(q.try_push(vec![9]).is_err());
-    assert_eq!(count.load(Ordering::SeqCst), 3);
+    assert_eq!(count.load(Ordering::SeqCst), 4);
     assert_eq!(out.len(), 506);
 }
 

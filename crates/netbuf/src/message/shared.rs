@@ -103,8 +103,20 @@ impl SharedMessage {
         Ok(m)
     }
 
-    /// Converts into [`bytes::Bytes`] without copying; the memory is
-    /// released through the origin tag when the last `Bytes` drops.
+    /// Converts into [`bytes::Bytes`] without copying the payload; the
+    /// memory is released through the origin tag when the last `Bytes`
+    /// drops. `Bytes::from_owner` allocates once (a small shared header
+    /// that holds this message), per conversion: to hand one broadcast to N
+    /// `Bytes` consumers, convert once and `clone()` the `Bytes` (a
+    /// refcount increment, no allocation), rather than converting N clones
+    /// of the `SharedMessage`.
+    ///
+    /// ```
+    /// let m = netbuf::MessagePool::new().message_from(b"news").unwrap().freeze();
+    /// let b: bytes::Bytes = m.into();
+    /// let for_everyone = [b.clone(), b.clone(), b]; // no further allocation
+    /// assert!(for_everyone.iter().all(|b| &b[..] == b"news"));
+    /// ```
     pub fn into_bytes(self) -> bytes::Bytes {
         bytes::Bytes::from_owner(self)
     }
@@ -165,6 +177,20 @@ impl Deref for SharedMessage {
 impl AsRef<[u8]> for SharedMessage {
     fn as_ref(&self) -> &[u8] {
         self
+    }
+}
+
+impl From<SharedMessage> for bytes::Bytes {
+    /// See [`SharedMessage::into_bytes`]: no copy, one small allocation.
+    fn from(m: SharedMessage) -> bytes::Bytes {
+        m.into_bytes()
+    }
+}
+
+impl From<Message> for bytes::Bytes {
+    /// Freezes the message and converts it: no copy, one small allocation.
+    fn from(m: Message) -> bytes::Bytes {
+        m.freeze().into_bytes()
     }
 }
 

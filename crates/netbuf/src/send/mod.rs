@@ -16,9 +16,9 @@ pub use flush::{
     DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher, GatherThreshold, MAX_IOV,
     OutFrame, Transport,
 };
-pub use notify::{CondvarNotify, FnNotify, Notify};
+pub use notify::{CondvarNotify, FnNotify, Notify, WakerNotify};
 pub use queue::{
-    BatchError, Drained, MAX_LIMIT, PushError, QueueItem, SendQueue, SendQueueBuilder,
+    BatchError, Drained, MAX_LIMIT, PushError, QueueItem, SendFuture, SendQueue, SendQueueBuilder,
 };
 #[cfg(feature = "chacha20")]
 pub use transform::ChaCha20Transform;

@@ -56,7 +56,7 @@ impl<T> Block<T> {
     }
 }
 
-/// A reading position in the block list: the next index to read (33-bit
+/// A reading position in the block list: the next index to read (32-bit
 /// domain, never a boundary position) and the block holding it. The
 /// consumer's, kept under its lock, and the one the queue's `Drop` walks
 /// the leftovers with.
@@ -191,7 +191,7 @@ impl<T: QueueItem> SendQueue<T> {
         unsafe { (*block).next.store(next, Ordering::Release) };
         self.tail_block.store(next, Ordering::Release);
         // The index sits on the boundary position, which no one else can
-        // move; the add wraps out of the top of the word at 2^33.
+        // move; the add wraps out of the top of the word at 2^32.
         self.state.fetch_add(INDEX_ONE, Ordering::Release);
     }
 

@@ -9,6 +9,7 @@ use crossbeam_utils::CachePadded;
 use super::block::{Block, Cursor, Slot};
 use super::consumer::ConsumerLock;
 use super::state::{IDLE, MAX_LIMIT};
+use super::waiters::Waiters;
 use super::{QueueItem, SendQueue};
 use crate::send::notify::Notify;
 use crate::sync::{AtomicPtr, AtomicU64};
@@ -77,7 +78,10 @@ impl SendQueueBuilder {
         self
     }
 
-    /// The consumer's wakeup (default: none; the consumer polls).
+    /// The consumer's wakeup (default: none; the consumer polls). A
+    /// [`WakerNotify`](crate::WakerNotify) for an async consumer
+    /// ([`SendQueue::poll_drain_each`]), a [`CondvarNotify`](crate::CondvarNotify)
+    /// for a blocking one, or a mio waker for an event loop.
     pub fn notify(mut self, notify: impl Notify + 'static) -> Self {
         self.notify = Some(Box::new(notify));
         self
@@ -108,6 +112,7 @@ impl SendQueueBuilder {
             high,
             low,
             notify: self.notify,
+            waiters: Waiters::new(),
             consumer: CachePadded::new(ConsumerLock::new(Cursor {
                 head: 0,
                 block: first,

@@ -5,23 +5,39 @@
 use core::{mem, ptr, slice};
 
 use super::block::Block;
-use super::{QueueItem, SendQueue};
+use super::{QueueItem, Released, SendQueue};
 
 /// Bytes of the items a drain handed out that it has not given back to the
-/// state word yet. A drain that ends gives them back itself, in the one RMW
-/// that may also arm the wakeup ([`take`](Self::take)); if user code panics
-/// first (the `drain_each` callback, an item's `Drop` in `close`,
-/// `byte_size`), the drop of this guard gives them back while unwinding.
+/// state word yet, and whether a release asked for the producers waiting
+/// for space to be woken. A drain that ends gives the bytes back itself, in
+/// the one RMW that may also arm the wakeup ([`release`](Self::release));
+/// if user code panics first (the `drain_each` callback, an item's `Drop`
+/// in `close`, `byte_size`), the drop of this guard gives them back while
+/// unwinding. Either way, its drop wakes the waiting producers if a release
+/// cleared `WAITERS`: the guard outlives the consumer lock, so the wakers
+/// run after the lock is released, and no release can skip the wake.
 pub(super) struct Unreleased<'a, T: QueueItem> {
-    pub(super) queue: &'a SendQueue<T>,
+    queue: &'a SendQueue<T>,
     pub(super) bytes: u64,
+    wake_waiters: bool,
 }
 
-impl<T: QueueItem> Unreleased<'_, T> {
-    /// The bytes, for the caller to release; the guard then holds none.
+impl<'a, T: QueueItem> Unreleased<'a, T> {
+    pub(super) fn new(queue: &'a SendQueue<T>) -> Self {
+        Unreleased {
+            queue,
+            bytes: 0,
+            wake_waiters: false,
+        }
+    }
+
+    /// Gives the bytes back ([`SendQueue::release`]); the guard then holds
+    /// none, and remembers whether to wake the waiting producers.
     #[inline]
-    pub(super) fn take(&mut self) -> u64 {
-        mem::take(&mut self.bytes)
+    pub(super) fn release(&mut self, idle_at: Option<u64>) -> Released {
+        let r = self.queue.release(mem::take(&mut self.bytes), idle_at);
+        self.wake_waiters |= r.wake_waiters;
+        r
     }
 }
 
@@ -29,7 +45,10 @@ impl<T: QueueItem> Drop for Unreleased<'_, T> {
     #[inline]
     fn drop(&mut self) {
         if self.bytes != 0 {
-            self.queue.release(self.bytes, None);
+            self.release(None);
+        }
+        if self.wake_waiters {
+            self.queue.waiters.wake_all();
         }
     }
 }

@@ -65,8 +65,14 @@ pub struct Drained {
     pub bytes: usize,
     /// `true`: the queue was found empty and the wakeup is armed, so the
     /// next push will call [`Notify::notify`](crate::Notify::notify); the
-    /// consumer may sleep.
+    /// consumer may sleep (unless [`closed`](Self::closed)).
     /// `false`: the drain stopped at `max`; messages may remain, drain
     /// again without waiting.
     pub idle: bool,
+    /// `true`: the queue is closed or shut down and nothing is left to
+    /// drain, now or ever (no push that reserved before the close is still
+    /// unpublished): the consumer can end. Only set with `idle`; a drain
+    /// that stops at `max` reports `false` even if it took the last
+    /// message, and the next drain reports `true`.
+    pub closed: bool,
 }

@@ -1,9 +1,13 @@
-//! Loom models of the send queue's block list, beside the code: the
+//! Loom models of the send queue's internals, beside the code: the
 //! recycled block reused as a third block, `Drop` walking several blocks,
-//! and a drain callback that panics (issue 12). The public-API models
-//! (exactly-once delivery, smart notify, byte accounting, close, batches on
-//! a block's last slot, drains limited by `max`) are in
-//! `loom-tests/tests/send_queue.rs`.
+//! a drain callback that panics (issue 12), and the waiter list of
+//! producers waiting for space (a `Sink`-style `try_push_or_wait` that
+//! registers, or retries after its `WAITERS` CAS failed; a cancelled send
+//! racing a release). The public-API models (exactly-once delivery, smart
+//! notify, byte accounting, close, batches on a block's last slot, drains
+//! limited by `max`) are in `loom-tests/tests/send_queue.rs`; those of the
+//! waiting side (sends completing, cancellation, close and shutdown waking
+//! producers and consumers) in `loom-tests/tests/send_space.rs`.
 //!
 //! Blocks hold `BLOCK_CAP` = 3 slots under loom (`LAP` = 4). Every block
 //! carries a `loom::alloc::Track` under loom, and so does every `Item`
@@ -19,7 +23,7 @@
 //!   it rests on the single total order, which loom does not fully model;
 //!   the hand-offs are acquire/release RMWs on one location, which loom
 //!   models exactly.
-//! * The tail index wrapping at 2^33 (the ABA window in `SendQueue`'s docs).
+//! * The tail index wrapping at 2^32 (the ABA window in `SendQueue`'s docs).
 //! * The backoff while another producer links a block is a
 //!   `loom::thread::yield_now` under loom, not the real spin.
 //! * Loom 0.7's DPOR never orders a consumer call that only *loads* the
@@ -29,16 +33,19 @@
 //!   models below make the racing drain release bytes (an RMW), and count
 //!   the interleavings they rely on, so that they are really explored.
 
+use std::future::{Future, poll_fn};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::pin::{Pin, pin};
 use std::sync::Arc as StdArc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::task::{Context, Poll, Wake, Waker};
 
 use loom::alloc::Track;
 use loom::sync::Arc;
 use loom::thread;
 
-use super::state::BLOCK_CAP;
-use super::{QueueItem, SendQueue};
+use super::state::{BLOCK_CAP, WAITERS};
+use super::{PushError, QueueItem, SendQueue};
 use crate::sync::Ordering::Acquire;
 
 /// Internals the models check.
@@ -51,6 +58,11 @@ impl<T: QueueItem> SendQueue<T> {
     /// Address of the block producers reserve in (0: none yet).
     fn tail_block_addr(&self) -> usize {
         self.tail_block.load(Acquire) as usize
+    }
+
+    /// Whether `WAITERS` is set.
+    fn waiters_bit(&self) -> bool {
+        self.state.load(Acquire) & WAITERS != 0
     }
 
     /// Address of the spare block (0: none).
@@ -120,6 +132,33 @@ fn queue() -> SendQueue<Item> {
 
 fn seqs(got: &[Item]) -> Vec<u8> {
     got.iter().map(|i| i.seq).collect()
+}
+
+/// Drives `f` to completion without an executor: the waker notifies a
+/// loom `Notify` (which remembers a notification that comes before the
+/// wait), and the thread waits on it while `f` is pending; a wakeup that
+/// never comes is a deadlock for loom. (`loom::future::block_on` needs
+/// loom's `futures` feature, which the workspace does not enable.)
+fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(loom::sync::Notify);
+    impl Wake for Unpark {
+        fn wake(self: StdArc<Self>) {
+            self.0.notify();
+        }
+        fn wake_by_ref(self: &StdArc<Self>) {
+            self.0.notify();
+        }
+    }
+    let unpark = StdArc::new(Unpark(loom::sync::Notify::new()));
+    let waker = Waker::from(unpark.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        unpark.0.wait();
+    }
 }
 
 /// Block 1 is read to its end (and recycled as the spare) by a drain that
@@ -315,4 +354,138 @@ fn panicking_drain_callback_releases_bytes() {
     });
     assert!(FIT.load(Relaxed) > 0, "the release never came first");
     assert!(REFUSED.load(Relaxed) > 0);
+}
+
+/// A `Sink`-style producer: `try_push_or_wait` with the task's waker,
+/// `Pending` on `Full` (holding the item), on a full queue (limit 1) while
+/// the consumer drains once. Three paths, all of which must occur:
+/// * it registered and waited, and the release woke it;
+/// * it registered, but its `WAITERS` CAS failed because the release came
+///   in between: it retried and pushed without waiting (and took its
+///   registration back);
+/// * the release came first and it pushed at once.
+///
+/// Whichever, the push completes (a lost wakeup is a deadlock), the count
+/// is exact, and the waiter list is empty and `WAITERS` clear at the end.
+#[test]
+fn sink_style_wait_registers_or_retries() {
+    static WAITED: AtomicUsize = AtomicUsize::new(0);
+    static RETRIED: AtomicUsize = AtomicUsize::new(0);
+    static DIRECT: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(
+            SendQueue::builder()
+                .limit(1)
+                .entry_overhead(0)
+                .build::<Item>(),
+        );
+        q.try_push(item(0, 0, &drops)).unwrap();
+        let producer = {
+            let (q, drops) = (q.clone(), drops.clone());
+            thread::spawn(move || {
+                let mut pending = Some(item(1, 0, &drops));
+                let mut waited = false;
+                block_on(poll_fn(|cx| {
+                    let it = pending.take().unwrap();
+                    match q.try_push_or_wait(it, cx.waker()) {
+                        Ok(()) => Poll::Ready(()),
+                        Err(PushError::Full { item, .. }) => {
+                            waited = true;
+                            pending = Some(item);
+                            Poll::Pending
+                        }
+                        Err(e) => panic!("{e:?}"),
+                    }
+                }));
+                waited
+            })
+        };
+        let mut got = Vec::new();
+        assert_eq!(q.drain_into(&mut got, usize::MAX).items, 1);
+        let waited = producer.join().unwrap();
+        if waited {
+            WAITED.fetch_add(1, Relaxed);
+        } else if q.waiters.created() > 0 {
+            RETRIED.fetch_add(1, Relaxed);
+        } else {
+            DIRECT.fetch_add(1, Relaxed);
+        }
+        assert_eq!(q.waiters.len(), 0);
+        assert!(!q.waiters_bit());
+        assert_eq!(q.queued_bytes(), 1);
+        q.drain_into(&mut got, usize::MAX);
+        assert_eq!(seqs(&got), [0, 0]);
+        assert_eq!(got[1].producer, 1);
+        drop(got);
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 2);
+    });
+    assert!(WAITED.load(Relaxed) > 0, "never waited");
+    assert!(
+        RETRIED.load(Relaxed) > 0,
+        "the failed WAITERS CAS never retried"
+    );
+    assert!(DIRECT.load(Relaxed) > 0);
+}
+
+/// A send polled once on a full queue (registering, unless the release
+/// came first) is dropped while the consumer's drain releases the byte.
+/// The cancelled send's entry is gone from the list, `WAITERS` is clear,
+/// the count is exact, and a later send completes at once. Both a send
+/// cancelled after registering and one that completed must occur.
+#[test]
+fn cancelled_send_racing_release_deregisters() {
+    static CANCELLED: AtomicUsize = AtomicUsize::new(0);
+    static COMPLETED: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(
+            SendQueue::builder()
+                .limit(1)
+                .entry_overhead(0)
+                .build::<Item>(),
+        );
+        q.try_push(item(0, 0, &drops)).unwrap();
+        let producer = {
+            let (q, drops) = (q.clone(), drops.clone());
+            thread::spawn(move || {
+                let mut send = q.send(item(1, 0, &drops));
+                let r = Pin::new(&mut send).poll(&mut Context::from_waker(Waker::noop()));
+                drop(send);
+                // Gone, whether the drop took it back or the release's wake
+                // took it first (this is the only producer).
+                assert_eq!(q.waiters.len(), 0);
+                r.map(|r| r.unwrap()).is_ready()
+            })
+        };
+        let mut got = Vec::new();
+        assert_eq!(q.drain_into(&mut got, usize::MAX).items, 1);
+        let completed = producer.join().unwrap();
+        if completed {
+            COMPLETED.fetch_add(1, Relaxed);
+        } else {
+            CANCELLED.fetch_add(1, Relaxed);
+            assert!(q.waiters.created() > 0, "pending means registered");
+        }
+        assert_eq!(q.waiters.len(), 0);
+        assert!(!q.waiters_bit());
+        assert_eq!(q.queued_bytes(), usize::from(completed));
+        assert_eq!(drops.load(Relaxed), usize::from(!completed));
+        q.drain_into(&mut got, usize::MAX);
+        let mut send = q.send(item(2, 0, &drops));
+        assert!(
+            Pin::new(&mut send)
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_ready()
+        );
+        drop(send);
+        assert_eq!(q.queued_bytes(), 1);
+        assert_eq!(q.waiters.len(), 0);
+        drop(got);
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 3);
+    });
+    assert!(CANCELLED.load(Relaxed) > 0);
+    assert!(COMPLETED.load(Relaxed) > 0);
 }

@@ -9,6 +9,8 @@
 //!   [`Cursor`] a reader walks them with;
 //! * `consumer`: the lock that serialises the consumer side;
 //! * `guard`: the panic-safety guards of drains and batches;
+//! * `waiters`: the wakers of producers waiting for space;
+//! * `future`: [`SendFuture`], a push that waits for space;
 //! * `builder`, `error`, `item`: the public types around the queue;
 //! * `loom` (`--cfg loom` tests only): models of the internals.
 
@@ -16,19 +18,23 @@ mod block;
 mod builder;
 mod consumer;
 mod error;
+mod future;
 mod guard;
 mod item;
 #[cfg(all(test, loom))]
 mod loom;
 mod state;
+mod waiters;
 
 pub use builder::SendQueueBuilder;
 pub use error::{BatchError, PushError};
+pub use future::SendFuture;
 pub use item::{Drained, QueueItem};
 pub use state::MAX_LIMIT;
 
 use core::fmt;
 use core::ptr;
+use core::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
 
@@ -36,9 +42,10 @@ use self::block::{Block, Cursor, EMPTY, PARKED, READY, Remains};
 use self::consumer::ConsumerLock;
 use self::guard::{BatchGuard, Unreleased};
 use self::state::{
-    BLOCK_CAP, BYTES_MASK, CLOSED, IDLE, UNWRITABLE, backoff, index_of, offset_of, released,
-    reserved, spin,
+    BLOCK_CAP, BYTES_MASK, CLOSED, IDLE, UNWRITABLE, WAITERS, backoff, index_of, offset_of,
+    released, reserved, spin,
 };
+use self::waiters::{Share, WaitSlot, Waiters};
 use crate::message::Outgoing;
 use crate::send::notify::Notify;
 use crate::sync::{AtomicPtr, AtomicU64, Ordering};
@@ -49,11 +56,22 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 /// * Producers (logic threads) call [`try_push`](Self::try_push) or
 ///   [`push_batch`](Self::push_batch) from any thread; they never block.
 ///   Over the byte limit the message comes back in [`PushError::Full`].
+///   Async producers can wait for space instead:
+///   [`send(item).await`](Self::send), or
+///   [`try_push_or_wait`](Self::try_push_or_wait) in a `Sink`'s poll
+///   functions ("Space wakeups" below).
 /// * The consumer (the session's IO thread) drains in batches with
 ///   [`drain_into`](Self::drain_into) / [`drain_each`](Self::drain_each) and
 ///   sleeps when a drain reports [`Drained::idle`]; the next push wakes it
 ///   through the [`Notify`] given to the builder, once per
-///   empty -> non-empty transition.
+///   empty -> non-empty transition. An async consumer uses a
+///   [`WakerNotify`](crate::WakerNotify) and
+///   [`poll_drain_each`](Self::poll_drain_each) ("Async consumer" below).
+/// * [`shutdown`](Self::shutdown) ends the session gracefully (no more
+///   pushes; the consumer drains what is queued, then sees
+///   [`Drained::closed`]); [`close`](Self::close) ends it at once (no more
+///   pushes; what is queued is dropped). Both wake the consumer and every
+///   waiting producer ("Closing" below).
 ///
 /// Items are [`Outgoing`] by default, or any [`QueueItem`]. The design and
 /// its invariants follow the example.
@@ -86,8 +104,8 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 /// 64-bit state word** holds everything producers must agree on:
 ///
 /// ```text
-/// bit 63 ............ 31 | 30     | 29   | 28         | 27 .......... 0
-/// tail index (33 bits)   | CLOSED | IDLE | UNWRITABLE | queued bytes (28 bits)
+/// bit 63 ...... 32 | 31      | 30     | 29   | 28         | 27 ...... 0
+/// tail index (32)  | WAITERS | CLOSED | IDLE | UNWRITABLE | queued bytes (28)
 /// ```
 ///
 /// A producer reserves its slot **and** its bytes with a single
@@ -101,6 +119,8 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 ///   [`PushError::Full`].
 /// * **Closing is exact.** `CLOSED` lives in the same word: every push
 ///   either reserved before the close, or fails with [`PushError::Closed`].
+/// * **Waiting for space loses no wakeup.** `WAITERS` lives in the same
+///   word too ("Space wakeups" below).
 /// * **Writability is consistent.** `UNWRITABLE` is set by the reservation
 ///   that reaches the high watermark and cleared by the release that goes
 ///   down to the low watermark, in the same atomic update as the byte count,
@@ -138,9 +158,75 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 /// (or finds the slot ready) and it keeps draining. No `SeqCst` fences, no
 /// Dekker-style reasoning; `loom-tests/tests/send_queue.rs` checks it.
 ///
+/// # Space wakeups (producers waiting for room)
+///
+/// A producer that finds the queue full ([`send`](Self::send),
+/// [`try_push_or_wait`](Self::try_push_or_wait)) registers its waker in a
+/// waiter list (behind a mutex that only waiting producers, the waking
+/// release and `close` take), **then** sets `WAITERS` with a CAS that
+/// succeeds only on the exact state word it found full. If the CAS fails,
+/// the word changed (bytes released, a close, another reservation): it
+/// retries the push instead of waiting. Every release of bytes (a drain,
+/// `close`, the panic guards) is one RMW on the word that clears `WAITERS`
+/// and, if the word it replaced had it, wakes **every** registered
+/// producer (the list is emptied; each retries, and the ones still refused
+/// register again). Waking all rather than "enough for the freed bytes"
+/// keeps the protocol simple: items differ in size, and a woken producer
+/// may be gone (cancelled). `close` and `shutdown` set `CLOSED` (clearing
+/// `WAITERS`) and wake every registered producer; they then get
+/// [`PushError::Closed`].
+///
+/// No wakeup is lost, for the same reason as above: the producer's CAS and
+/// the consumer's release are RMWs on one word. If the CAS comes first, the
+/// release sees `WAITERS` and (having acquired the CAS, which the
+/// registration happens-before) finds the waker in the list; if the
+/// release comes first, the word the producer saw is gone, its CAS fails
+/// and it retries the push, which now sees the freed bytes.
+///
+/// A push that registered but then did not wait (its retry succeeded or
+/// found the queue closed) takes its entry back, and so does a pending
+/// [`SendFuture`] that is dropped (cancelled). A `try_push_or_wait` that
+/// returned `Full` leaves its entry until the next wake, whoever retries
+/// (at most one spurious wakeup if its task pushed by other means). So the
+/// next release of bytes, or a close, always empties the list: no waker
+/// lingers in it. `loom-tests/tests/send_space.rs` and the models beside
+/// the code check this, cancellation included.
+///
+/// # Async consumer
+///
+/// Build the queue with a [`WakerNotify`](crate::WakerNotify) and drain
+/// with [`poll_drain_each`](Self::poll_drain_each) /
+/// [`poll_drain_into`](Self::poll_drain_into): they register the task's
+/// waker, **then** drain, and return `Pending` only when the drain found
+/// nothing and armed the wakeup; the next push (or a close) wakes the
+/// task. Registering after the drain could lose the wakeup of a push made
+/// in between. The same pattern by hand: `notify.register(cx.waker())`,
+/// then `drain_each`, then `Pending` if [`Drained::idle`] and nothing was
+/// taken.
+///
+/// # Closing
+///
+/// * [`shutdown`](Self::shutdown): graceful. Pushes (and sends waiting for
+///   space) fail with [`PushError::Closed`] from then on; what is queued
+///   stays for the consumer, whose drains return it and then report
+///   [`Drained::closed`].
+/// * [`close`](Self::close): abrupt. Pushes fail likewise, and what is
+///   queued is dropped at once; the consumer's next drain reports
+///   [`Drained::closed`] (after any message whose push had reserved its
+///   slot before the close).
+///
+/// Both call the consumer's [`Notify`] unconditionally (whether or not it
+/// is armed), so a consumer asleep in any mode ([`CondvarNotify`],
+/// [`WakerNotify`](crate::WakerNotify), a mio waker) wakes up, drains and
+/// ends; and both wake every producer waiting for space.
+///
+/// [`CondvarNotify`]: crate::CondvarNotify
+///
 /// # Progress
 ///
-/// Producers never take a lock and never wait for the consumer. Like
+/// Pushes never take a lock and never wait for the consumer (only a
+/// producer that found the queue full and chose to wait takes the waiter
+/// list's mutex, briefly, to register). Like
 /// `SegQueue`, a producer that arrives exactly while another one links the
 /// next block spins (with backoff) for those few instructions. The consumer
 /// side (`drain_*`, `close`) is serialised by a mutex that only the
@@ -149,9 +235,11 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 /// # Limits
 ///
 /// The byte limit is at most [`MAX_LIMIT`] (256 MiB - 1). The tail index
-/// wraps at 2^33; a producer preempted between reading the state and its
-/// CAS for 2^33 pushes by others with identical byte count and flags would
-/// be fooled (the same ABA window `SegQueue` has at 2^64 / 64 bits).
+/// wraps at 2^32; a producer preempted between reading the state and its
+/// CAS (a reservation, or setting `WAITERS`) for 2^32 pushes by others,
+/// ending with identical byte count and flags, would be fooled (the same
+/// ABA window `SegQueue` has at 2^64 / 64 bits). At a million pushes per
+/// second to one queue, that is a preemption of over an hour.
 pub struct SendQueue<T: QueueItem = Outgoing> {
     /// The state word (see "Design" above).
     state: CachePadded<AtomicU64>,
@@ -167,6 +255,8 @@ pub struct SendQueue<T: QueueItem = Outgoing> {
     high: u64,
     low: u64,
     notify: Option<Box<dyn Notify>>,
+    /// Producers waiting for space ("Space wakeups" above).
+    waiters: Waiters,
     consumer: CachePadded<ConsumerLock<T>>,
 }
 
@@ -207,7 +297,46 @@ impl<T> Reservation<T> {
 /// Why a reservation failed.
 enum Refused {
     Closed,
-    Full { queued_bytes: usize },
+    /// `state`: the word the refusal was decided on.
+    Full {
+        state: u64,
+    },
+}
+
+/// Why a single push failed, with the item.
+enum Rejected<T> {
+    Closed(T),
+    /// `state`: the word found full (a waiting producer's CAS expects it).
+    Full {
+        item: T,
+        state: u64,
+    },
+}
+
+/// How a push that may wait ended.
+enum Waited<T> {
+    Pushed,
+    Closed(T),
+    /// Can never fit (entry size over the limit); not registered.
+    TooLarge(T),
+    /// Full (`queued_bytes` in the word found full): the waker is
+    /// registered and `WAITERS` set; a release or a close will wake it.
+    Registered {
+        item: T,
+        queued_bytes: usize,
+    },
+}
+
+/// What a release of bytes saw and did (see [`SendQueue::release`]).
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    /// It set `IDLE` (nothing reserved beyond the given head).
+    idle: bool,
+    /// The word it replaced had `CLOSED`.
+    closed: bool,
+    /// The word it replaced had `WAITERS`, which it cleared: the caller
+    /// must wake the waiting producers.
+    wake_waiters: bool,
 }
 
 impl SendQueue<Outgoing> {
@@ -245,7 +374,8 @@ impl<T: QueueItem> SendQueue<T> {
         self.state.load(Ordering::Relaxed) & (UNWRITABLE | CLOSED) == 0
     }
 
-    /// Whether [`close`](Self::close) was called.
+    /// Whether [`close`](Self::close) or [`shutdown`](Self::shutdown) was
+    /// called.
     pub fn is_closed(&self) -> bool {
         self.state.load(Ordering::Relaxed) & CLOSED != 0
     }
@@ -295,9 +425,7 @@ impl<T: QueueItem> SendQueue<T> {
             let queued = st & BYTES_MASK;
             let (n, bytes) = fit(queued, BLOCK_CAP - off);
             if n == 0 {
-                return Err(Refused::Full {
-                    queued_bytes: queued as usize,
-                });
+                return Err(Refused::Full { state: st });
             }
             debug_assert!(off + n <= BLOCK_CAP);
             if off + n == BLOCK_CAP && next.is_null() {
@@ -354,6 +482,18 @@ impl<T: QueueItem> SendQueue<T> {
         // Computed before reserving: nothing that can panic runs between a
         // reservation and its publication.
         let size = self.entry_size(&item);
+        self.push_sized(item, size).map_err(|e| match e {
+            Rejected::Closed(item) => PushError::Closed(item),
+            Rejected::Full { item, state } => PushError::Full {
+                item,
+                queued_bytes: (state & BYTES_MASK) as usize,
+                limit: self.limit as usize,
+            },
+        })
+    }
+
+    /// [`try_push`](Self::try_push) of an item whose entry size is `size`.
+    fn push_sized(&self, item: T, size: u64) -> Result<(), Rejected<T>> {
         let mut next: *mut Block<T> = ptr::null_mut();
         let fit = |queued: u64, _room: usize| {
             if self.fits(queued, size) {
@@ -367,12 +507,8 @@ impl<T: QueueItem> SendQueue<T> {
             Err(refused) => {
                 self.put_spare(next);
                 return Err(match refused {
-                    Refused::Closed => PushError::Closed(item),
-                    Refused::Full { queued_bytes } => PushError::Full {
-                        item,
-                        queued_bytes,
-                        limit: self.limit as usize,
-                    },
+                    Refused::Closed => Rejected::Closed(item),
+                    Refused::Full { state } => Rejected::Full { item, state },
                 });
             }
         };
@@ -435,10 +571,10 @@ impl<T: QueueItem> SendQueue<T> {
             let r = match self.reserve(next, fit) {
                 Ok(r) => r,
                 Err(Refused::Closed) => break Err(BatchError::Closed { pushed }),
-                Err(Refused::Full { queued_bytes }) => {
+                Err(Refused::Full { state }) => {
                     break Err(BatchError::Full {
                         pushed,
-                        queued_bytes,
+                        queued_bytes: (state & BYTES_MASK) as usize,
                         limit: self.limit as usize,
                     });
                 }
@@ -466,6 +602,158 @@ impl<T: QueueItem> SendQueue<T> {
         result
     }
 
+    /// Queues `item`, waiting for space if the queue is full: the future
+    /// resolves to `Ok(())` once the byte bound admits the item, to
+    /// [`PushError::Closed`] if the queue is closed or shut down (also
+    /// while waiting), and to [`PushError::Full`] at once if the item can
+    /// never fit (its entry size exceeds the limit; see
+    /// [`fits_when_empty`](Self::fits_when_empty)). The item comes back in
+    /// the error.
+    ///
+    /// Cancel-safe: dropping the pending future deregisters its waker and
+    /// drops the item; nothing was queued. Waiting producers are woken by
+    /// every release of bytes and retry in no particular order ("Space
+    /// wakeups" on the type). Works on any executor: the queue only uses
+    /// `core::task`.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// let q: netbuf::SendQueue<Vec<u8>> =
+    ///     netbuf::SendQueue::builder().limit(8).entry_overhead(0).build();
+    /// q.send(vec![1; 8]).await.unwrap();
+    /// let mut second = std::pin::pin!(q.send(vec![2; 4]));
+    /// // Full: the second send waits ...
+    /// assert!(futures::poll!(second.as_mut()).is_pending());
+    /// // ... until the consumer drains.
+    /// q.drain_into(&mut Vec::new(), usize::MAX);
+    /// second.await.unwrap();
+    /// assert_eq!(q.queued_bytes(), 4);
+    /// # });
+    /// ```
+    pub fn send(&self, item: T) -> SendFuture<'_, T> {
+        SendFuture::new(self, item)
+    }
+
+    /// The poll-level building block of [`send`](Self::send), for `Sink`
+    /// implementations: pushes `item` if it fits; if the queue is full,
+    /// registers `waker` to be woken when bytes are released (or the queue
+    /// closes) and returns [`PushError::Full`] with the item.
+    ///
+    /// Lost-wakeup-free: the waker is registered before a CAS that
+    /// succeeds only on the very state word found full; if space appeared
+    /// (or the queue closed) in between, the push is retried instead of
+    /// returning `Full` ("Space wakeups" on the type).
+    ///
+    /// An item that can never fit ([`fits_when_empty`](Self::fits_when_empty)
+    /// is false) also comes back in [`PushError::Full`], at once and
+    /// **without** registering: check for it rather than waiting forever.
+    /// The registration lasts until the next release of bytes or close
+    /// wakes it (once), even if the task pushes by other means meanwhile:
+    /// at most one spurious wakeup, and nothing to clean up when a `Sink`
+    /// is dropped. Registrations are per task (`Waker::will_wake`): several
+    /// calls with the same task's waker share one entry.
+    ///
+    /// ```
+    /// use std::task::Waker;
+    /// use netbuf::{PushError, SendQueue};
+    ///
+    /// let q: SendQueue<Vec<u8>> = SendQueue::builder().limit(4).entry_overhead(0).build();
+    /// q.try_push(vec![0; 4]).unwrap();
+    /// let Err(PushError::Full { item, .. }) = q.try_push_or_wait(vec![1; 2], Waker::noop())
+    /// else { panic!() };
+    /// // Registered: the drain below wakes the waker; then retry.
+    /// q.drain_into(&mut Vec::new(), usize::MAX);
+    /// q.try_push_or_wait(item, Waker::noop()).unwrap();
+    /// ```
+    pub fn try_push_or_wait(&self, item: T, waker: &Waker) -> Result<(), PushError<T>> {
+        let mut slot = None;
+        match self.push_or_wait(item, waker, &mut slot, Share::SameTask) {
+            Waited::Pushed => Ok(()),
+            Waited::Closed(item) => Err(PushError::Closed(item)),
+            Waited::TooLarge(item) => Err(self.full(item)),
+            Waited::Registered { item, queued_bytes } => Err(PushError::Full {
+                item,
+                queued_bytes,
+                limit: self.limit as usize,
+            }),
+        }
+    }
+
+    /// Whether `item` fits in the empty queue (its size plus the entry
+    /// overhead is at most the limit). One that does not is refused by
+    /// every push, [`send`](Self::send) and
+    /// [`try_push_or_wait`](Self::try_push_or_wait) included, without
+    /// waiting.
+    pub fn fits_when_empty(&self, item: &T) -> bool {
+        self.entry_size(item) <= self.limit
+    }
+
+    /// A [`PushError::Full`] for `item`, with the bytes queued now.
+    fn full(&self, item: T) -> PushError<T> {
+        PushError::Full {
+            item,
+            queued_bytes: self.queued_bytes(),
+            limit: self.limit as usize,
+        }
+    }
+
+    /// The push of [`send`](Self::send) and
+    /// [`try_push_or_wait`](Self::try_push_or_wait): pushes, or registers
+    /// `waker` (in `*slot`) and sets `WAITERS` on the exact word found
+    /// full, or retries if that word changed meanwhile. A push that ends
+    /// without waiting (`Pushed`, `Closed`) leaves no registration of its
+    /// own behind: `*slot` is then `None`.
+    fn push_or_wait(
+        &self,
+        item: T,
+        waker: &Waker,
+        slot: &mut Option<WaitSlot>,
+        share: Share,
+    ) -> Waited<T> {
+        let size = self.entry_size(&item);
+        if size > self.limit {
+            return Waited::TooLarge(item);
+        }
+        let mut item = item;
+        loop {
+            let (it, state) = match self.push_sized(item, size) {
+                Ok(()) => {
+                    self.deregister(slot);
+                    return Waited::Pushed;
+                }
+                Err(Rejected::Closed(it)) => {
+                    self.deregister(slot);
+                    return Waited::Closed(it);
+                }
+                Err(Rejected::Full { item, state }) => (item, state),
+            };
+            // Register first, then announce it on the word found full: a
+            // release that sees `WAITERS` has acquired this CAS, so it
+            // finds the waker. If the word moved on, the release (or close)
+            // came first: push again instead of waiting.
+            self.waiters.register(waker, slot, share);
+            if self
+                .state
+                .compare_exchange(state, state | WAITERS, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return Waited::Registered {
+                    item: it,
+                    queued_bytes: (state & BYTES_MASK) as usize,
+                };
+            }
+            item = it;
+        }
+    }
+
+    /// Takes back the registration in `*slot`, if any.
+    #[inline]
+    fn deregister(&self, slot: &mut Option<WaitSlot>) {
+        if let Some(s) = slot.take() {
+            self.waiters.remove(s);
+        }
+    }
+
     /// Moves up to `max` queued messages into `out`, oldest first (each
     /// producer's messages in the order it pushed them). See
     /// [`Drained::idle`] for when the consumer may sleep.
@@ -486,17 +774,100 @@ impl<T: QueueItem> SendQueue<T> {
         self.drain_inner(max, true, f)
     }
 
+    /// The async consumer's drain: registers the task's waker with the
+    /// queue's notifier (a [`WakerNotify`](crate::WakerNotify)), **then**
+    /// drains like [`drain_each`](Self::drain_each).
+    ///
+    /// Returns `Ready` with what the drain did if it took messages, stopped
+    /// at `max`, or found the queue closed and drained
+    /// ([`Drained::closed`]: the consumer is done); `Pending` if it found
+    /// nothing, with the wakeup armed: the next push, `shutdown` or `close`
+    /// wakes the task. Registering before draining is what makes it
+    /// lost-wakeup-free ("Async consumer" on the type).
+    ///
+    /// # Panics
+    ///
+    /// If the queue's notifier cannot wake tasks (built without
+    /// [`notify`](SendQueueBuilder::notify), or with a [`Notify`] whose
+    /// [`register_waker`](Notify::register_waker) returns `false`): the task
+    /// would never be woken.
+    ///
+    /// ```
+    /// use std::future::poll_fn;
+    /// use std::sync::Arc;
+    /// use netbuf::{SendQueue, WakerNotify};
+    ///
+    /// let q = Arc::new(SendQueue::builder().notify(WakerNotify::new()).build::<Vec<u8>>());
+    /// let producer = {
+    ///     let q = q.clone();
+    ///     std::thread::spawn(move || {
+    ///         for i in 0..100u8 {
+    ///             q.try_push(vec![i]).unwrap();
+    ///         }
+    ///         q.shutdown(); // the consumer drains the rest, then ends
+    ///     })
+    /// };
+    /// let got = futures::executor::block_on(async {
+    ///     let mut got = Vec::new();
+    ///     loop {
+    ///         let d = poll_fn(|cx| q.poll_drain_into(cx, &mut got, 16)).await;
+    ///         if d.closed {
+    ///             break got;
+    ///         }
+    ///     }
+    /// });
+    /// producer.join().unwrap();
+    /// assert!(got.iter().enumerate().all(|(i, m)| m[0] == i as u8));
+    /// assert_eq!(got.len(), 100);
+    /// ```
+    pub fn poll_drain_each(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        f: impl FnMut(T),
+    ) -> Poll<Drained> {
+        let registered = self
+            .notify
+            .as_ref()
+            .is_some_and(|n| n.register_waker(cx.waker()));
+        assert!(
+            registered,
+            "SendQueue::poll_drain_*: the queue's notifier cannot wake tasks (build it with a WakerNotify)"
+        );
+        let d = self.drain_each(max, f);
+        if d.items == 0 && d.idle && !d.closed {
+            Poll::Pending
+        } else {
+            Poll::Ready(d)
+        }
+    }
+
+    /// [`poll_drain_each`](Self::poll_drain_each) into a vector.
+    pub fn poll_drain_into(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<T>,
+        max: usize,
+    ) -> Poll<Drained> {
+        self.poll_drain_each(cx, max, |item| out.push(item))
+    }
+
     fn drain_inner(&self, max: usize, arm: bool, mut f: impl FnMut(T)) -> Drained {
-        let mut c = self.consumer.lock();
         // Bytes of the items handed out, given back in one RMW when the
-        // drain ends, or by the guard if user code panics first (issue 12).
-        // Declared after `c`, so it is dropped before the lock is released.
-        let mut unreleased = Unreleased {
-            queue: self,
-            bytes: 0,
-        };
+        // drain ends, or by the guard if user code panics first (issue 12);
+        // the guard also wakes the producers waiting for space if a release
+        // cleared `WAITERS`. Declared before `c`, so it is dropped after
+        // the consumer lock is released: wakers never run under it.
+        let mut unreleased = Unreleased::new(self);
+        let mut c = self.consumer.lock();
         let mut items = 0;
         let mut total = 0u64;
+        let drained = |items, total: u64, idle, closed| Drained {
+            items,
+            bytes: total as usize,
+            idle,
+            closed,
+        };
         if c.block.is_null() {
             let b = self.first.load(Ordering::Acquire);
             if b.is_null() {
@@ -504,11 +875,9 @@ impl<T: QueueItem> SendQueue<T> {
                 if !arm {
                     return Drained::default();
                 }
-                if self.release(0, Some(c.head)) {
-                    return Drained {
-                        idle: true,
-                        ..Drained::default()
-                    };
+                let r = unreleased.release(Some(c.head));
+                if r.idle {
+                    return drained(0, 0, true, r.closed);
                 }
                 // A producer reserved meanwhile; it installed the block
                 // before its reservation, which the state load in `release`
@@ -519,12 +888,8 @@ impl<T: QueueItem> SendQueue<T> {
         }
         loop {
             if items == max {
-                self.release(unreleased.take(), None);
-                return Drained {
-                    items,
-                    bytes: total as usize,
-                    idle: false,
-                };
+                unreleased.release(None);
+                return drained(items, total, false, false);
             }
             // SAFETY: `c.block` is the consumer's current block: producers
             // never free blocks and the consumer only recycles a block after
@@ -553,70 +918,115 @@ impl<T: QueueItem> SendQueue<T> {
                 continue;
             }
             if !arm {
-                self.release(unreleased.take(), None);
-                return Drained {
-                    items,
-                    bytes: total as usize,
-                    idle: false,
-                };
+                unreleased.release(None);
+                return drained(items, total, false, false);
             }
             // Nothing published at `head`: arm the wakeup ("Smart notify"
-            // on the type).
-            if self.release(unreleased.take(), Some(c.head)) {
-                return Drained {
-                    items,
-                    bytes: total as usize,
-                    idle: true,
-                };
+            // on the type). If nothing is reserved beyond `head` and the
+            // queue is closed, nothing ever will be: the consumer is done.
+            let r = unreleased.release(Some(c.head));
+            if r.idle {
+                return drained(items, total, true, r.closed);
             }
             // A producer reserved slot `head` and has not published it.
             match slot
                 .state
                 .compare_exchange(EMPTY, PARKED, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) | Err(PARKED) => {
-                    return Drained {
-                        items,
-                        bytes: total as usize,
-                        idle: true,
-                    };
-                }
+                Ok(_) | Err(PARKED) => return drained(items, total, true, false),
                 // Published meanwhile: keep draining.
                 Err(_) => continue,
             }
         }
     }
 
-    /// Gives back `bytes`; with `idle_at = Some(head)`, also sets `IDLE` if
-    /// nothing is reserved beyond `head`. Returns whether it set `IDLE`.
-    fn release(&self, bytes: u64, idle_at: Option<u64>) -> bool {
+    /// Gives back `bytes` (clearing `WAITERS` if any are given back); with
+    /// `idle_at = Some(head)`, also sets `IDLE` if nothing is reserved
+    /// beyond `head`. One RMW on the state word (none if it would change
+    /// nothing). The caller wakes the waiting producers if
+    /// [`Released::wake_waiters`].
+    fn release(&self, bytes: u64, idle_at: Option<u64>) -> Released {
         let mut st = self.state.load(Ordering::Acquire);
         loop {
             let (new, idle) = released(st, bytes, self.low, idle_at);
+            let r = Released {
+                idle,
+                closed: st & CLOSED != 0,
+                wake_waiters: st & WAITERS != 0 && new & WAITERS == 0,
+            };
             if new == st {
-                return idle;
+                return r;
             }
             match self
                 .state
                 .compare_exchange_weak(st, new, Ordering::AcqRel, Ordering::Acquire)
             {
-                Ok(_) => return idle,
+                Ok(_) => return r,
                 Err(cur) => st = cur,
             }
         }
     }
 
-    /// Closes the queue: every later push fails with
-    /// [`PushError::Closed`], and the messages queued now are dropped (freed
-    /// through their origin). Returns how many were dropped.
+    /// Sets `CLOSED` (clearing `WAITERS`: no producer sets it again, as its
+    /// CAS expects a word without `CLOSED`) and wakes every waiting
+    /// producer; they see `CLOSED` on their retry. The RMW acquires every
+    /// waiter's CAS that came before it, so their wakers are in the list.
+    fn set_closed(&self) {
+        let mut st = self.state.load(Ordering::Acquire);
+        loop {
+            let new = (st | CLOSED) & !WAITERS;
+            match self
+                .state
+                .compare_exchange_weak(st, new, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(cur) => st = cur,
+            }
+        }
+        self.waiters.wake_all();
+    }
+
+    /// Shuts the queue down gracefully: every later push, and every send
+    /// waiting for space, fails with [`PushError::Closed`]; what is queued
+    /// stays for the consumer, whose drains return it and then report
+    /// [`Drained::closed`]. Wakes the consumer (calls the notifier
+    /// unconditionally) and every producer waiting for space. Idempotent;
+    /// a later [`close`](Self::close) drops what is still queued.
+    ///
+    /// As with `close`, a push that reserved its slot just before the
+    /// shutdown may publish its message after this returns; the consumer
+    /// still receives it before [`Drained::closed`].
+    ///
+    /// ```
+    /// let q: netbuf::SendQueue<Vec<u8>> = netbuf::SendQueue::new();
+    /// q.try_push(b"last words".to_vec()).unwrap();
+    /// q.shutdown();
+    /// assert!(q.try_push(b"late".to_vec()).is_err());
+    /// let mut out = Vec::new();
+    /// let d = q.drain_into(&mut out, usize::MAX);
+    /// assert_eq!((d.items, d.closed), (1, true));
+    /// ```
+    pub fn shutdown(&self) {
+        self.set_closed();
+        self.wake();
+    }
+
+    /// Closes the queue: every later push, and every send waiting for
+    /// space, fails with [`PushError::Closed`], and the messages queued now
+    /// are dropped (freed through their origin). Returns how many were
+    /// dropped. Wakes the consumer (calls the notifier unconditionally:
+    /// its next drain reports [`Drained::closed`]) and every producer
+    /// waiting for space. For a graceful end, see
+    /// [`shutdown`](Self::shutdown).
     ///
     /// A push that reserved its slot just before the close may publish its
     /// message after this returns; that message is returned by a later
     /// drain or freed when the queue drops, so nothing leaks.
     ///
     /// If a message's `Drop` panics, the panic propagates (the queue stays
-    /// closed); the bytes of the messages dropped are given back, and the
-    /// messages after it stay queued until a drain or the queue's drop.
+    /// closed) and the consumer is not notified; the bytes of the messages
+    /// dropped are given back, and the messages after it stay queued until
+    /// a drain, another `close` or the queue's drop.
     ///
     /// ```
     /// let pool = netbuf::MessagePool::new();
@@ -625,10 +1035,13 @@ impl<T: QueueItem> SendQueue<T> {
     /// assert_eq!(q.close(), 1);
     /// assert_eq!(pool.stats().live_messages, 0);
     /// assert!(q.try_push(pool.message_from(b"late").unwrap().into()).is_err());
+    /// assert!(q.drain_into(&mut Vec::new(), usize::MAX).closed);
     /// ```
     pub fn close(&self) -> usize {
-        self.state.fetch_or(CLOSED, Ordering::AcqRel);
-        self.drain_inner(usize::MAX, false, drop).items
+        self.set_closed();
+        let dropped = self.drain_inner(usize::MAX, false, drop).items;
+        self.wake();
+        dropped
     }
 }
 

@@ -2,8 +2,8 @@
 //! helpers, and the backoff of the loops that update it.
 //!
 //! ```text
-//! bit 63 ............ 31 | 30     | 29   | 28         | 27 .......... 0
-//! tail index (33 bits)   | CLOSED | IDLE | UNWRITABLE | queued bytes (28 bits)
+//! bit 63 ...... 32 | 31      | 30     | 29   | 28         | 27 ...... 0
+//! tail index (32)  | WAITERS | CLOSED | IDLE | UNWRITABLE | queued bytes (28)
 //! ```
 //!
 //! The tail index counts positions: `LAP` per block, the last of which
@@ -24,7 +24,11 @@ pub(super) const BYTES_MASK: u64 = (1 << 28) - 1;
 pub(super) const UNWRITABLE: u64 = 1 << 28;
 pub(super) const IDLE: u64 = 1 << 29;
 pub(super) const CLOSED: u64 = 1 << 30;
-const INDEX_SHIFT: u32 = 31;
+/// Producers wait for space: set by a producer that found the queue full
+/// (after registering its waker), cleared by the next release of bytes,
+/// which then wakes the registered producers.
+pub(super) const WAITERS: u64 = 1 << 31;
+const INDEX_SHIFT: u32 = 32;
 /// One position of the tail index, in the state word.
 pub(super) const INDEX_ONE: u64 = 1 << INDEX_SHIFT;
 const INDEX_MASK: u64 = u64::MAX >> INDEX_SHIFT;
@@ -45,7 +49,7 @@ pub(super) fn offset_of(index: u64) -> usize {
     (index % LAP) as usize
 }
 
-/// The index after `index`, wrapping at 2^33.
+/// The index after `index`, wrapping at 2^32.
 #[inline(always)]
 pub(super) fn next_index(index: u64) -> u64 {
     (index + 1) & INDEX_MASK
@@ -66,15 +70,19 @@ pub(super) fn reserved(st: u64, n: u64, bytes: u64, high: u64) -> u64 {
 }
 
 /// The state after giving back `bytes` from `st` (saturating), clearing
-/// `UNWRITABLE` on falling to `low`; with `idle_at = Some(head)`, also
-/// setting `IDLE` if nothing is reserved beyond `head`. Returns the new
-/// state and whether it set `IDLE`.
+/// `UNWRITABLE` on falling to `low` and, if any bytes are given back,
+/// `WAITERS` (the caller wakes the waiting producers if `st` had it);
+/// with `idle_at = Some(head)`, also setting `IDLE` if nothing is reserved
+/// beyond `head`. Returns the new state and whether it set `IDLE`.
 #[inline]
 pub(super) fn released(st: u64, bytes: u64, low: u64, idle_at: Option<u64>) -> (u64, bool) {
     let left = (st & BYTES_MASK).saturating_sub(bytes);
     let mut new = (st & !BYTES_MASK) | left;
     if left <= low {
         new &= !UNWRITABLE;
+    }
+    if bytes != 0 {
+        new &= !WAITERS;
     }
     let idle = idle_at == Some(index_of(st));
     if idle {

@@ -1,0 +1,172 @@
+//! [`FrameWriter`]: drains a [`SendQueue`] into any `AsyncWrite` through a
+//! netbuf [`Flusher`].
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use netbuf::{
+    FlushError, FlushMetrics, Flushed, Flusher, GatherThreshold, OutFrame, SendQueue,
+    SendQueueBuilder, WakerNotify,
+};
+use tokio::io::AsyncWrite;
+
+use crate::io::Polled;
+
+/// Frames drained per queue visit (then the flusher writes).
+const DRAIN_BATCH: usize = 64;
+/// The flusher holds at most about this much before the writer stops
+/// draining: a slow peer pushes back on the queue's byte bound instead of
+/// growing the send buffer.
+pub const DEFAULT_MAX_BUFFERED: usize = 256 << 10;
+
+/// A [`SendQueue`] of frames whose consumer is an async task: the queue's
+/// consumer notification is a [`WakerNotify`] that the [`FrameWriter`]
+/// registers its task with.
+///
+/// ```
+/// let (queue, writer) = netbuf_tokio::outbox(netbuf::SendQueue::builder().limit(1 << 20));
+/// # drop((queue, writer));
+/// ```
+pub fn outbox(builder: SendQueueBuilder) -> (Arc<SendQueue<OutFrame>>, WriterHandle) {
+    let wake = Arc::new(WakerNotify::new());
+    let queue = Arc::new(builder.notify(wake.clone()).build());
+    (queue.clone(), WriterHandle { queue, wake })
+}
+
+/// The consumer's half of an [`outbox`]: turn it into a [`FrameWriter`]
+/// over a connection's write half.
+#[derive(Debug)]
+pub struct WriterHandle {
+    queue: Arc<SendQueue<OutFrame>>,
+    wake: Arc<WakerNotify>,
+}
+
+impl WriterHandle {
+    /// A writer for `io` with `flusher`'s gather threshold. If `io` does
+    /// not implement vectored writes efficiently
+    /// (`!io.is_write_vectored()`), every frame takes the linear path.
+    pub fn writer<W: AsyncWrite + Unpin>(self, io: W, mut flusher: Flusher) -> FrameWriter<W> {
+        if !io.is_write_vectored() {
+            flusher.set_threshold(GatherThreshold::Never);
+        }
+        FrameWriter {
+            io,
+            flusher,
+            queue: self.queue,
+            wake: self.wake,
+            max_buffered: DEFAULT_MAX_BUFFERED,
+            draining_done: false,
+        }
+    }
+}
+
+/// Why a [`FrameWriter`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Writing to the connection failed (or it accepted no bytes).
+    #[error(transparent)]
+    Flush(#[from] FlushError),
+    /// Flushing or shutting down the `AsyncWrite` failed.
+    #[error("shutdown failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Drains its queue into an `AsyncWrite`: small frames are coalesced into
+/// one buffer, bodies at or above the gather threshold leave through
+/// `poll_write_vectored` without a copy and are freed once their last byte
+/// is written; partial writes resume at the exact byte. Await
+/// [`run`](Self::run) (or spawn it): it ends once the queue is shut down
+/// ([`SendQueue::shutdown`]) and everything queued was written (then it
+/// shuts the write half down), or closed ([`SendQueue::close`]), or on the
+/// first write error. The queue's producers never wait on the socket: they
+/// wait, if at all, for room under the queue's byte bound.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    io: W,
+    flusher: Flusher,
+    queue: Arc<SendQueue<OutFrame>>,
+    wake: Arc<WakerNotify>,
+    max_buffered: usize,
+    draining_done: bool,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// Stops draining while the flusher holds this many bytes (default
+    /// [`DEFAULT_MAX_BUFFERED`]).
+    pub fn max_buffered(mut self, bytes: usize) -> Self {
+        self.max_buffered = bytes;
+        self
+    }
+
+    /// What the flusher did so far (large-path ratio, copies, writes).
+    pub fn metrics(&self) -> FlushMetrics {
+        self.flusher.metrics()
+    }
+
+    /// Writes until the queue is shut down and drained (or closed), then
+    /// shuts the write half down. Returns the I/O object and the flusher's
+    /// metrics.
+    pub async fn run(mut self) -> Result<(W, FlushMetrics), WriteError> {
+        std::future::poll_fn(|cx| self.poll_run(cx)).await?;
+        Ok((self.io, self.flusher.metrics()))
+    }
+
+    /// [`run`](Self::run) as a poll function.
+    pub fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        loop {
+            if !self.flusher.is_empty() {
+                let mut w = Polled {
+                    io: Pin::new(&mut self.io),
+                    cx,
+                };
+                match self.flusher.flush(&mut w)? {
+                    Flushed::Done => {}
+                    // The AsyncWrite registered our waker for writability.
+                    Flushed::WouldBlock => {
+                        if self.flusher.pending_bytes() >= self.max_buffered || self.draining_done {
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+            if self.draining_done {
+                return self.poll_finish(cx);
+            }
+            if self.flusher.pending_bytes() >= self.max_buffered {
+                continue;
+            }
+            // Register before draining: a drain that finds the queue empty
+            // arms the wakeup, and the next push wakes this task.
+            self.wake.register(cx.waker());
+            let flusher = &mut self.flusher;
+            let drained = self.queue.drain_each(DRAIN_BATCH, |f| flusher.push(f));
+            if drained.closed {
+                self.draining_done = true;
+                continue;
+            }
+            if drained.items == 0 && drained.idle {
+                if self.flusher.is_empty() {
+                    return Poll::Pending;
+                }
+                // Bytes left and the socket is not writable: wait for it
+                // (its waker) or for a push (ours), whichever comes first.
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), WriteError>> {
+        if !self.flusher.is_empty() {
+            return Poll::Pending;
+        }
+        let mut io = Pin::new(&mut self.io);
+        match io.as_mut().poll_flush(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e.into())),
+            Poll::Pending => return Poll::Pending,
+        }
+        io.poll_shutdown(cx).map_err(WriteError::from)
+    }
+}

@@ -516,3 +516,113 @@ fn idle_chained_sessions_hold_no_memory() {
     assert_eq!(pool.stats().live_bytes, 0);
     assert!(d.deallocations > 0 || d.allocations == 0);
 }
+
+/// A multi-part protocol on top of the trait: ZMTP-like frames (a flags
+/// byte with MORE = 1 and LONG = 2, then a 1-byte or an 8-byte big-endian
+/// size) decoded by the buffers frame by frame, grouped into messages by
+/// the MORE flag above them.
+mod multipart {
+    use super::*;
+    use netbuf::framing::{EncodeError, FrameInfo};
+
+    #[derive(Debug, Clone, Copy)]
+    struct Zmtpish {
+        max_body: usize,
+    }
+
+    /// The decoded header: does another part of the same message follow?
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    struct More(bool);
+
+    impl Framing for Zmtpish {
+        type Header = More;
+
+        fn decode_header(&self, src: &[u8]) -> Result<Option<FrameInfo<More>>, DecodeError> {
+            let Some(&flags) = src.first() else {
+                return Ok(None);
+            };
+            if flags & !3 != 0 {
+                return Err(DecodeError::malformed("reserved flag bits"));
+            }
+            let (header_len, len) = if flags & 2 == 0 {
+                let Some(&n) = src.get(1) else {
+                    return Ok(None);
+                };
+                (2, n as u64)
+            } else {
+                let Some(b) = src.get(1..9) else {
+                    return Ok(None);
+                };
+                (9, u64::from_be_bytes(b.try_into().unwrap()))
+            };
+            if len > self.max_body as u64 {
+                return Err(DecodeError::FrameTooLarge {
+                    len,
+                    max: self.max_body,
+                });
+            }
+            Ok(Some(FrameInfo {
+                header: More(flags & 1 == 1),
+                header_len,
+                body_len: len as usize,
+            }))
+        }
+
+        fn encode_header(&self, more: &More, body_len: usize) -> Result<HeaderBytes, EncodeError> {
+            let flags = u8::from(more.0);
+            Ok(if body_len < 256 {
+                HeaderBytes::new(&[flags, body_len as u8])
+            } else {
+                let mut h = [flags | 2, 0, 0, 0, 0, 0, 0, 0, 0];
+                h[1..].copy_from_slice(&(body_len as u64).to_be_bytes());
+                HeaderBytes::new(&h)
+            })
+        }
+
+        fn max_body(&self) -> usize {
+            self.max_body
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+        #[test]
+        fn messages_of_several_parts_stay_whole(
+            messages in prop::collection::vec(
+                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..600), 1..4), 0..8),
+            sizes in prop::collection::vec(1usize..100, 1..8),
+            chained in any::<bool>(),
+        ) {
+            let f = Zmtpish { max_body: 1000 };
+            let mut wire = Vec::new();
+            for m in &messages {
+                for (i, part) in m.iter().enumerate() {
+                    let more = More(i + 1 < m.len());
+                    encode_frame_into(&f, &mut wire, &more, part).unwrap();
+                }
+            }
+            let pool = quiet_pool();
+            let mut buf: ReceiveBuffer<Zmtpish> = if chained {
+                ReceiveBuffer::chained(pool.clone(), f)
+            } else {
+                ReceiveBuffer::linear(f)
+            };
+            let mut r = SplitReader::new(&wire, &sizes);
+            let (mut got, mut current) = (Vec::new(), Vec::new());
+            loop {
+                while let Some((More(more), body)) = buf.next_message(&pool).unwrap() {
+                    current.push(body.to_vec());
+                    if !more {
+                        got.push(std::mem::take(&mut current));
+                    }
+                }
+                if buf.read_from(&mut r).unwrap() == 0 {
+                    break;
+                }
+            }
+            prop_assert!(buf.finish().is_ok());
+            prop_assert!(current.is_empty());
+            prop_assert_eq!(got, messages);
+        }
+    }
+}

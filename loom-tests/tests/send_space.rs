@@ -22,11 +22,12 @@ use std::future::{Future, poll_fn};
 use std::pin::pin;
 use std::sync::Arc as StdArc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::{Context, Poll, Waker};
 
 use loom::alloc::Track;
 use loom::sync::Arc;
 use loom::thread;
+use netbuf::loom_support::block_on;
 use netbuf::{CondvarNotify, PushError, QueueItem, SendQueue, WakerNotify};
 
 /// A one-byte message, leak-tracked by loom, counting its drops.
@@ -64,33 +65,6 @@ fn one_slot_queue() -> SendQueue<Item> {
 
 fn seqs(got: &[Item]) -> Vec<u8> {
     got.iter().map(|i| i.seq).collect()
-}
-
-/// Drives `f` to completion without an executor: the waker notifies a
-/// loom `Notify` (which remembers a notification that comes before the
-/// wait), and the thread waits on it while `f` is pending; a wakeup that
-/// never comes is a deadlock for loom. (`loom::future::block_on` needs
-/// loom's `futures` feature, which the workspace does not enable.)
-fn block_on<F: Future>(f: F) -> F::Output {
-    struct Unpark(loom::sync::Notify);
-    impl Wake for Unpark {
-        fn wake(self: StdArc<Self>) {
-            self.0.notify();
-        }
-        fn wake_by_ref(self: &StdArc<Self>) {
-            self.0.notify();
-        }
-    }
-    let unpark = StdArc::new(Unpark(loom::sync::Notify::new()));
-    let waker = Waker::from(unpark.clone());
-    let mut cx = Context::from_waker(&waker);
-    let mut f = pin!(f);
-    loop {
-        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
-            return v;
-        }
-        unpark.0.wait();
-    }
 }
 
 /// Drives `f` to completion with loom's `block_on`, counting the polls

@@ -164,6 +164,9 @@
 #[cfg(not(loom))]
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod loom_support;
 mod message;
 mod pool;
 mod recv;

@@ -1,0 +1,35 @@
+//! Helpers for loom models of netbuf's async parts, shared by the models
+//! beside the code and those in the workspace's `loom-tests` crate. Only
+//! under `--cfg loom`; not a public API.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc as StdArc;
+use std::task::{Context, Poll, Wake, Waker};
+
+/// Drives `f` to completion without an executor: the waker notifies a
+/// loom `Notify` (which remembers a notification that comes before the
+/// wait), and the thread waits on it while `f` is pending; a wakeup that
+/// never comes is a deadlock for loom. (`loom::future::block_on` needs
+/// loom's `futures` feature, which the workspace does not enable.)
+pub fn block_on<F: Future>(f: F) -> F::Output {
+    struct Unpark(loom::sync::Notify);
+    impl Wake for Unpark {
+        fn wake(self: StdArc<Self>) {
+            self.0.notify();
+        }
+        fn wake_by_ref(self: &StdArc<Self>) {
+            self.0.notify();
+        }
+    }
+    let unpark = StdArc::new(Unpark(loom::sync::Notify::new()));
+    let waker = Waker::from(unpark.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut f = pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        unpark.0.wait();
+    }
+}

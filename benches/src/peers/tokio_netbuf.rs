@@ -3,43 +3,44 @@
 //!
 //! Same runtime, accept loop and task per connection as the
 //! [`tokio_peer`](super::tokio_peer), but no `Framed`, no `BytesMut` and no
-//! `broadcast` channel. Each session task owns:
+//! `broadcast` channel. Built on `netbuf-tokio` only:
 //!
-//! * a [`RecvBuffer`] (linear, lazy compaction) filled with
-//!   `TcpStream::try_read` when the socket is readable;
-//! * a [`Flusher`] (small frames coalesced into one buffer, large bodies
-//!   gathered uncopied) written with `try_write` / `try_write_vectored` when
-//!   writable;
-//! * a [`SendQueue`] (lock-free MPSC, bounded in bytes) into which other
-//!   sessions' publishes land, waking the task through a
-//!   `tokio::sync::Notify` only on the empty -> non-empty transition.
+//! * a [`FrameReader`] over the read half: a [`LinearBuffer`] (lazy
+//!   compaction) filled by [`fill`](FrameReader::fill), frames borrowed
+//!   from it (`buffer_mut().next_frame()`);
+//! * an [`outbox`]: a [`SendQueue`] (lock-free MPSC, bounded in bytes) into
+//!   which this session's replies and other sessions' publishes land, and
+//!   its [`FrameWriter`](netbuf_tokio::FrameWriter) (a task of its own)
+//!   draining it into the write half through a [`Flusher`] (small frames
+//!   coalesced into one buffer, large bodies gathered uncopied).
 //!
 //! Echo bodies are copied once into a [`MessagePool`] message; a publish is
 //! copied once into a pool message, frozen into a [`SharedMessage`] and
 //! pushed to every member's queue as a refcount clone (zero-copy broadcast).
+//! A member whose queue refuses a delivery is a slow consumer: its reader is
+//! aborted, its backlog dropped and a `closing` frame sent in its place.
 
 use std::collections::HashMap;
-use std::io::{self, IoSlice, Write};
+use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
 
+use futures::future::{AbortHandle, Abortable};
 use netbuf::{
-    Compaction, DEFAULT_RECV_CAPACITY, FlushError, Flushed, Flusher, FnNotify, GatherThreshold,
-    LinearBuffer, MessagePool, OutFrame, Outgoing, SendQueue, SharedMessage, Transport,
+    Compaction, DEFAULT_RECV_CAPACITY, Flusher, GatherThreshold, LinearBuffer, MessagePool,
+    OutFrame, Outgoing, SendQueue, SharedMessage, Transport,
 };
+use netbuf_tokio::{FrameReader, outbox};
 use server_demo::protocol::{DemoFraming, Kind, encode_header};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 
 use super::{PeerConfig, PeerHandle, Request, classify, spawn_server};
 
-/// Frames moved from the send queue into the flusher per drain.
-const DRAIN_BATCH: usize = 256;
-/// The flusher is not refilled from the queue while it holds this much
-/// (a slow peer then pushes back on the queue's byte bound).
-const FLUSHER_HIGH: usize = 256 << 10;
-/// Bytes read before the task yields to others.
-const READ_BUDGET: usize = 1 << 20;
+/// How long a closed session's writer may take to send what is owed (and
+/// the `closing` frame) before the connection is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Starts the server on `cfg.addr` (default `127.0.0.1:0`) in its own
 /// runtime; returns once it listens. The gather threshold is calibrated
@@ -69,13 +70,30 @@ struct Shared {
     cfg: PeerConfig,
 }
 
-/// What other sessions see of a session: its queue, its wakeup, and the
-/// slow-consumer flag a publisher sets when the queue refuses a delivery.
+/// What other sessions see of a session: its queue, the slow-consumer flag
+/// a publisher sets when the queue refuses a delivery, and the handle that
+/// stops its reader then.
 struct Member {
     id: u64,
-    queue: SendQueue<OutFrame>,
-    wake: Arc<Notify>,
+    queue: Arc<SendQueue<OutFrame>>,
     slow: AtomicBool,
+    stop: AbortHandle,
+}
+
+impl Member {
+    /// Drops the backlog, queues a `closing` frame with `reason` in its
+    /// place and shuts the queue down: the writer sends what it already
+    /// holds, then the `closing` frame, then ends.
+    fn close_with(&self, pool: &MessagePool, reason: &str) {
+        self.queue.drain_each(usize::MAX, drop);
+        if let Ok(m) = pool.message_from(reason.as_bytes()) {
+            let _ = self.queue.try_push(OutFrame::new(
+                encode_header(Kind::Closing, 0, reason.len() as u32).into(),
+                Outgoing::Owned(m),
+            ));
+        }
+        self.queue.shutdown();
+    }
 }
 
 impl Shared {
@@ -102,16 +120,21 @@ impl Shared {
         rooms.get(&room).cloned()
     }
 
-    /// One shared message, one refcount increment per member.
+    /// One shared message, one refcount increment per member. A member
+    /// whose queue is full is flagged slow and its reader stopped (its
+    /// session then closes it); nothing more is queued for it.
     fn publish(&self, room: u16, msg: SharedMessage) {
         let Some(members) = self.members(room) else {
             return;
         };
         let header = encode_header(Kind::Delivery, room, msg.len() as u32);
         for m in members.iter() {
+            if m.slow.load(Ordering::Acquire) {
+                continue;
+            }
             let frame = OutFrame::new(header.into(), Outgoing::Shared(msg.clone()));
             if m.queue.try_push(frame).is_err() && !m.slow.swap(true, Ordering::AcqRel) {
-                m.wake.notify_one();
+                m.stop.abort();
             }
         }
     }
@@ -135,191 +158,101 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     }
 }
 
-/// `Write` over a tokio socket's non-blocking `try_*` calls, for the
-/// flusher. `WouldBlock` means: wait for `writable()`.
-struct TryIo<'a>(&'a TcpStream);
-
-impl Write for TryIo<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.try_write(buf)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.0.try_write_vectored(bufs)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Session<'a> {
-    shared: &'a Shared,
-    me: Arc<Member>,
-    stream: TcpStream,
-    rb: LinearBuffer<DemoFraming>,
-    flusher: Flusher,
-    joined: Vec<u16>,
-}
-
-enum ReadState {
-    /// The socket has nothing more for now.
-    Blocked,
-    /// Read something; more may be there (budget used up).
-    Budget,
-    /// Not read: too much output owed to this peer.
-    Paused,
-    /// End of stream.
-    Eof,
-}
+type Reader = FrameReader<OwnedReadHalf, LinearBuffer<DemoFraming>>;
 
 async fn session(stream: TcpStream, shared: &Shared) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let wake = Arc::new(Notify::new());
-    let queue = {
-        let wake = wake.clone();
-        SendQueue::builder()
-            .limit(shared.cfg.send_queue_bytes)
-            .notify(FnNotify(move || wake.notify_one()))
-            .build()
+    let (rd, wr) = stream.into_split();
+    let (queue, writer) = outbox(SendQueue::builder().limit(shared.cfg.send_queue_bytes));
+    let writer = writer.writer(wr, Flusher::new(GatherThreshold::Bytes(shared.threshold)));
+    let writer = {
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            let r = writer.run().await;
+            // A dead connection: the reader's sends fail from now on.
+            queue.close();
+            r
+        })
     };
+    let (stop, stop_reg) = AbortHandle::new_pair();
     let me = Arc::new(Member {
         id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         queue,
-        wake,
         slow: AtomicBool::new(false),
+        stop,
     });
-    let mut s = Session {
-        shared,
-        me,
-        stream,
-        rb: LinearBuffer::with_config(
+    let mut reader = FrameReader::new(
+        rd,
+        LinearBuffer::with_config(
             DEFAULT_RECV_CAPACITY,
             DemoFraming::with_max_body(shared.cfg.max_body),
             Compaction::Lazy,
         ),
-        flusher: Flusher::new(GatherThreshold::Bytes(shared.threshold)),
-        joined: Vec::new(),
-    };
-    let r = s.run().await;
-    for room in std::mem::take(&mut s.joined) {
-        shared.leave(room, &s.me);
+        shared.pool.clone(),
+    );
+    let mut joined = Vec::new();
+    let r = Abortable::new(read_loop(&mut reader, shared, &me, &mut joined), stop_reg).await;
+    for room in joined {
+        shared.leave(room, &me);
     }
-    s.me.queue.close();
+    let r = match r {
+        Ok(Ok(())) => {
+            // End of stream. Best effort: what is already owed goes out.
+            me.queue.shutdown();
+            Ok(())
+        }
+        Ok(Err(Closing::Protocol(reason))) => {
+            me.close_with(&shared.pool, &reason);
+            Err(io::Error::new(io::ErrorKind::InvalidData, reason))
+        }
+        Ok(Err(Closing::Io(e))) => {
+            me.queue.close();
+            Err(e)
+        }
+        Err(_aborted) => {
+            let reason = "slow consumer: send queue full";
+            me.close_with(&shared.pool, reason);
+            Err(io::Error::new(io::ErrorKind::InvalidData, reason))
+        }
+    };
+    let abort = writer.abort_handle();
+    if tokio::time::timeout(CLOSE_GRACE, writer).await.is_err() {
+        abort.abort();
+    }
     r
 }
 
-impl Session<'_> {
-    async fn run(&mut self) -> io::Result<()> {
-        loop {
-            if self.me.slow.load(Ordering::Acquire) {
-                return self.close("slow consumer: send queue full");
+/// Reads and handles frames until end of stream or an error. Replies wait
+/// for room in this session's queue (backpressure: the peer's requests then
+/// wait in the kernel, not in our memory).
+async fn read_loop(
+    reader: &mut Reader,
+    shared: &Shared,
+    me: &Arc<Member>,
+    joined: &mut Vec<u16>,
+) -> Result<(), Closing> {
+    let max_body = shared.cfg.max_body;
+    let pool = &shared.pool;
+    loop {
+        match reader.fill().await {
+            Ok(0) => {
+                return reader.buffer().finish().map_err(|e| {
+                    Closing::Io(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("peer closed mid-frame: {e}"),
+                    ))
+                });
             }
-            let (write_blocked, idle) = self.pump().map_err(flush_err)?;
-            let read = match self.read() {
-                Ok(r) => r,
-                Err(Closing::Protocol(reason)) => return self.close(&reason),
-                Err(Closing::Io(e)) => return Err(e),
-            };
-            match read {
-                ReadState::Eof => {
-                    // Best effort: what is already owed goes out.
-                    let _ = self.pump();
-                    return Ok(());
-                }
-                ReadState::Budget => {
-                    tokio::task::yield_now().await;
-                    continue;
-                }
-                ReadState::Blocked | ReadState::Paused => {}
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                return Err(Closing::Protocol(e.to_string()));
             }
-            if !self.flusher.is_empty() && !write_blocked {
-                // Replies produced by this read: write them before sleeping.
-                continue;
-            }
-            let want_read = matches!(read, ReadState::Blocked);
-            tokio::select! {
-                r = self.stream.readable(), if want_read => r?,
-                r = self.stream.writable(), if write_blocked => r?,
-                _ = self.me.wake.notified(), if idle => {}
-            }
+            Err(e) => return Err(Closing::Io(e)),
         }
-    }
-
-    /// Moves queued frames into the flusher and writes until everything is
-    /// out or the socket would block. Returns (write blocked, queue idle
-    /// and armed).
-    fn pump(&mut self) -> Result<(bool, bool), FlushError> {
         loop {
-            let mut idle = false;
-            if self.flusher.pending_bytes() < FLUSHER_HIGH {
-                let flusher = &mut self.flusher;
-                idle = self
-                    .me
-                    .queue
-                    .drain_each(DRAIN_BATCH, |f| flusher.push(f))
-                    .idle;
-            }
-            if self.flusher.is_empty() {
-                if idle {
-                    return Ok((false, true));
-                }
-                continue;
-            }
-            match self.flusher.flush(&mut TryIo(&self.stream))? {
-                Flushed::Done if idle => return Ok((false, true)),
-                Flushed::Done => {}
-                Flushed::WouldBlock => return Ok((true, idle)),
-            }
-        }
-    }
-
-    /// Reads and handles frames until the socket would block, the budget is
-    /// used up, or too much output is owed to this peer (backpressure:
-    /// its requests then wait in the kernel, not in our memory).
-    fn read(&mut self) -> Result<ReadState, Closing> {
-        let mut budget = READ_BUDGET;
-        loop {
-            let owed = self.flusher.pending_bytes() + self.me.queue.queued_bytes();
-            if owed >= self.shared.cfg.send_queue_bytes / 2 {
-                return Ok(ReadState::Paused);
-            }
-            let tail = self.rb.free_tail();
-            if tail.is_empty() {
-                return Err(Closing::Protocol(
-                    "receive buffer full of undecoded frames".into(),
-                ));
-            }
-            match self.stream.try_read(tail) {
-                Ok(0) => {
-                    return match self.rb.finish() {
-                        Ok(()) => Ok(ReadState::Eof),
-                        Err(e) => Err(Closing::Io(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("peer closed mid-frame: {e}"),
-                        ))),
-                    };
-                }
-                Ok(n) => {
-                    self.rb.commit(n);
-                    self.decode_all()?;
-                    budget = budget.saturating_sub(n);
-                    if budget == 0 {
-                        return Ok(ReadState::Budget);
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadState::Blocked),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Closing::Io(e)),
-            }
-        }
-    }
-
-    fn decode_all(&mut self) -> Result<(), Closing> {
-        let max_body = self.shared.cfg.max_body;
-        let pool = &self.shared.pool;
-        loop {
-            let frame = match self.rb.next_frame() {
+            let frame = match reader.buffer_mut().next_frame() {
                 Ok(Some(f)) => f,
-                Ok(None) => return Ok(()),
+                Ok(None) => break,
                 Err(e) => return Err(Closing::Protocol(format!("protocol error: {e}"))),
             };
             let h = frame.header;
@@ -330,54 +263,39 @@ impl Session<'_> {
                     let body = pool
                         .message_from(frame.body)
                         .map_err(|e| Closing::Protocol(format!("no message: {e}")))?;
-                    self.flusher.push(OutFrame::new(
+                    let reply = OutFrame::new(
                         encode_header(Kind::EchoReply, 0, h.body_len).into(),
                         Outgoing::Owned(body),
-                    ));
+                    );
+                    me.queue.send(reply).await.map_err(|_| {
+                        Closing::Io(io::Error::new(
+                            io::ErrorKind::BrokenPipe,
+                            "connection writer stopped",
+                        ))
+                    })?;
                 }
                 Request::Publish(room) => {
                     let body = pool
                         .message_from(frame.body)
                         .map_err(|e| Closing::Protocol(format!("no message: {e}")))?;
-                    self.shared.publish(room, body.freeze());
+                    shared.publish(room, body.freeze());
                 }
                 Request::Join(room) => {
-                    self.shared.join(room, &self.me);
-                    if !self.joined.contains(&room) {
-                        self.joined.push(room);
+                    shared.join(room, me);
+                    if !joined.contains(&room) {
+                        joined.push(room);
                     }
                 }
                 Request::Leave(room) => {
-                    self.shared.leave(room, &self.me);
-                    self.joined.retain(|r| *r != room);
+                    shared.leave(room, me);
+                    joined.retain(|r| *r != room);
                 }
             }
         }
-    }
-
-    /// Sends a `closing` frame with `reason` where the socket takes it now,
-    /// and ends the session.
-    fn close(&mut self, reason: &str) -> io::Result<()> {
-        if let Ok(m) = self.shared.pool.message_from(reason.as_bytes()) {
-            self.flusher.push(OutFrame::new(
-                encode_header(Kind::Closing, 0, reason.len() as u32).into(),
-                Outgoing::Owned(m),
-            ));
-            let _ = self.flusher.flush(&mut TryIo(&self.stream));
-        }
-        self.flusher.clear();
-        Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            reason.to_string(),
-        ))
     }
 }
 
 enum Closing {
     Protocol(String),
     Io(io::Error),
-}
-
-fn flush_err(e: FlushError) -> io::Error {
-    e.into()
 }

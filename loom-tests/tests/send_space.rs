@@ -24,47 +24,18 @@ use std::sync::Arc as StdArc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
 
-use loom::alloc::Track;
 use loom::sync::Arc;
 use loom::thread;
-use netbuf::loom_support::block_on;
-use netbuf::{CondvarNotify, PushError, QueueItem, SendQueue, WakerNotify};
-
-/// A one-byte message, leak-tracked by loom, counting its drops.
-#[derive(Debug)]
-struct Item {
-    seq: u8,
-    drops: StdArc<AtomicUsize>,
-    _leak_check: Track<()>,
-}
-
-impl QueueItem for Item {
-    fn byte_size(&self) -> usize {
-        1
-    }
-}
-
-impl Drop for Item {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Relaxed);
-    }
-}
+use netbuf::loom_support::{TrackedItem as Item, block_on, seqs};
+use netbuf::{CondvarNotify, PushError, SendQueue, WakerNotify};
 
 fn item(seq: u8, drops: &StdArc<AtomicUsize>) -> Item {
-    Item {
-        seq,
-        drops: drops.clone(),
-        _leak_check: Track::new(()),
-    }
+    Item::new(0, seq, drops)
 }
 
 /// Room for exactly one message.
 fn one_slot_queue() -> SendQueue<Item> {
     SendQueue::builder().limit(1).entry_overhead(0).build()
-}
-
-fn seqs(got: &[Item]) -> Vec<u8> {
-    got.iter().map(|i| i.seq).collect()
 }
 
 /// Drives `f` to completion with loom's `block_on`, counting the polls

@@ -147,11 +147,8 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 continue;
             }
             if drained.items == 0 && drained.idle {
-                if self.flusher.is_empty() {
-                    return Poll::Pending;
-                }
-                // Bytes left and the socket is not writable: wait for it
-                // (its waker) or for a push (ours), whichever comes first.
+                // Woken by the next push (our registration) or, with bytes
+                // left, by the socket becoming writable (its waker).
                 return Poll::Pending;
             }
         }

@@ -40,13 +40,12 @@ use std::sync::Arc as StdArc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll, Waker};
 
-use loom::alloc::Track;
 use loom::sync::Arc;
 use loom::thread;
 
 use super::state::{BLOCK_CAP, WAITERS};
 use super::{PushError, QueueItem, SendQueue};
-use crate::loom_support::block_on;
+use crate::loom_support::{TrackedItem as Item, block_on, seqs};
 use crate::sync::Ordering::Acquire;
 
 /// Internals the models check.
@@ -96,43 +95,12 @@ impl<T: QueueItem> SendQueue<T> {
     }
 }
 
-/// A test item: (producer, sequence number), one byte, leak-tracked by
-/// loom, counting its drops.
-#[derive(Debug)]
-struct Item {
-    producer: u8,
-    seq: u8,
-    drops: StdArc<AtomicUsize>,
-    _leak_check: Track<()>,
-}
-
-impl QueueItem for Item {
-    fn byte_size(&self) -> usize {
-        1
-    }
-}
-
-impl Drop for Item {
-    fn drop(&mut self) {
-        self.drops.fetch_add(1, Relaxed);
-    }
-}
-
 fn item(producer: u8, seq: u8, drops: &StdArc<AtomicUsize>) -> Item {
-    Item {
-        producer,
-        seq,
-        drops: drops.clone(),
-        _leak_check: Track::new(()),
-    }
+    Item::new(producer, seq, drops)
 }
 
 fn queue() -> SendQueue<Item> {
     SendQueue::builder().entry_overhead(0).build()
-}
-
-fn seqs(got: &[Item]) -> Vec<u8> {
-    got.iter().map(|i| i.seq).collect()
 }
 
 /// Block 1 is read to its end (and recycled as the spare) by a drain that

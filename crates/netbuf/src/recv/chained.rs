@@ -399,18 +399,27 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
         if self.len < n {
             return Ok(None);
         }
-        if n > 0 && self.head == 0 && self.blocks.front().is_some_and(|b| b.len() == n) {
-            let m = self.blocks.pop_front().expect("checked");
-            if self.blocks.is_empty() {
-                self.pop_front_reset();
-            }
-            self.len -= n;
-            self.stats.bodies_contiguous += 1;
+        if let Some(m) = self.take_front_block(n) {
             return Ok(Some(m));
         }
         let mut m = self.pool.alloc(n)?;
         self.take_into(&mut m, n);
         Ok(Some(m))
+    }
+
+    /// The front block itself, if the next `n` (> 0) buffered bytes are
+    /// exactly its contents: the zero-copy hand-over.
+    fn take_front_block(&mut self, n: usize) -> Option<Message> {
+        if n == 0 || self.head != 0 || self.blocks.front().is_none_or(|b| b.len() != n) {
+            return None;
+        }
+        let m = self.blocks.pop_front()?;
+        if self.blocks.is_empty() {
+            self.pop_front_reset();
+        }
+        self.len -= n;
+        self.stats.bodies_contiguous += 1;
+        Some(m)
     }
 
     /// Resets what depends on the front block once the chain is empty.
@@ -543,8 +552,7 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
         self.stats.frames += 1;
         self.advance(info.header_len);
         let n = info.body_len;
-        if n > 0 && self.head == 0 && self.blocks.front().is_some_and(|b| b.len() == n) {
-            let m = self.take_message(n)?.expect("buffered");
+        if let Some(m) = self.take_front_block(n) {
             return Ok(Some((info.header, m)));
         }
         let mut m = pool.alloc(n)?;

@@ -60,7 +60,7 @@ use crate::message::Message;
 use crate::sync::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Mutex, Ordering, lock};
 
 /// Why the pool could not hand out a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PoolError {
     /// The request is larger than [`PoolConfig::max_message`].
     #[error("message of {requested} bytes exceeds the pool's maximum of {max} bytes")]

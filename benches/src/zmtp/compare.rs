@@ -100,8 +100,7 @@ impl ZmtpServer {
                 Ok(ep) => server.endpoints.push(ep),
                 Err(_) => {
                     return Err(format!(
-                        "{}: {} of 4 listening lines (does it speak ZMTP?)",
-                        which.name(),
+                        "{} of 4 listening lines (does it speak ZMTP?)",
                         server.endpoints.len()
                     ));
                 }
@@ -307,4 +306,51 @@ pub fn run(libzmq: &Launch, demo: &Launch, seconds: f64) -> ZResults {
         libzmq: format!("{a}.{b}.{c}"),
         elapsed: t0.elapsed(),
     }
+}
+
+/// How to start the libzmq reference: this binary's hidden
+/// `serve-zmq-ref` subcommand (so one build runs everything).
+pub fn libzmq_launch(this_exe: &Path) -> Launch {
+    (
+        this_exe.to_path_buf(),
+        vec!["serve-zmq-ref".into()],
+        Vec::new(),
+    )
+}
+
+/// How to start `server-demo serve`: the binary next to `this_exe` (same
+/// target directory and profile), built first with `$CARGO build` when
+/// this runs under cargo. The send bound is the end-to-end matrix's, so a
+/// window of 256 KiB echoes fits.
+pub fn demo_launch(this_exe: &Path) -> Result<Launch, String> {
+    let dir = this_exe.parent().ok_or("no executable directory")?;
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "-p", "server-demo", "--bin", "server-demo"]);
+        if dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(crate::report::workspace_root())
+            .status()
+            .map_err(|e| format!("cargo build -p server-demo: {e}"))?;
+        if !status.success() {
+            return Err(format!("cargo build -p server-demo: {status}"));
+        }
+    }
+    let exe = dir.join("server-demo");
+    if !exe.exists() {
+        return Err(format!(
+            "{} not found: cargo build --release -p server-demo",
+            exe.display()
+        ));
+    }
+    Ok((
+        exe,
+        vec!["serve".into()],
+        vec![
+            "--send-queue-bytes".into(),
+            crate::report::e2e::SEND_QUEUE_BYTES.to_string(),
+        ],
+    ))
 }

@@ -52,11 +52,10 @@ fn socket(ctx: &zmq::Context, ty: zmq::SocketType, ep: &str) -> Result<zmq::Sock
     Ok(s)
 }
 
-/// A request body of `size` bytes carrying `seq` in its first 8 bytes
-/// (when it has room).
-fn body(size: usize, seq: u64) -> Vec<u8> {
-    let mut b = vec![0xA5u8; size];
-    if size >= 8 {
+/// Stamps `seq` into the first 8 bytes of a request body (when it has
+/// room); the rest of the body is reused as it is.
+fn stamp(b: &mut [u8], seq: u64) -> &[u8] {
+    if b.len() >= 8 {
         b[..8].copy_from_slice(&seq.to_le_bytes());
     }
     b
@@ -95,9 +94,11 @@ pub fn throughput(
             let s = socket(&ctx, zmq::DEALER, ep);
             std::thread::spawn(move || -> Result<u64, String> {
                 let s = s?;
+                let mut buf = vec![0xA5u8; size];
                 let (mut sent, mut done) = (0u64, 0u64);
                 while sent < window as u64 {
-                    s.send(body(size, sent), 0).map_err(|e| e.to_string())?;
+                    s.send(stamp(&mut buf, sent), 0)
+                        .map_err(|e| e.to_string())?;
                     sent += 1;
                 }
                 let deadline = Instant::now() + run;
@@ -105,7 +106,8 @@ pub fn throughput(
                     recv_checked(&s, size, done)?;
                     done += 1;
                     if Instant::now() < deadline {
-                        s.send(body(size, sent), 0).map_err(|e| e.to_string())?;
+                        s.send(stamp(&mut buf, sent), 0)
+                            .map_err(|e| e.to_string())?;
                         sent += 1;
                     }
                 }
@@ -131,15 +133,16 @@ pub fn latency(ep: &str, size: usize, run: Duration) -> Result<Measured, String>
     let ctx = zmq::Context::new();
     let s = socket(&ctx, zmq::DEALER, ep)?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
+    let mut buf = vec![0xA5u8; size];
     for seq in 0..50 {
-        s.send(body(size, seq), 0).map_err(|e| e.to_string())?;
+        s.send(stamp(&mut buf, seq), 0).map_err(|e| e.to_string())?;
         recv_checked(&s, size, seq)?;
     }
     let start = Instant::now();
     let mut seq = 50;
     while start.elapsed() < run {
         let t = Instant::now();
-        s.send(body(size, seq), 0).map_err(|e| e.to_string())?;
+        s.send(stamp(&mut buf, seq), 0).map_err(|e| e.to_string())?;
         recv_checked(&s, size, seq)?;
         hist.saturating_record(t.elapsed().as_nanos() as u64);
         seq += 1;

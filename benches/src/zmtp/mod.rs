@@ -11,5 +11,5 @@
 pub mod compare;
 pub mod endpoint;
 pub mod load;
-
 pub mod reference;
+pub mod section;

@@ -59,7 +59,11 @@ impl ZmtpArgs {
         ];
         kinds
             .into_iter()
-            .flat_map(|(kind, addrs)| addrs.into_iter().map(move |addr| EndpointSpec { kind, addr }))
+            .flat_map(|(kind, addrs)| {
+                addrs
+                    .into_iter()
+                    .map(move |addr| EndpointSpec { kind, addr })
+            })
             .collect()
     }
 }

@@ -18,7 +18,9 @@ fn big_cfg() -> StrategyArgs {
 }
 
 fn body(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -44,7 +46,10 @@ fn router_echoes_dealer_req_and_router_peers() {
     assert_eq!(ro.read_message(), vec![b"a".to_vec(), b"b".to_vec()]);
     drop((d, r, ro));
     let stats = t.finish();
-    let router = stats.iter().find(|r| r.kind == EndpointKind::Router).unwrap();
+    let router = stats
+        .iter()
+        .find(|r| r.kind == EndpointKind::Router)
+        .unwrap();
     assert_eq!((router.messages_in, router.messages_out), (3, 3));
 }
 
@@ -61,7 +66,10 @@ fn multipart_with_empty_parts_and_size_boundaries() {
     );
     c.send_message(&[b""]);
     assert_eq!(c.read_message(), vec![Vec::<u8>::new()]);
-    for (i, len) in [0usize, 255, 256, 64 << 10, 1 << 20].into_iter().enumerate() {
+    for (i, len) in [0usize, 255, 256, 64 << 10, 1 << 20]
+        .into_iter()
+        .enumerate()
+    {
         let b = body(len, i as u8);
         c.send_message(&[b"head", &b, b"tail"]);
         let got = c.read_message();
@@ -160,7 +168,11 @@ fn ipc_and_inproc_share_the_data_path() {
     assert_eq!(i.read_message(), vec![b"in".to_vec(), b]);
     drop((c, i));
     let stats = t.finish();
-    assert!(stats.iter().any(|r| r.address == "inproc://zmtp-router" && r.messages_in == 1));
+    assert!(
+        stats
+            .iter()
+            .any(|r| r.address == "inproc://zmtp-router" && r.messages_in == 1)
+    );
     assert!(!dir.exists(), "the ipc socket file is removed at shutdown");
 }
 
@@ -184,7 +196,10 @@ fn large_parts_take_the_gather_path() {
     }
     drop(c);
     let stats = t.finish();
-    let r = stats.iter().find(|r| r.kind == EndpointKind::Router).unwrap();
+    let r = stats
+        .iter()
+        .find(|r| r.kind == EndpointKind::Router)
+        .unwrap();
     assert_eq!(r.large_path_ratio(), Some(1.0), "{r}");
     assert!(r.copies_per_byte() < 0.01, "{r}");
     assert!(r.large_bytes >= 8 * (256 << 10), "{r}");
@@ -200,7 +215,10 @@ fn large_parts_take_the_gather_path() {
     assert!(c.read_message()[0] == b);
     drop(c);
     let stats = t.finish();
-    let r = stats.iter().find(|r| r.kind == EndpointKind::Router).unwrap();
+    let r = stats
+        .iter()
+        .find(|r| r.kind == EndpointKind::Router)
+        .unwrap();
     assert_eq!(r.large_path_ratio(), Some(0.0), "{r}");
     assert!(r.copies_per_byte() > 0.99, "{r}");
 }

@@ -66,7 +66,10 @@ fn versions_below_3_are_closed_without_error() {
     assert_eq!(c.read_to_end().len(), 64);
     still_serving(&t);
     let stats = t.finish();
-    let r = stats.iter().find(|r| r.kind == EndpointKind::Router).unwrap();
+    let r = stats
+        .iter()
+        .find(|r| r.kind == EndpointKind::Router)
+        .unwrap();
     assert_eq!(r.sessions_rejected, 5, "{r}");
 }
 
@@ -129,7 +132,10 @@ fn reserved_flags_oversize_and_garbage() {
         c.handshake("DEALER");
         c.send(&[flags, 1, b'x']);
         let reason = c.error_then_close().expect("ERROR");
-        assert!(reason.contains("flag") || reason.contains("MORE"), "{reason}");
+        assert!(
+            reason.contains("flag") || reason.contains("MORE"),
+            "{reason}"
+        );
     }
     // Oversize: announced sizes far beyond memory are refused from the
     // size field alone (an allocation attempt would abort the process).

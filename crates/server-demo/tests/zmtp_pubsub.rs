@@ -59,18 +59,30 @@ fn subscriptions_are_forwarded_with_counting() {
     b.send_message(&[b"\x01sport"]);
     // "news" was already forwarded: only "sport" goes up.
     assert_eq!(next_subscription(&mut p31, true), (true, b"sport".to_vec()));
-    assert_eq!(next_subscription(&mut p30, false), (true, b"sport".to_vec()));
+    assert_eq!(
+        next_subscription(&mut p30, false),
+        (true, b"sport".to_vec())
+    );
     a.send_command("CANCEL", b"news"); // b still wants it: nothing sent
     b.send_message(&[b"\x00sport"]);
-    assert_eq!(next_subscription(&mut p31, true), (false, b"sport".to_vec()));
-    assert_eq!(next_subscription(&mut p30, false), (false, b"sport".to_vec()));
+    assert_eq!(
+        next_subscription(&mut p31, true),
+        (false, b"sport".to_vec())
+    );
+    assert_eq!(
+        next_subscription(&mut p30, false),
+        (false, b"sport".to_vec())
+    );
     // A publisher that connects later is told every live prefix.
     let mut late = publisher(&t, 1);
     assert_eq!(next_subscription(&mut late, true), (true, b"news".to_vec()));
     // The last subscriber of "news" leaves: cancelled upstream.
     drop(b);
     assert_eq!(next_subscription(&mut p31, true), (false, b"news".to_vec()));
-    assert_eq!(next_subscription(&mut late, true), (false, b"news".to_vec()));
+    assert_eq!(
+        next_subscription(&mut late, true),
+        (false, b"news".to_vec())
+    );
     drop((a, p30));
     t.finish();
 }
@@ -97,7 +109,10 @@ fn messages_reach_matching_subscribers_whole() {
         all.read_message(),
         vec![b"news/1".to_vec(), b"".to_vec(), b"body".to_vec()]
     );
-    assert_eq!(all.read_message(), vec![b"weather".to_vec(), b"rain".to_vec()]);
+    assert_eq!(
+        all.read_message(),
+        vec![b"weather".to_vec(), b"rain".to_vec()]
+    );
     assert_eq!(all.read_message(), vec![b"news/2".to_vec()]);
     assert_eq!(
         news.read_message(),

@@ -91,10 +91,7 @@ impl SessionQueue {
     /// room checked here cannot shrink before the frames are in. On
     /// refusal the frames stay in `frames`.
     pub fn push_all(&self, frames: &mut Vec<OutFrame>) -> Result<(), Refusal> {
-        let cost: usize = frames
-            .iter()
-            .map(|f| f.byte_size() + ENTRY_OVERHEAD)
-            .sum();
+        let cost: usize = frames.iter().map(|f| f.byte_size() + ENTRY_OVERHEAD).sum();
         if self.is_closed() {
             return Err(Refusal::Closed);
         }

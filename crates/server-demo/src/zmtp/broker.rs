@@ -226,6 +226,8 @@ fn send_subscription(pool: &MessagePool, p: &Member, subscribe: bool, topic: &[u
     let frame = OutFrame::new(encode_frame_header(flags, m.len()), Outgoing::Owned(m));
     match p.session.queue.try_push(frame) {
         Ok(()) | Err(Refused::Closed(_)) => {}
-        Err(Refused::Full(_)) => p.session.request_close("publisher does not read its subscriptions"),
+        Err(Refused::Full(_)) => p
+            .session
+            .request_close("publisher does not read its subscriptions"),
     }
 }

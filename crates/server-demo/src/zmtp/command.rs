@@ -81,7 +81,9 @@ impl<'a> Command<'a> {
             .ok_or(ZmtpError::MalformedCommand("empty command frame"))?;
         let name_len = name_len as usize;
         if rest.len() < name_len {
-            return Err(ZmtpError::MalformedCommand("command name past the frame end"));
+            return Err(ZmtpError::MalformedCommand(
+                "command name past the frame end",
+            ));
         }
         let (name, data) = rest.split_at(name_len);
         Ok(match name {
@@ -92,7 +94,9 @@ impl<'a> Command<'a> {
                     .ok_or(ZmtpError::MalformedCommand("ERROR without a reason length"))?;
                 let reason = reason
                     .get(..len as usize)
-                    .ok_or(ZmtpError::MalformedCommand("ERROR reason past the frame end"))?;
+                    .ok_or(ZmtpError::MalformedCommand(
+                        "ERROR reason past the frame end",
+                    ))?;
                 Command::Error(reason)
             }
             b"PING" => {
@@ -234,7 +238,10 @@ mod tests {
         b[7..18].copy_from_slice(b"socket-type");
         assert!(matches!(
             Command::parse(&b),
-            Ok(Command::Ready(Metadata { socket_type: Some(b"PUB"), .. }))
+            Ok(Command::Ready(Metadata {
+                socket_type: Some(b"PUB"),
+                ..
+            }))
         ));
         for cut in 7..b.len() {
             assert!(Command::parse(&b[..cut]).is_err(), "cut {cut}");
@@ -261,7 +268,10 @@ mod tests {
             panic!("PING expected")
         };
         assert_eq!(context.as_slice(), &[7; 16]);
-        assert_eq!(Command::parse(&pong(&context)).unwrap(), Command::Pong(&[7; 16]));
+        assert_eq!(
+            Command::parse(&pong(&context)).unwrap(),
+            Command::Pong(&[7; 16])
+        );
         assert!(Command::parse(b"\x04PING\x00").is_err());
         assert_eq!(
             Command::parse(&subscription(true, b"news")).unwrap(),

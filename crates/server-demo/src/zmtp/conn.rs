@@ -130,7 +130,11 @@ impl ZmtpConn {
 
     /// Does whatever the connection is ready for: a requested close,
     /// output, input, then the output that input produced.
-    pub(crate) fn process(&mut self, server: &Shared, again: &mut Vec<u64>) -> Result<(), ZmtpClose> {
+    pub(crate) fn process(
+        &mut self,
+        server: &Shared,
+        again: &mut Vec<u64>,
+    ) -> Result<(), ZmtpClose> {
         if matches!(self.stream, Stream::Inproc(_)) {
             // No readiness events: a wakeup may mean new input.
             self.want_read = true;
@@ -175,9 +179,11 @@ impl ZmtpConn {
     /// Echo endpoints stop taking input while their replies pile up: the
     /// requests wait in the kernel, nothing is dropped.
     fn blocked(&self) -> bool {
-        matches!(self.endpoint.kind, EndpointKind::Router | EndpointKind::Pair)
-            && (!self.stalled.is_empty()
-                || self.shared.queue.queued_bytes() >= self.shared.queue.limit() / 2)
+        matches!(
+            self.endpoint.kind,
+            EndpointKind::Router | EndpointKind::Pair
+        ) && (!self.stalled.is_empty()
+            || self.shared.queue.queued_bytes() >= self.shared.queue.limit() / 2)
     }
 
     /// Handles every complete frame buffered.
@@ -214,7 +220,11 @@ impl ZmtpConn {
     }
 
     fn on_ready(&mut self, server: &Shared) -> Result<(), ZmtpError> {
-        let peer = self.session.peer().map(|p| p.greeting.is_3_1()).unwrap_or(true);
+        let peer = self
+            .session
+            .peer()
+            .map(|p| p.greeting.is_3_1())
+            .unwrap_or(true);
         match self.endpoint.kind {
             EndpointKind::Router => {}
             EndpointKind::Pair => {
@@ -366,7 +376,10 @@ impl ZmtpConn {
                     }
                 });
                 if large > 0 {
-                    endpoint.stats.large_bytes.fetch_add(large, Ordering::Relaxed);
+                    endpoint
+                        .stats
+                        .large_bytes
+                        .fetch_add(large, Ordering::Relaxed);
                 }
             }
             if self.flusher.is_empty() {
@@ -433,10 +446,13 @@ impl ZmtpConn {
         stats.add_flush(&m, &self.seen);
         self.seen = m;
         let c = &server.counters;
-        c.gather_frames.fetch_add(m.gather_frames, Ordering::Relaxed);
-        c.linear_frames.fetch_add(m.linear_frames, Ordering::Relaxed);
+        c.gather_frames
+            .fetch_add(m.gather_frames, Ordering::Relaxed);
+        c.linear_frames
+            .fetch_add(m.linear_frames, Ordering::Relaxed);
         c.bytes_copied.fetch_add(m.bytes_copied, Ordering::Relaxed);
-        c.bytes_written.fetch_add(m.bytes_written, Ordering::Relaxed);
+        c.bytes_written
+            .fetch_add(m.bytes_written, Ordering::Relaxed);
         stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
         self.flusher.clear();
         self.control.clear();

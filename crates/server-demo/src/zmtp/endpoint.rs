@@ -209,7 +209,8 @@ impl EndpointReport {
     /// large parts sent (1.0: the whole large path is zero-copy; `None`
     /// when no large part was sent).
     pub fn large_path_ratio(&self) -> Option<f64> {
-        (self.large_bytes > 0).then(|| self.gather_bytes.min(self.large_bytes) as f64 / self.large_bytes as f64)
+        (self.large_bytes > 0)
+            .then(|| self.gather_bytes.min(self.large_bytes) as f64 / self.large_bytes as f64)
     }
 
     /// Bytes copied into send buffers per byte written.
@@ -259,11 +260,20 @@ mod tests {
             EndpointAddr::Tcp("0.0.0.0:5555".parse().unwrap())
         );
         assert_eq!(
-            "ipc:///tmp/x.sock".parse::<EndpointAddr>().unwrap().to_string(),
+            "ipc:///tmp/x.sock"
+                .parse::<EndpointAddr>()
+                .unwrap()
+                .to_string(),
             "ipc:///tmp/x.sock"
         );
-        assert!(matches!("udp://x".parse::<EndpointAddr>(), Err(AddrError::Scheme(_))));
-        assert!(matches!("ipc://".parse::<EndpointAddr>(), Err(AddrError::EmptyPath(_))));
+        assert!(matches!(
+            "udp://x".parse::<EndpointAddr>(),
+            Err(AddrError::Scheme(_))
+        ));
+        assert!(matches!(
+            "ipc://".parse::<EndpointAddr>(),
+            Err(AddrError::EmptyPath(_))
+        ));
         assert!("tcp://nonsense".parse::<EndpointAddr>().is_err());
     }
 

@@ -190,7 +190,9 @@ impl Framing for ZmtpFraming {
         body_len: usize,
     ) -> Result<HeaderBytes, EncodeError> {
         let ZmtpHeader::Frame(flags) = header else {
-            return Err(EncodeError::InvalidHeader("the greeting has no frame header"));
+            return Err(EncodeError::InvalidHeader(
+                "the greeting has no frame header",
+            ));
         };
         let max = if flags.is_command() {
             self.max_command
@@ -304,7 +306,10 @@ mod tests {
     #[test]
     fn encode_refuses_greeting_and_oversize() {
         let f = ZmtpFraming::frames(10);
-        assert!(f.encode_header(&ZmtpHeader::Greeting { major: 3 }, 1).is_err());
+        assert!(
+            f.encode_header(&ZmtpHeader::Greeting { major: 3 }, 1)
+                .is_err()
+        );
         assert!(
             f.encode_header(&ZmtpHeader::Frame(FrameFlags::message(false)), 11)
                 .is_err()

@@ -181,6 +181,10 @@ mod tests {
         assert!(Greeting::parse(3, &g[GREETING_HEAD_LEN..]).is_err());
         let mut g = OUR_GREETING;
         g[11] = 0;
-        assert!(!Greeting::parse(3, &g[GREETING_HEAD_LEN..]).unwrap().is_3_1());
+        assert!(
+            !Greeting::parse(3, &g[GREETING_HEAD_LEN..])
+                .unwrap()
+                .is_3_1()
+        );
     }
 }

@@ -74,7 +74,12 @@ impl ZmtpState {
             endpoints: Vec::new(),
             inproc: EndpointKind::ALL
                 .into_iter()
-                .map(|k| Arc::new(endpoint::Endpoint::new(k, format!("inproc://{}", k.label()))))
+                .map(|k| {
+                    Arc::new(endpoint::Endpoint::new(
+                        k,
+                        format!("inproc://{}", k.label()),
+                    ))
+                })
                 .collect(),
             broker: broker::Broker::new(pool),
         }

@@ -122,9 +122,9 @@ impl ZmtpSession {
     pub fn on_frame(&mut self, header: ZmtpHeader, body: Message) -> Result<Step, ZmtpError> {
         match (self.phase, header) {
             (Phase::Greeting, ZmtpHeader::Greeting { major }) => self.on_greeting(major, &body),
-            (_, ZmtpHeader::Greeting { .. }) | (Phase::Greeting, ZmtpHeader::Frame(_)) => {
-                Err(ZmtpError::BadGreeting("framing out of step with the session"))
-            }
+            (_, ZmtpHeader::Greeting { .. }) | (Phase::Greeting, ZmtpHeader::Frame(_)) => Err(
+                ZmtpError::BadGreeting("framing out of step with the session"),
+            ),
             (_, ZmtpHeader::Frame(flags)) if flags.is_command() => self.on_command(&body),
             (Phase::Handshake, ZmtpHeader::Frame(_)) => Err(ZmtpError::MessageBeforeReady),
             (Phase::Active, ZmtpHeader::Frame(flags)) => self.on_part(flags, body),
@@ -174,7 +174,10 @@ impl ZmtpSession {
                 return Err(ZmtpError::BadIdentity(identity.len()));
             }
             self.peer = Some(PeerInfo {
-                greeting: self.greeting.take().ok_or(ZmtpError::BadGreeting("no greeting"))?,
+                greeting: self
+                    .greeting
+                    .take()
+                    .ok_or(ZmtpError::BadGreeting("no greeting"))?,
                 socket_type,
                 identity: identity.to_vec(),
             });
@@ -199,9 +202,7 @@ impl ZmtpSession {
     }
 
     fn on_part(&mut self, flags: FrameFlags, body: Message) -> Result<Step, ZmtpError> {
-        self.parts_bytes = self
-            .parts_bytes
-            .saturating_add(body.len() + PART_OVERHEAD);
+        self.parts_bytes = self.parts_bytes.saturating_add(body.len() + PART_OVERHEAD);
         if self.parts_bytes > self.max_message {
             return Err(ZmtpError::MessageTooLarge {
                 bytes: self.parts_bytes,
@@ -246,11 +247,16 @@ mod tests {
         let Step::Greeted { ready } = greet(&mut s, &pool) else {
             panic!("greeted expected")
         };
-        assert!(matches!(Command::parse(&ready), Ok(Command::Ready(m)) if m.identity == Some(&[][..])));
+        assert!(
+            matches!(Command::parse(&ready), Ok(Command::Ready(m)) if m.identity == Some(&[][..]))
+        );
         let part = |s: &mut ZmtpSession, more, b: &[u8]| {
             s.on_frame(ZmtpHeader::Frame(FrameFlags::message(more)), msg(&pool, b))
         };
-        assert_eq!(part(&mut s, false, b"x"), Err(ZmtpError::MessageBeforeReady));
+        assert_eq!(
+            part(&mut s, false, b"x"),
+            Err(ZmtpError::MessageBeforeReady)
+        );
         assert_eq!(
             cmd(&mut s, &pool, &command::ready("REQ", Some(b"id"))),
             Ok(Step::Ready)
@@ -258,7 +264,10 @@ mod tests {
         assert_eq!(s.peer().unwrap().identity, b"id");
         assert_eq!(part(&mut s, true, b""), Ok(Step::Nothing));
         // A PING between parts is answered; the message stays whole.
-        assert!(matches!(cmd(&mut s, &pool, &command::ping(10, b"c")), Ok(Step::Pong(_))));
+        assert!(matches!(
+            cmd(&mut s, &pool, &command::ping(10, b"c")),
+            Ok(Step::Pong(_))
+        ));
         assert_eq!(part(&mut s, false, b"body"), Ok(Step::Message));
         let mut out = Vec::new();
         s.take_message(&mut out);

@@ -189,7 +189,10 @@ impl Client {
     pub fn read_message(&mut self) -> Vec<Vec<u8>> {
         let mut parts = Vec::new();
         loop {
-            let f = self.read_frame().unwrap().expect("a message, not end of stream");
+            let f = self
+                .read_frame()
+                .unwrap()
+                .expect("a message, not end of stream");
             if f.is_command() {
                 self.commands.push(f);
                 continue;

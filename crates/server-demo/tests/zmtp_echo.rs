@@ -249,3 +249,48 @@ fn echo_under_every_recv_and_queue_mode() {
         }
     }
 }
+
+/// Two DEALERs pipelining thousands of messages each get their own
+/// replies, in order, through a small send queue (reading pauses while
+/// replies pile up; nothing is dropped).
+#[test]
+fn pipelining_dealers_get_their_own_replies_in_order() {
+    use std::io::Write;
+    let t = TestServer::start(StrategyArgs {
+        send_queue_bytes: 64 << 10,
+        ..StrategyArgs::default()
+    });
+    const N: u32 = 5000;
+    let mut joins = Vec::new();
+    for who in 0..2u8 {
+        let addr = t.addr(EndpointKind::Router).trim_start_matches("tcp://");
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        let mut w = s.try_clone().unwrap();
+        let mut c = Client::new(s);
+        c.handshake("DEALER");
+        let mut wire = Vec::new();
+        for i in 0..N {
+            wire.extend(zmtp_client::frame(zmtp_client::MORE, &[who]));
+            wire.extend(zmtp_client::frame(0, &i.to_be_bytes()));
+        }
+        let writer = std::thread::spawn(move || w.write_all(&wire).unwrap());
+        joins.push(std::thread::spawn(move || {
+            for i in 0..N {
+                let m = c.read_message();
+                assert_eq!(m, vec![vec![who], i.to_be_bytes().to_vec()]);
+            }
+            writer.join().unwrap();
+        }));
+    }
+    for j in joins {
+        j.join().unwrap();
+    }
+    let stats = t.finish();
+    let r = stats
+        .iter()
+        .find(|r| r.kind == EndpointKind::Router)
+        .unwrap();
+    assert_eq!(r.messages_out, 2 * u64::from(N), "{r}");
+}

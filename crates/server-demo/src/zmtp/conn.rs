@@ -220,11 +220,7 @@ impl ZmtpConn {
     }
 
     fn on_ready(&mut self, server: &Shared) -> Result<(), ZmtpError> {
-        let peer = self
-            .session
-            .peer()
-            .map(|p| p.greeting.is_3_1())
-            .unwrap_or(true);
+        let zmtp_3_1 = self.session.peer().is_none_or(|p| p.greeting.is_3_1());
         match self.endpoint.kind {
             EndpointKind::Router => {}
             EndpointKind::Pair => {
@@ -239,7 +235,7 @@ impl ZmtpConn {
                 server.zmtp.broker.add_publisher(
                     self.shared.clone(),
                     self.endpoint.stats.clone(),
-                    peer,
+                    zmtp_3_1,
                 );
                 self.role = Role::Broker;
             }
@@ -247,7 +243,7 @@ impl ZmtpConn {
                 server.zmtp.broker.add_subscriber(
                     self.shared.clone(),
                     self.endpoint.stats.clone(),
-                    peer,
+                    zmtp_3_1,
                 );
                 self.role = Role::Broker;
             }

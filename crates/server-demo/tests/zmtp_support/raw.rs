@@ -173,3 +173,30 @@ pub fn ready(socket_type: &str) -> Vec<u8> {
     b.extend_from_slice(socket_type.as_bytes());
     frame(COMMAND, &b)
 }
+
+/// The names of the command frames in `bytes`, a server's output after
+/// its 64-byte greeting (parsing stops at the first incomplete frame).
+pub fn command_names(bytes: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut at = 64;
+    while at + 2 <= bytes.len() {
+        let flags = bytes[at];
+        let (len, head) = if flags & LONG != 0 {
+            match bytes.get(at + 1..at + 9) {
+                Some(b) => (u64::from_be_bytes(b.try_into().unwrap()) as usize, 9),
+                None => break,
+            }
+        } else {
+            (bytes[at + 1] as usize, 2)
+        };
+        let Some(body) = bytes.get(at + head..at + head + len) else {
+            break;
+        };
+        if flags & COMMAND != 0 && !body.is_empty() {
+            let n = (body[0] as usize).min(body.len() - 1);
+            names.push(String::from_utf8_lossy(&body[1..1 + n]).into_owned());
+        }
+        at += head + len;
+    }
+    names
+}

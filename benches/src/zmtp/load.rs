@@ -71,11 +71,17 @@ fn check(reply: &[u8], size: usize, seq: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn recv_checked(s: &zmq::Socket, size: usize, seq: u64) -> Result<(), String> {
-    let r = s
-        .recv_bytes(0)
+/// Receives one reply into `msg` (reused: no allocation of ours per reply)
+/// and checks it.
+fn recv_checked(
+    s: &zmq::Socket,
+    msg: &mut zmq::Message,
+    size: usize,
+    seq: u64,
+) -> Result<(), String> {
+    s.recv(msg, 0)
         .map_err(|e| format!("reply {seq}: {e} (no reply within {TIMEOUT_MS} ms)"))?;
-    check(&r, size, seq)
+    check(msg, size, seq)
 }
 
 /// `clients` DEALERs, each with `window` requests of `size` bytes in
@@ -95,6 +101,7 @@ pub fn throughput(
             std::thread::spawn(move || -> Result<u64, String> {
                 let s = s?;
                 let mut buf = vec![0xA5u8; size];
+                let mut reply = zmq::Message::new();
                 let (mut sent, mut done) = (0u64, 0u64);
                 while sent < window as u64 {
                     s.send(stamp(&mut buf, sent), 0)
@@ -103,7 +110,7 @@ pub fn throughput(
                 }
                 let deadline = Instant::now() + run;
                 while done < sent {
-                    recv_checked(&s, size, done)?;
+                    recv_checked(&s, &mut reply, size, done)?;
                     done += 1;
                     if Instant::now() < deadline {
                         s.send(stamp(&mut buf, sent), 0)
@@ -134,16 +141,17 @@ pub fn latency(ep: &str, size: usize, run: Duration) -> Result<Measured, String>
     let s = socket(&ctx, zmq::DEALER, ep)?;
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3).expect("bounds");
     let mut buf = vec![0xA5u8; size];
+    let mut reply = zmq::Message::new();
     for seq in 0..50 {
         s.send(stamp(&mut buf, seq), 0).map_err(|e| e.to_string())?;
-        recv_checked(&s, size, seq)?;
+        recv_checked(&s, &mut reply, size, seq)?;
     }
     let start = Instant::now();
     let mut seq = 50;
     while start.elapsed() < run {
         let t = Instant::now();
         s.send(stamp(&mut buf, seq), 0).map_err(|e| e.to_string())?;
-        recv_checked(&s, size, seq)?;
+        recv_checked(&s, &mut reply, size, seq)?;
         hist.saturating_record(t.elapsed().as_nanos() as u64);
         seq += 1;
     }

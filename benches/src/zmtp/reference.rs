@@ -58,12 +58,12 @@ fn bind_all(
         s.set_maxmsgsize(max_frame as i64)?;
         if ty == zmq::ROUTER {
             // Never drop an echo silently: a full peer blocks the send
-            // (bounded by SNDTIMEO, then retried) instead.
+            // instead, an unknown one fails it.
             s.set_router_mandatory(true)?;
-            s.set_sndtimeo(100)?;
         }
-        if ty == zmq::PAIR {
-            s.set_sndtimeo(100)?;
+        if ty == zmq::ROUTER || ty == zmq::PAIR {
+            // Receives wake up every 100 ms to look at the stop flag.
+            s.set_rcvtimeo(100)?;
         }
         Ok(())
     };
@@ -81,29 +81,30 @@ fn bind_all(
 }
 
 /// Receives whole messages from `s` and sends each back unchanged until
-/// `stop`: a ROUTER's first part is the sender's routing id, so the echo
-/// goes back to the sender with its envelope.
+/// `stop`, part by part as `zmq::Message`s (no copy of the bodies, as a
+/// libzmq application would echo): a ROUTER's first part is the sender's
+/// routing id, so the echo goes back to the sender with its envelope.
+/// Sends block while the peer is full (nothing is dropped); a peer that
+/// has gone is skipped (`ROUTER_MANDATORY`).
 fn echo_loop(s: zmq::Socket, stop: Arc<AtomicBool>) {
+    let mut parts: Vec<zmq::Message> = Vec::new();
     while !stop.load(Ordering::Relaxed) {
-        match s.poll(zmq::POLLIN, 100) {
-            Ok(0) => continue,
-            Ok(_) => {}
+        let mut m = zmq::Message::new();
+        match s.recv(&mut m, 0) {
+            Ok(()) => {}
+            Err(zmq::Error::EAGAIN) => continue, // RCVTIMEO: look at `stop`
             Err(_) => return,
         }
-        loop {
-            let parts = match s.recv_multipart(zmq::DONTWAIT) {
-                Ok(p) => p,
-                Err(zmq::Error::EAGAIN) => break,
-                Err(_) => return,
-            };
-            loop {
-                match s.send_multipart(&parts, 0) {
-                    Ok(()) => break,
-                    // Full: retry until the peer drains or we stop.
-                    Err(zmq::Error::EAGAIN) if !stop.load(Ordering::Relaxed) => continue,
-                    // The peer left (ROUTER_MANDATORY) or we stop: drop it.
-                    Err(_) => break,
-                }
+        let more = m.get_more();
+        parts.push(m);
+        if more {
+            continue;
+        }
+        let n = parts.len();
+        for (i, p) in parts.drain(..).enumerate() {
+            let flags = if i + 1 < n { zmq::SNDMORE } else { 0 };
+            if s.send(p, flags).is_err() {
+                break; // the rest of this message is dropped with the drain
             }
         }
     }
@@ -209,14 +210,21 @@ impl Reference {
         &self.endpoints
     }
 
-    /// Stops every thread and closes the sockets.
+    /// Stops the threads. An echo thread blocked sending to a peer that
+    /// does not read is left behind (it ends with the process).
     pub fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(c) = self.proxy_control.take() {
             let _ = c.send("TERMINATE", 0);
         }
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if t.is_finished() {
+                let _ = t.join();
+            }
         }
     }
 }

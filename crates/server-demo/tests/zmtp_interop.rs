@@ -554,6 +554,11 @@ fn bad_inputs_close_only_their_connection(t: Transport) {
     srv.stop_clean();
 }
 
+/// Real libzmq sockets of the wrong type (a PUB on the ROUTER endpoint, a
+/// DEALER on the XPUB endpoint) never complete a handshake, and the server
+/// goes on serving a DEALER while they keep reconnecting. (libzmq also
+/// refuses the server's type itself; that the server refuses them is
+/// checked byte by byte by the raw "PUB socket to a ROUTER" case.)
 fn incompatible_libzmq_socket_is_refused(t: Transport) {
     use zmq::SocketEvent as E;
     let srv = Server::start();

@@ -258,7 +258,7 @@ fn broker(
         })
         .collect();
     let refs: Vec<&zmq::Socket> = subs.iter().collect();
-    peers::sync_subscribers(&publisher, &refs, b"sync-probe");
+    peers::sync_subscribers(&publisher, &refs, peers::PROBE);
     (publisher, subs)
 }
 
@@ -301,7 +301,7 @@ fn pubsub_prefix_filters_several_subscribers_multipart(t: Transport) {
                 .collect();
             let mut got = Vec::new();
             loop {
-                let m = recv(s);
+                let m = peers::recv_data(s);
                 if m[0] == b"sync-done" {
                     break;
                 }
@@ -327,9 +327,9 @@ fn unsubscribe_stops_delivery(t: Transport) {
             send(&publisher, &[format!("b{i}").into_bytes()]);
         }
         for i in 0..10u64 {
-            assert_eq!(recv(s), vec![format!("a{i}").into_bytes()]);
-            assert_eq!(recv(s), vec![format!("b{i}").into_bytes()]);
-            assert_eq!(recv(other), vec![format!("a{i}").into_bytes()]);
+            assert_eq!(peers::recv_data(s), vec![format!("a{i}").into_bytes()]);
+            assert_eq!(peers::recv_data(s), vec![format!("b{i}").into_bytes()]);
+            assert_eq!(peers::recv_data(other), vec![format!("a{i}").into_bytes()]);
         }
         s.set_unsubscribe(b"a").unwrap();
         // Probe until the cancel has taken effect: a `b` probe that arrives
@@ -339,12 +339,12 @@ fn unsubscribe_stops_delivery(t: Transport) {
             assert!(n < 2_000, "unsubscribe never took effect");
             send(&publisher, &[format!("ax{n}").into_bytes()]);
             send(&publisher, &[format!("bx{n}").into_bytes()]);
-            let first = recv(s);
+            let first = peers::recv_data(s);
             if first == vec![format!("bx{n}").into_bytes()] {
                 break 'probe;
             }
             assert_eq!(first, vec![format!("ax{n}").into_bytes()]);
-            assert_eq!(recv(s), vec![format!("bx{n}").into_bytes()]);
+            assert_eq!(peers::recv_data(s), vec![format!("bx{n}").into_bytes()]);
             n += 1;
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
@@ -354,14 +354,14 @@ fn unsubscribe_stops_delivery(t: Transport) {
         }
         for i in 0..50u64 {
             assert_eq!(
-                recv(s),
+                peers::recv_data(s),
                 vec![format!("b-after{i}").into_bytes()],
                 "no `a` after cancel"
             );
         }
         // The other subscriber still gets every `a` (probes included).
         let mut seen_after = 0;
-        while let Some(m) = peers::try_recv(other, 500) {
+        while let Some(m) = peers::try_recv_data(other, 500) {
             if m[0].starts_with(b"a-after") {
                 seen_after += 1;
             }
@@ -395,7 +395,7 @@ fn slow_subscriber_stalls_nobody(t: Transport) {
             // The fast subscriber keeps up, batch by batch: a broker
             // stalled by the slow one would time this out.
             for i in start..start + BATCH {
-                let m = recv(fast);
+                let m = peers::recv_data(fast);
                 assert!(
                     m == vec![msg(i), b("part2")],
                     "fast subscriber: message {i}"
@@ -406,7 +406,7 @@ fn slow_subscriber_stalls_nobody(t: Transport) {
         // gaps where it was over its bound.
         let mut last = None;
         let mut count = 0u64;
-        while let Some(m) = peers::try_recv(slow, 1_000) {
+        while let Some(m) = peers::try_recv_data(slow, 1_000) {
             let i = u64::from_be_bytes(m[0][1..9].try_into().unwrap());
             assert!(
                 m == vec![msg(i), b("part2")],

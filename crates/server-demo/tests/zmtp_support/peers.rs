@@ -118,3 +118,28 @@ impl Monitor {
         None
     }
 }
+
+/// First part of the probes [`sync_subscribers`] publishes in the broker
+/// tests.
+pub const PROBE: &[u8] = b"sync-probe";
+
+/// Receives the next message that is not a late [`PROBE`] (one still in
+/// flight when the sync ended).
+pub fn recv_data(s: &zmq::Socket) -> Vec<Vec<u8>> {
+    loop {
+        let m = recv(s);
+        if m[0] != PROBE {
+            return m;
+        }
+    }
+}
+
+/// [`try_recv`], skipping late [`PROBE`]s.
+pub fn try_recv_data(s: &zmq::Socket, ms: i64) -> Option<Vec<Vec<u8>>> {
+    loop {
+        let m = try_recv(s, ms)?;
+        if m[0] != PROBE {
+            return Some(m);
+        }
+    }
+}

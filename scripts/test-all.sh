@@ -14,7 +14,13 @@ if ! command -v valgrind >/dev/null 2>&1; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq valgrind
 fi
-cargo --version; valgrind --version
+# The ZMTP interop tests' libzmq (the zmq crate) is built from source with g++.
+if ! command -v g++ >/dev/null 2>&1; then
+  echo "g++ missing: installing it from Debian's packages (libzmq is built from source)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq g++
+fi
+cargo --version; valgrind --version; g++ --version | head -1
 
 stage "cargo fmt --check"
 cargo fmt --all --check

@@ -146,6 +146,7 @@ unsafe impl GlobalAlloc for Mimalloc {
 
 pub mod peers;
 pub mod report;
+pub mod zmtp;
 
 /// Makes `iters` items on this thread and drops them on another, in
 /// batches of 64; returns the time until the last is dropped.

@@ -22,6 +22,7 @@ use benches::report::criterion::{self, GroupTable};
 use benches::report::e2e::{self, Matrix, Scenario, ServerKind};
 use benches::report::plots::{self, Chart};
 use benches::report::{Machine, parse_size_label, render, workspace_root};
+use benches::zmtp::{compare as zmtp, reference::RefArgs, section as zmtp_section};
 use clap::{Parser, Subcommand};
 
 allocators::global_allocator!();
@@ -51,6 +52,12 @@ struct Cli {
     /// Skip the end-to-end matrix (criterion tables only).
     #[arg(long)]
     no_e2e: bool,
+    /// Skip the ZMTP section (server-demo against libzmq).
+    #[arg(long)]
+    no_zmtp: bool,
+    /// Seconds of load per ZMTP cell (default 2; 0.3 with --quick).
+    #[arg(long)]
+    zmtp_seconds: Option<f64>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -61,10 +68,19 @@ enum Cmd {
         /// server-demo, tokio-peer or tokio-netbuf.
         server: String,
     },
+    /// Run the libzmq reference server until standard input closes.
+    #[command(hide = true)]
+    ServeZmqRef {
+        #[command(flatten)]
+        args: RefArgs,
+    },
 }
 
 fn main() {
     let cli = Cli::parse();
+    if let Some(Cmd::ServeZmqRef { args }) = &cli.cmd {
+        std::process::exit(benches::zmtp::reference::main_with(args, true));
+    }
     if let Some(Cmd::Serve { server }) = &cli.cmd {
         let code = match ServerKind::parse(server) {
             Some(k) => e2e::serve_child(k),
@@ -145,7 +161,12 @@ fn run(cli: &Cli) -> Result<(), String> {
         )
     };
     let threshold = netbuf::calibrated_threshold(netbuf::Transport::Tcp).resolve();
-    let svgs = draw_plots(&out, matrix.as_ref(), &tables, threshold);
+    let mut svgs = draw_plots(&out, matrix.as_ref(), &tables, threshold);
+    let zmtp_md = if cli.no_zmtp {
+        String::new()
+    } else {
+        zmtp_report(cli, &out, &mut svgs)?
+    };
     let mut command = String::from("cargo run --release -p benches --bin bench-report");
     let mut flags = Vec::new();
     if cli.run_criterion {
@@ -160,6 +181,12 @@ fn run(cli: &Cli) -> Result<(), String> {
     if cli.no_e2e {
         flags.push("--no-e2e".into());
     }
+    if cli.no_zmtp {
+        flags.push("--no-zmtp".into());
+    }
+    if let Some(z) = cli.zmtp_seconds {
+        flags.push(format!("--zmtp-seconds {z}"));
+    }
     if !flags.is_empty() {
         command.push_str(" -- ");
         command.push_str(&flags.join(" "));
@@ -172,10 +199,16 @@ fn run(cli: &Cli) -> Result<(), String> {
         &svgs,
         threshold,
         &dirs,
+    )
+    .replacen(
+        "\n## Field reports, reproduced",
+        &format!("{zmtp_md}\n## Field reports, reproduced"),
+        1,
     );
     let path = out.join("REPORT.md");
     std::fs::write(&path, report).map_err(|e| format!("{}: {e}", path.display()))?;
-    let section = results_section(&machine, &command, matrix.as_ref(), &tables);
+    let mut section = results_section(&machine, &command, matrix.as_ref(), &tables);
+    section.push_str(&zmtp_md.replacen("\n## ZMTP", "\n### ZMTP", 1));
     let spath = out.join("RESULTS-SECTION.md");
     std::fs::write(&spath, section).map_err(|e| format!("{}: {e}", spath.display()))?;
     eprintln!(
@@ -186,6 +219,41 @@ fn run(cli: &Cli) -> Result<(), String> {
         t0.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Runs the ZMTP comparison, draws its plot (added to `svgs`) and returns
+/// its Markdown section.
+fn zmtp_report(cli: &Cli, out: &Path, svgs: &mut Vec<(String, String)>) -> Result<String, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let seconds = cli
+        .zmtp_seconds
+        .unwrap_or(if cli.quick { 0.3 } else { 2.0 });
+    let demo = zmtp::demo_launch(&exe).unwrap_or_else(|e| {
+        eprintln!("zmtp: {e}");
+        (
+            PathBuf::from("server-demo (not built)"),
+            Vec::new(),
+            Vec::new(),
+        )
+    });
+    eprintln!("ZMTP: libzmq reference vs server-demo, {seconds} s per cell ...");
+    let results = zmtp::run(&zmtp::libzmq_launch(&exe), &demo, seconds);
+    let file = "zmtp-throughput.svg";
+    let plot = match zmtp_section::draw(&results, &out.join(file)) {
+        Ok(true) => {
+            svgs.push((
+                file.into(),
+                "ZMTP echo throughput by size, tcp and ipc, server-demo vs libzmq".into(),
+            ));
+            Some(file)
+        }
+        Ok(false) => None,
+        Err(e) => {
+            eprintln!("plot {file}: {e}");
+            None
+        }
+    };
+    Ok(zmtp_section::markdown(&results, plot))
 }
 
 fn draw_plots(

@@ -171,32 +171,7 @@ impl ServerProcess {
     /// `/proc/PID/task/*/schedstat`; falls back to `utime + stime` of
     /// `/proc/PID/stat` at clock-tick resolution).
     pub fn cpu_ns(&self) -> u64 {
-        let pid = self.child.id();
-        let mut total = 0u64;
-        let mut any = false;
-        if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-            for t in rd.flatten() {
-                if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
-                    && let Some(ns) = s
-                        .split_whitespace()
-                        .next()
-                        .and_then(|v| v.parse::<u64>().ok())
-                {
-                    total += ns;
-                    any = true;
-                }
-            }
-        }
-        if any {
-            return total;
-        }
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name (which may contain spaces).
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
-        (ticks(11) + ticks(12)) * 10_000_000
+        process_cpu_ns(self.child.id())
     }
 
     /// Allocator calls made by the server process so far.
@@ -223,6 +198,37 @@ impl ServerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU nanoseconds used so far by all the threads of process `pid` (sum of
+/// `/proc/PID/task/*/schedstat`; falls back to `utime + stime` of
+/// `/proc/PID/stat` at clock-tick resolution).
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let mut total = 0u64;
+    let mut any = false;
+    if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in rd.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat"))
+                && let Some(ns) = s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+            {
+                total += ns;
+                any = true;
+            }
+        }
+    }
+    if any {
+        return total;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces).
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 here.
+    (ticks(11) + ticks(12)) * 10_000_000
 }
 
 /// One scenario of the matrix.

@@ -22,3 +22,4 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod soak;
+pub mod zmtp;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Parser, Subcommand};
 use server_demo::config::{Listen, StrategyArgs};
 use server_demo::server::Server;
+use server_demo::zmtp::{EndpointAddr, EndpointKind, EndpointSpec};
 
 allocators::global_allocator!();
 
@@ -29,6 +30,44 @@ struct Cli {
     json: Option<PathBuf>,
 }
 
+/// ZMTP endpoints of `serve`: each flag repeatable, each `tcp://HOST:PORT`
+/// (port 0 picks one) or `ipc://PATH`.
+#[derive(clap::Args, Debug, Default)]
+struct ZmtpArgs {
+    /// A ROUTER that sends every message back to its sender (DEALER, REQ,
+    /// ROUTER peers).
+    #[arg(long = "zmtp-router", value_name = "EP")]
+    router: Vec<EndpointAddr>,
+    /// A PAIR that echoes its one peer.
+    #[arg(long = "zmtp-pair", value_name = "EP")]
+    pair: Vec<EndpointAddr>,
+    /// The broker's publisher side (XSUB: PUB / XPUB peers).
+    #[arg(long = "zmtp-xsub", value_name = "EP")]
+    xsub: Vec<EndpointAddr>,
+    /// The broker's subscriber side (XPUB: SUB / XSUB peers).
+    #[arg(long = "zmtp-xpub", value_name = "EP")]
+    xpub: Vec<EndpointAddr>,
+}
+
+impl ZmtpArgs {
+    fn specs(self) -> Vec<EndpointSpec> {
+        let kinds = [
+            (EndpointKind::Router, self.router),
+            (EndpointKind::Pair, self.pair),
+            (EndpointKind::Xsub, self.xsub),
+            (EndpointKind::Xpub, self.xpub),
+        ];
+        kinds
+            .into_iter()
+            .flat_map(|(kind, addrs)| {
+                addrs
+                    .into_iter()
+                    .map(move |addr| EndpointSpec { kind, addr })
+            })
+            .collect()
+    }
+}
+
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the server until SIGINT/SIGTERM.
@@ -39,6 +78,8 @@ enum Cmd {
         /// Unix-domain socket path to listen on.
         #[arg(long)]
         unix: Option<PathBuf>,
+        #[command(flatten)]
+        zmtp: ZmtpArgs,
         #[command(flatten)]
         strategy: StrategyArgs,
     },
@@ -76,8 +117,9 @@ fn main() {
         Some(Cmd::Serve {
             tcp,
             unix,
+            zmtp,
             strategy,
-        }) => serve(tcp, unix, strategy),
+        }) => serve(tcp, unix, zmtp.specs(), strategy),
         Some(Cmd::Load(args)) => match server_demo::load::run_load(args) {
             Ok(()) => 0,
             Err(e) => {
@@ -104,9 +146,14 @@ fn cli_is_main_job() -> bool {
         .is_none_or(|a| a.starts_with('-') && a != "--help" && a != "-h")
 }
 
-fn serve(tcp: Option<std::net::SocketAddr>, unix: Option<PathBuf>, strategy: StrategyArgs) -> i32 {
-    if tcp.is_none() && unix.is_none() {
-        eprintln!("serve: give --tcp ADDR and/or --unix PATH");
+fn serve(
+    tcp: Option<std::net::SocketAddr>,
+    unix: Option<PathBuf>,
+    zmtp: Vec<EndpointSpec>,
+    strategy: StrategyArgs,
+) -> i32 {
+    if tcp.is_none() && unix.is_none() && zmtp.is_empty() {
+        eprintln!("serve: give --tcp ADDR, --unix PATH and/or --zmtp-* ENDPOINT");
         return 2;
     }
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +163,7 @@ fn serve(tcp: Option<std::net::SocketAddr>, unix: Option<PathBuf>, strategy: Str
             return 1;
         }
     }
-    let server = match Server::start(Listen { tcp, unix }, strategy.clone()) {
+    let server = match Server::start_with_zmtp(Listen { tcp, unix }, &zmtp, strategy.clone()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("cannot start: {e}");
@@ -129,6 +176,9 @@ fn serve(tcp: Option<std::net::SocketAddr>, unix: Option<PathBuf>, strategy: Str
     if let Some(p) = server.unix_path() {
         println!("listening unix {}", p.display());
     }
+    for (kind, addr) in server.zmtp_endpoints() {
+        println!("listening {} {addr}", kind.label());
+    }
     tracing::info!(
         allocator = %allocators::active(),
         strategy = %strategy.label(),
@@ -137,7 +187,10 @@ fn serve(tcp: Option<std::net::SocketAddr>, unix: Option<PathBuf>, strategy: Str
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let leaks = server.shutdown();
+    let (leaks, zmtp_stats) = server.shutdown_with_stats();
+    for r in zmtp_stats {
+        tracing::info!("{r}");
+    }
     tracing::info!(%leaks, "server stopped");
     if leaks.is_clean() { 0 } else { 1 }
 }

@@ -15,6 +15,10 @@ use netbuf::{
     framing::DecodeError,
 };
 
+mod zmtp;
+
+pub(crate) use zmtp::ZmtpListener;
+
 use super::inproc::ServerEnd;
 use super::logic::Job;
 use super::queue::SessionQueue;
@@ -35,14 +39,14 @@ const TCP_LISTENER: Token = Token(usize::MAX - 1);
 const UNIX_LISTENER: Token = Token(usize::MAX - 2);
 
 /// Frames a flusher takes from its queue per drain.
-const DRAIN_BATCH: usize = 256;
+pub(crate) const DRAIN_BATCH: usize = 256;
 
 /// Bytes a session's flusher may hold before it stops draining the queue.
-const FLUSHER_HIGH: usize = 256 << 10;
+pub(crate) const FLUSHER_HIGH: usize = 256 << 10;
 
 /// Bytes read from one session before the loop serves the others (a
 /// client that never stops sending must not starve the rest).
-const READ_BUDGET: usize = 256 << 10;
+pub(crate) const READ_BUDGET: usize = 256 << 10;
 
 /// The part of an IO thread other threads reach: its waker, the sessions
 /// that have something for it, and connections handed to it.
@@ -51,6 +55,8 @@ pub(crate) struct IoShared {
     waker: Waker,
     ready: Mutex<Vec<u64>>,
     pub(crate) incoming: Mutex<Vec<Stream>>,
+    /// ZMTP connections handed to it, with their endpoint.
+    pub(crate) incoming_zmtp: Mutex<Vec<(Stream, Arc<crate::zmtp::endpoint::Endpoint>)>>,
 }
 
 thread_local! {
@@ -65,6 +71,7 @@ impl IoShared {
             waker,
             ready: Mutex::new(Vec::new()),
             incoming: Mutex::new(Vec::new()),
+            incoming_zmtp: Mutex::new(Vec::new()),
         }
     }
 
@@ -95,7 +102,7 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    fn transport(&self) -> Transport {
+    pub(crate) fn transport(&self) -> Transport {
         match self {
             Stream::Tcp(_) => Transport::Tcp,
             // Bodies copied into an in-memory pipe: the Unix socket's
@@ -106,7 +113,7 @@ impl Stream {
 
     /// The mio source (none for in-process connections, which wake their
     /// IO thread through its ready list).
-    fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
+    pub(crate) fn source(&mut self) -> Option<&mut dyn mio::event::Source> {
         match self {
             Stream::Tcp(s) => Some(s),
             Stream::Unix(s) => Some(s),
@@ -114,7 +121,7 @@ impl Stream {
         }
     }
 
-    fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(std::net::Shutdown::Both),
             Stream::Unix(s) => s.shutdown(std::net::Shutdown::Both),
@@ -174,6 +181,9 @@ pub(crate) struct IoThread {
     tcp: Option<TcpListener>,
     unix: Option<UnixListener>,
     sessions: HashMap<u64, Session>,
+    /// ZMTP connections (the same ids and tokens as `sessions`).
+    zmtp: HashMap<u64, crate::zmtp::conn::ZmtpConn>,
+    zmtp_listeners: Vec<(ZmtpListener, Arc<crate::zmtp::endpoint::Endpoint>)>,
     next_target: usize,
     /// Sessions that used their read budget and have more to read.
     again: Vec<u64>,
@@ -195,7 +205,11 @@ impl IoThread {
         all: Vec<Arc<IoShared>>,
         mut tcp: Option<TcpListener>,
         mut unix: Option<UnixListener>,
+        mut zmtp_listeners: Vec<(ZmtpListener, Arc<crate::zmtp::endpoint::Endpoint>)>,
     ) -> io::Result<Self> {
+        for (i, (l, _)) in zmtp_listeners.iter_mut().enumerate() {
+            l.register(poll.registry(), zmtp::listener_token(i))?;
+        }
         if let Some(l) = &mut tcp {
             poll.registry()
                 .register(l, TCP_LISTENER, Interest::READABLE)?;
@@ -212,6 +226,8 @@ impl IoThread {
             tcp,
             unix,
             sessions: HashMap::new(),
+            zmtp: HashMap::new(),
+            zmtp_listeners,
             next_target: index,
             again: Vec::new(),
         })
@@ -232,6 +248,7 @@ impl IoThread {
                 for id in ids {
                     self.close(id, Close::Protocol("server shutdown".into()));
                 }
+                self.close_all_zmtp();
                 break;
             }
             // Sessions that used their read budget, and work this thread
@@ -259,11 +276,22 @@ impl IoThread {
                     WAKE => {}
                     TCP_LISTENER => self.accept_tcp(),
                     UNIX_LISTENER => self.accept_unix(),
+                    t if zmtp::listener_index(t).is_some() => {
+                        if let Some(i) = zmtp::listener_index(t) {
+                            self.accept_zmtp(i);
+                        }
+                    }
                     Token(t) => {
                         let id = t as u64;
+                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
                         if let Some(s) = self.sessions.get_mut(&id) {
-                            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            if readable {
                                 s.want_read = true;
+                            }
+                            self.process(id);
+                        } else if let Some(c) = self.zmtp.get_mut(&id) {
+                            if readable {
+                                c.want_read = true;
                             }
                             self.process(id);
                         }
@@ -274,6 +302,16 @@ impl IoThread {
                 std::mem::take(&mut *self.me().incoming.lock().unwrap_or_else(|p| p.into_inner()));
             for s in incoming {
                 self.add_session(s);
+            }
+            let incoming = std::mem::take(
+                &mut *self
+                    .me()
+                    .incoming_zmtp
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()),
+            );
+            for (s, ep) in incoming {
+                self.add_zmtp(s, ep);
             }
             std::mem::swap(
                 &mut ready,
@@ -402,6 +440,7 @@ impl IoThread {
     /// input.
     fn process(&mut self, id: u64) {
         let Some(s) = self.sessions.get_mut(&id) else {
+            self.process_zmtp(id);
             return;
         };
         if matches!(s.stream, Stream::Inproc(_)) {

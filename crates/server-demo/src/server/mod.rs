@@ -11,10 +11,10 @@
 //! ```
 
 pub mod inproc;
-mod io;
+pub(crate) mod io;
 mod logic;
 pub mod queue;
-mod session;
+pub(crate) mod session;
 
 use std::io as stdio;
 use std::net::SocketAddr;
@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub(crate) live_sessions: AtomicU64,
     /// Gather thresholds resolved (calibrated) once at start: TCP, Unix.
     thresholds: [usize; 2],
+    /// ZMTP endpoints and the broker.
+    pub(crate) zmtp: crate::zmtp::ZmtpState,
 }
 
 impl Shared {
@@ -131,6 +133,8 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     tcp_addr: Option<SocketAddr>,
     unix_path: Option<PathBuf>,
+    /// ipc:// paths to remove at shutdown.
+    ipc_paths: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for Server {
@@ -164,7 +168,7 @@ pub fn raise_fd_limit() -> u64 {
 /// Raises a listener's accept backlog from the library default (128) so a
 /// burst of thousands of connects is not dropped (and retried by the client
 /// a second later) while the IO thread is busy.
-fn deepen_backlog(l: &impl std::os::fd::AsRawFd) {
+pub(crate) fn deepen_backlog(l: &impl std::os::fd::AsRawFd) {
     // SAFETY: `listen` on a valid, bound, listening socket only changes its
     // backlog; the kernel caps it at `net.core.somaxconn`.
     unsafe {
@@ -176,6 +180,32 @@ impl Server {
     /// Binds, starts every thread, and returns once the listeners accept
     /// connections.
     pub fn start(listen: Listen, cfg: StrategyArgs) -> stdio::Result<Server> {
+        Server::start_with_zmtp(listen, &[], cfg)
+    }
+
+    /// [`start`](Self::start) with ZMTP endpoints too (in-process ZMTP
+    /// connections are always available, see
+    /// [`connect_zmtp_inproc`](Self::connect_zmtp_inproc)).
+    ///
+    /// ```no_run
+    /// use server_demo::config::{Listen, StrategyArgs};
+    /// use server_demo::server::Server;
+    /// use server_demo::zmtp::{EndpointKind, EndpointSpec};
+    ///
+    /// let spec = EndpointSpec {
+    ///     kind: EndpointKind::Router,
+    ///     addr: "tcp://127.0.0.1:0".parse().unwrap(),
+    /// };
+    /// let server = Server::start_with_zmtp(Listen::default(), &[spec], StrategyArgs::default()).unwrap();
+    /// for (kind, addr) in server.zmtp_endpoints() {
+    ///     println!("listening {} {addr}", kind.label());
+    /// }
+    /// ```
+    pub fn start_with_zmtp(
+        listen: Listen,
+        zmtp: &[crate::zmtp::EndpointSpec],
+        cfg: StrategyArgs,
+    ) -> stdio::Result<Server> {
         raise_fd_limit();
         // A 256 B class beside the 4 KiB block: small requests and replies
         // (the common case) do not pin a whole page each.
@@ -199,7 +229,20 @@ impl Server {
                 })
             })
             .collect();
+        let mut zmtp_state = crate::zmtp::ZmtpState::new(pool.clone());
+        let mut zmtp_listeners = Vec::new();
+        let mut ipc_paths = Vec::new();
+        for spec in zmtp {
+            let (l, address) = io::ZmtpListener::bind(&spec.addr)?;
+            if let crate::zmtp::EndpointAddr::Ipc(p) = &spec.addr {
+                ipc_paths.push(p.clone());
+            }
+            let ep = Arc::new(crate::zmtp::endpoint::Endpoint::new(spec.kind, address));
+            zmtp_state.endpoints.push(ep.clone());
+            zmtp_listeners.push((l, ep));
+        }
         let shared = Arc::new(Shared {
+            zmtp: zmtp_state,
             cfg: cfg.clone(),
             pool,
             counters: ServerCounters::default(),
@@ -248,6 +291,11 @@ impl Server {
                 io_shared.clone(),
                 if i == 0 { tcp.take() } else { None },
                 if i == 0 { unix.take() } else { None },
+                if i == 0 {
+                    std::mem::take(&mut zmtp_listeners)
+                } else {
+                    Vec::new()
+                },
             )?;
             threads.push(
                 std::thread::Builder::new()
@@ -270,7 +318,59 @@ impl Server {
             threads,
             tcp_addr,
             unix_path: listen.unix,
+            ipc_paths,
         })
+    }
+
+    /// The ZMTP endpoints listening, with their bound addresses
+    /// (`tcp://127.0.0.1:PORT`, `ipc://PATH`), in the order given.
+    pub fn zmtp_endpoints(&self) -> Vec<(crate::zmtp::EndpointKind, String)> {
+        self.shared
+            .zmtp
+            .endpoints
+            .iter()
+            .map(|e| (e.kind, e.address.clone()))
+            .collect()
+    }
+
+    /// Counters of every ZMTP endpoint (listening ones, then the in-process
+    /// ones that saw a connection): sessions, messages, slow-subscriber
+    /// drops, large-path ratio, copies per byte.
+    pub fn zmtp_stats(&self) -> Vec<crate::zmtp::EndpointReport> {
+        let z = &self.shared.zmtp;
+        z.endpoints
+            .iter()
+            .map(|e| e.report())
+            .chain(
+                z.inproc
+                    .iter()
+                    .map(|e| e.report())
+                    .filter(|r| r.sessions_opened > 0),
+            )
+            .collect()
+    }
+
+    /// Broker members: (subscribers, publishers) past their handshake.
+    pub fn zmtp_broker_members(&self) -> (usize, usize) {
+        self.shared.zmtp.broker.members()
+    }
+
+    /// Opens an in-process ZMTP connection to an endpoint of `kind`: the
+    /// same path as a socket (ZMTP receive buffer, handlers, send queue,
+    /// flusher) over in-memory pipes. The client speaks ZMTP (greeting
+    /// first) through blocking `Read` / `Write`.
+    pub fn connect_zmtp_inproc(&self, kind: crate::zmtp::EndpointKind) -> InprocClient {
+        let (end, client) = inproc::pair();
+        let n = self.io.len();
+        let target = self.shared.next_session.load(Ordering::Relaxed) as usize % n;
+        let ep = self.shared.zmtp.inproc(kind).clone();
+        self.io[target]
+            .incoming_zmtp
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((io::Stream::Inproc(end), ep));
+        self.io[target].wake();
+        client
     }
 
     /// The bound TCP address (the real port when 0 was asked).
@@ -356,6 +456,13 @@ impl Server {
         self.shared.pool.leak_report()
     }
 
+    /// [`shutdown`](Self::shutdown), also returning the ZMTP endpoints'
+    /// final counters (every session closed).
+    pub fn shutdown_with_stats(mut self) -> (netbuf::LeakReport, Vec<crate::zmtp::EndpointReport>) {
+        self.stop();
+        (self.shared.pool.leak_report(), self.zmtp_stats())
+    }
+
     fn stop(&mut self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
         for io in &self.io {
@@ -368,6 +475,9 @@ impl Server {
             let _ = t.join();
         }
         if let Some(p) = &self.unix_path {
+            let _ = std::fs::remove_file(p);
+        }
+        for p in &self.ipc_paths {
             let _ = std::fs::remove_file(p);
         }
     }

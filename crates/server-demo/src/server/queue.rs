@@ -21,6 +21,15 @@ pub enum Refused {
     Closed(OutFrame),
 }
 
+/// Why [`SessionQueue::push_all`] queued nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No room for every frame.
+    Full,
+    /// The session is closed.
+    Closed,
+}
+
 /// A session's outgoing frames.
 // The lock-free queue is cache-padded (large) and lives inside the
 // session's `Arc`; boxing it would add a pointer chase to every push.
@@ -65,6 +74,52 @@ impl SessionQueue {
                 e => Refused::Full(e.into_inner()),
             }),
             SessionQueue::Mutex(q) => q.try_push(f),
+        }
+    }
+
+    /// The byte bound (entry overhead included).
+    pub fn limit(&self) -> usize {
+        match self {
+            SessionQueue::Mpsc(q) => q.limit(),
+            SessionQueue::Mutex(q) => q.limit,
+        }
+    }
+
+    /// Queues every frame of `frames` (draining it), or none: a whole
+    /// multi-part message. All or nothing holds when the caller is the
+    /// queue's only producer, or all its producers hold one lock: then
+    /// room checked here cannot shrink before the frames are in. On
+    /// refusal the frames stay in `frames`.
+    pub fn push_all(&self, frames: &mut Vec<OutFrame>) -> Result<(), Refusal> {
+        let cost: usize = frames.iter().map(|f| f.byte_size() + ENTRY_OVERHEAD).sum();
+        if self.is_closed() {
+            return Err(Refusal::Closed);
+        }
+        if self.limit().saturating_sub(self.queued_bytes()) < cost {
+            return Err(Refusal::Full);
+        }
+        match self {
+            SessionQueue::Mpsc(q) => {
+                if q.push_batch(frames).is_err() {
+                    // Only a close can refuse here: the rest goes too.
+                    frames.clear();
+                }
+            }
+            SessionQueue::Mutex(q) => {
+                for f in frames.drain(..) {
+                    // Only a close can refuse here: the rest goes too.
+                    let _ = q.try_push(f);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the queue was closed.
+    pub fn is_closed(&self) -> bool {
+        match self {
+            SessionQueue::Mpsc(q) => q.is_closed(),
+            SessionQueue::Mutex(q) => q.lock().closed,
         }
     }
 

@@ -67,6 +67,6 @@ mod sink;
 mod writer;
 
 pub use codec::{CodecError, FramingCodec};
-pub use reader::{FrameReader, HeaderOf, ReadError};
+pub use reader::{COOP_UNIT_BYTES, FrameReader, HeaderOf, ReadError};
 pub use sink::{QueueSink, SinkError};
 pub use writer::{DEFAULT_MAX_BUFFERED, FrameWriter, WriteError, WriterHandle, outbox};

@@ -10,6 +10,7 @@ use futures::Stream;
 use netbuf::framing::{DecodeError, Framing};
 use netbuf::{ChainedBuffer, FrameSource, LinearBuffer, Message, MessagePool};
 use tokio::io::AsyncRead;
+use tokio::task::coop;
 
 use crate::io::Polled;
 
@@ -24,6 +25,26 @@ pub enum ReadError {
     /// The framing rejected the stream (also: the stream ended mid-frame).
     #[error(transparent)]
     Decode(#[from] DecodeError),
+}
+
+/// Bytes a [`FrameReader`] fill counts as one unit of tokio's coop budget
+/// on top of the unit every fill costs (8 KiB, the read size of
+/// `tokio_util`'s `Framed`, so a reader yields after about as many bytes
+/// as a `Framed` would: 128 units, 1 MiB).
+pub const COOP_UNIT_BYTES: usize = 8 << 10;
+
+/// Spends up to `units` of the current task's coop budget, stopping before
+/// it runs out (the task's next budgeted poll then yields).
+fn spend_budget(cx: &mut Context<'_>, units: usize) {
+    for _ in 0..units {
+        if !coop::has_budget_remaining() {
+            return;
+        }
+        match coop::poll_proceed(cx) {
+            Poll::Ready(restore) => restore.made_progress(),
+            Poll::Pending => return,
+        }
+    }
 }
 
 /// The header type of a receive buffer's framing.
@@ -147,14 +168,29 @@ impl<R: AsyncRead + Unpin, S: FrameSource, A: Allocator + Send + Sync + 'static>
     }
 
     /// [`fill`](Self::fill) as a poll function.
+    ///
+    /// Cooperative under tokio: a fill spends one unit of the task's
+    /// [coop budget](tokio::task::coop) plus one per [`COOP_UNIT_BYTES`]
+    /// read (as if the bytes came in `COOP_UNIT_BYTES` reads), and returns
+    /// `Pending` (the task yields) once the budget is spent. A buffer of a
+    /// megabyte or more brings hundreds of frames per read: without this a
+    /// reader whose handlers push into other connections' queues could run
+    /// for many reads before the tasks draining those queues (woken on the
+    /// same worker) get a turn, and the queues would overflow. Outside a
+    /// tokio runtime nothing is counted.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let coop = std::task::ready!(coop::poll_proceed(cx));
         let mut polled = Polled {
             io: Pin::new(&mut self.io),
             cx,
         };
         loop {
             match self.buf.read_from(&mut polled) {
-                Ok(n) => return Poll::Ready(Ok(n)),
+                Ok(n) => {
+                    coop.made_progress();
+                    spend_budget(polled.cx, n / COOP_UNIT_BYTES);
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Poll::Ready(Err(e)),

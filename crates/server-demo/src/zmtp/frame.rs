@@ -147,7 +147,7 @@ impl Framing for ZmtpFraming {
             return Ok(None);
         };
         if flags & FrameFlags::RESERVED != 0 {
-            return Err(reserved(flags));
+            return Err(RESERVED);
         }
         let flags = FrameFlags(flags);
         if flags.is_command() && flags.more() {
@@ -230,10 +230,7 @@ pub fn encode_frame_header(flags: FrameFlags, body_len: usize) -> HeaderBytes {
     }
 }
 
-#[cold]
-fn reserved(flags: u8) -> DecodeError {
-    DecodeError::malformed(format!("reserved frame flag bits set ({flags:#04x})"))
-}
+const RESERVED: DecodeError = DecodeError::malformed("reserved frame flag bits set");
 
 #[cfg(test)]
 mod tests {

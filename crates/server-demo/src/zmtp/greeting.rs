@@ -128,9 +128,9 @@ pub fn check_prefix(src: &[u8]) -> Result<Option<u8>, DecodeError> {
     }
     match src.get(10) {
         None => Ok(None),
-        Some(&major) if major < 3 => Err(DecodeError::malformed(format!(
-            "ZMTP major version {major} is not supported (3 or later required)"
-        ))),
+        Some(&major) if major < 3 => Err(DecodeError::malformed(
+            "ZMTP major version below 3 is not supported",
+        )),
         Some(&major) => Ok(Some(major)),
     }
 }

@@ -319,6 +319,11 @@ impl<S: Read + Write> Client<S> {
         self.io.get_mut().write_all(bytes)
     }
 
+    /// Reads exactly `buf.len()` raw bytes (through the read buffer).
+    pub fn read_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.io.read_exact(buf)
+    }
+
     /// Sends a 3.`minor` NULL greeting and reads the peer's; an error unless
     /// it is a ZMTP 3 NULL greeting.
     pub fn greet(&mut self, minor: u8) -> io::Result<[u8; 64]> {

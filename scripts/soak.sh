@@ -2,9 +2,11 @@
 # The 60-second soak / chaos profile (release build): server-demo's server
 # in-process on loopback under 16 client threads that connect and
 # disconnect at random, mix valid echo / room traffic with faults (garbage,
-# oversize frames, slow readers, drops mid-frame), then check that nothing
-# was lost, reordered or corrupted, that memory stayed bounded and that
-# nothing leaked. Non-zero exit on any failed check.
+# oversize frames, slow readers, drops mid-frame), plus 6 ZMTP client
+# threads (DEALER echo, PUB / SUB through the broker, peers that vanish
+# mid-frame or send garbage), then check that nothing was lost, reordered
+# or corrupted, that memory stayed bounded and that nothing leaked.
+# Non-zero exit on any failed check.
 #
 #   SOAK_SECONDS=1800 scripts/soak.sh     # the long profile
 #   SOAK_SEED=42 scripts/soak.sh          # replay a seed's choices

@@ -1,7 +1,10 @@
 //! The main job: start the server on loopback once per strategy, drive a
 //! short representative matrix through it with the load generator, and
 //! print what each strategy costs (throughput, latency, server allocations
-//! and CPU per message, large-path ratio), then memory per idle connection.
+//! and CPU per message, large-path ratio), then memory per idle connection,
+//! then the ZMTP section ([`zmtp`]).
+
+pub mod zmtp;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -564,18 +567,25 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
             r.recv, r.connections, r.bytes_per_connection
         );
     }
-    println!("\n(total {:.1} s)", started.elapsed().as_secs_f64());
+    println!();
+    let t = Instant::now();
+    let zmtp = zmtp::run_zmtp();
+    eprintln!("  zmtp section: {:.2} s", t.elapsed().as_secs_f64());
+    println!("{}", zmtp::render_zmtp(&zmtp));
+    println!("(total {:.1} s)", started.elapsed().as_secs_f64());
     if let Some(path) = json {
         #[derive(Serialize)]
         struct Out<'a> {
             allocator: &'static str,
             rows: &'a [Row],
             idle: &'a [IdleRow],
+            zmtp: &'a zmtp::ZmtpSection,
         }
         let out = Out {
             allocator: allocators::active().name(),
             rows: &rows,
             idle: &idle,
+            zmtp: &zmtp,
         };
         match serde_json::to_string_pretty(&out) {
             Ok(s) => {
@@ -586,5 +596,9 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
             Err(e) => eprintln!("cannot serialize: {e}"),
         }
     }
-    if rows.is_empty() { 1 } else { 0 }
+    if rows.is_empty() || zmtp.rows.is_empty() || !zmtp.leak_free {
+        1
+    } else {
+        0
+    }
 }

@@ -38,8 +38,13 @@
 //! * memory, sampled every 100 ms: process RSS (`VmRSS`; the server runs in
 //!   this process, so this includes the client threads and their buffers
 //!   too), pool live bytes and pool cache bytes stay under their bounds;
-//! * at the end: no live session, room membership or pool message, and a
-//!   clean leak report from [`Server::shutdown`].
+//! * at the end: no live session, room membership, broker member or pool
+//!   message, and a clean leak report from [`Server::shutdown`].
+//!
+//! ZMTP clients ([`zmtp`]: DEALER echo with checksummed multi-part
+//! messages, PUB / SUB through the broker, peers that vanish mid-frame or
+//! send garbage) run beside the demo protocol's on their own threads
+//! (`--zmtp-clients`), against the same server, under the same checks.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -55,6 +60,9 @@ use netbuf::{Compaction, LinearBuffer};
 
 use crate::config::{Listen, PoolMode, QueueMode, RecvMode, StrategyArgs};
 use crate::server::Server;
+use crate::zmtp::{EndpointKind, EndpointSpec};
+
+pub mod zmtp;
 
 /// Magic of an echo body.
 pub const ECHO_MAGIC: u32 = 0x4b41_4f53;
@@ -74,6 +82,10 @@ pub struct SoakArgs {
     /// Client threads (each holds at most one connection at a time).
     #[arg(long, default_value_t = 16)]
     pub clients: usize,
+    /// ZMTP client threads beside them (DEALER echo, PUB, SUB, chaos
+    /// peers; 0: none).
+    #[arg(long, default_value_t = 6)]
+    pub zmtp_clients: usize,
     /// Seed of the pseudo-random choices (default: from the clock).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -107,6 +119,7 @@ impl Default for SoakArgs {
         SoakArgs {
             seconds: 60,
             clients: 16,
+            zmtp_clients: 6,
             seed: None,
             max_frame: (1 << 20) + (64 << 10),
             io_threads: 2,
@@ -560,6 +573,8 @@ pub struct Totals {
     pub bytes_in: u64,
     /// Faults injected.
     pub faults: Faults,
+    /// What the ZMTP clients did.
+    pub zmtp: zmtp::ZmtpTotals,
 }
 
 impl Totals {
@@ -573,6 +588,7 @@ impl Totals {
         self.leaves += o.leaves;
         self.bytes_out += o.bytes_out;
         self.bytes_in += o.bytes_in;
+        self.zmtp.add(&o.zmtp);
         let (f, g) = (&mut self.faults, &o.faults);
         f.garbage += g.garbage;
         f.oversize += g.oversize;
@@ -678,6 +694,9 @@ impl fmt::Display for SoakReport {
             x.slow_subscribers,
             x.slow_subscribers_closed
         )?;
+        if t.zmtp.connections > 0 {
+            writeln!(f, "{}", t.zmtp)?;
+        }
         writeln!(
             f,
             "  memory ({} samples): peak RSS {:.1} MiB (baseline {:.1}, bound {:.1}; the \
@@ -738,6 +757,7 @@ struct Ctx {
     logs: Mutex<Vec<EpochLog>>,
     failures: Mutex<Vec<String>>,
     stop_all: AtomicBool,
+    zmtp: Option<zmtp::Endpoints>,
 }
 
 impl Ctx {
@@ -1278,11 +1298,21 @@ pub fn run(args: &SoakArgs) -> SoakReport {
         clients,
         ..SoakReport::default()
     };
-    let server = match Server::start(
+    let zmtp_clients = args.zmtp_clients;
+    let specs: Vec<EndpointSpec> = [EndpointKind::Router, EndpointKind::Xsub, EndpointKind::Xpub]
+        .into_iter()
+        .filter(|_| zmtp_clients > 0)
+        .map(|kind| EndpointSpec {
+            kind,
+            addr: zmtp::LOOPBACK.parse().expect("endpoint"),
+        })
+        .collect();
+    let server = match Server::start_with_zmtp(
         Listen {
             tcp: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             unix: None,
         },
+        &specs,
         cfg.clone(),
     ) {
         Ok(s) => s,
@@ -1304,16 +1334,17 @@ pub fn run(args: &SoakArgs) -> SoakReport {
     // clients.
     let frame = (max_frame + HEADER_LEN) as u64;
     let per_session = 2 * cfg.send_queue_bytes as u64 + 3 * frame;
-    let live_bytes_bound = 2 * clients as u64 * per_session;
+    let conns = clients + zmtp_clients;
+    let live_bytes_bound = 2 * conns as u64 * per_session;
     let pool_cfg = netbuf::PoolConfig::default();
     let classes = server.pool().stats().classes.len().max(1) as u64;
-    let threads_bound = (clients * 2 + cfg.io_threads + cfg.logic_threads + 8) as u64;
+    let threads_bound = (conns * 2 + cfg.io_threads + cfg.logic_threads + 8) as u64;
     let cached_bound = classes
         * (pool_cfg.total_cache_bytes as u64 + threads_bound * pool_cfg.thread_cache_bytes as u64);
     let baseline = rss_bytes();
     // Clients: a request and a reply of at most one frame each, plus the
     // reader's buffer, per connection.
-    let client_bytes = clients as u64 * 4 * frame;
+    let client_bytes = conns as u64 * 4 * frame;
     let rss_bound = args.max_rss_mib.map_or(
         baseline + live_bytes_bound + cached_bound + client_bytes + (256 << 20),
         |m| m << 20,
@@ -1334,6 +1365,7 @@ pub fn run(args: &SoakArgs) -> SoakReport {
         logs: Mutex::new(Vec::new()),
         failures: Mutex::new(Vec::new()),
         stop_all: AtomicBool::new(false),
+        zmtp: zmtp::Endpoints::of(&server),
     });
 
     let memory = Arc::new(Mutex::new(report.memory.clone()));
@@ -1386,6 +1418,16 @@ pub fn run(args: &SoakArgs) -> SoakReport {
                     .name(format!("soak-client-{i}"))
                     .spawn_scoped(s, move || client(&ctx, seed))
             })
+            .chain((0..zmtp_clients).map(|i| {
+                let ctx = ctx.clone();
+                let seed = mix64(seed ^ 0x2a47 ^ (i as u64).wrapping_mul(0x9e37_79b9));
+                std::thread::Builder::new()
+                    .name(format!("soak-zmtp-{i}"))
+                    .spawn_scoped(s, move || match &ctx.zmtp {
+                        Some(eps) => zmtp::client(&ctx, eps, seed),
+                        None => Totals::default(),
+                    })
+            }))
             .collect();
         let mut totals = Totals::default();
         for h in handles {
@@ -1401,6 +1443,7 @@ pub fn run(args: &SoakArgs) -> SoakReport {
             let st = server.pool().stats();
             let done = server.live_sessions() == 0
                 && server.room_memberships() == 0
+                && server.zmtp_broker_members() == (0, 0)
                 && st.live_messages == 0;
             if done || Instant::now() > end {
                 break;
@@ -1442,6 +1485,14 @@ pub fn run(args: &SoakArgs) -> SoakReport {
             report.final_state.1
         ));
     }
+    let members = server.zmtp_broker_members();
+    if members != (0, 0) {
+        failures.push(format!(
+            "{} subscribers / {} publishers left in the ZMTP broker after every client left",
+            members.0, members.1
+        ));
+    }
+    failures.extend(zmtp::final_checks(&server, &report.totals, zmtp_clients));
     if live_messages != 0 {
         failures.push(format!(
             "{live_messages} pool messages live after every client left"

@@ -1,6 +1,6 @@
 //! A short soak profile (~10 s): the server in-process under clients that
-//! mix valid traffic with faults; every check of `server_demo::soak` must
-//! hold (scripts/soak.sh runs the 60-second profile, release build).
+//! mix valid traffic with faults, demo protocol and ZMTP side by side;
+//! every check of `server_demo::soak` must hold (scripts/soak.sh runs the 60-second profile, release build).
 
 use server_demo::soak::{SoakArgs, run};
 
@@ -17,4 +17,7 @@ fn short_soak_profile_passes_every_check() {
     assert!(report.passed(), "soak failed:\n{report}");
     assert!(report.totals.connections > 10);
     assert_eq!(report.leaks, 0);
+    let z = &report.totals.zmtp;
+    assert!(z.connections > 5, "{report}");
+    assert!(z.echo_answered > 0 && z.deliveries > 0, "{report}");
 }

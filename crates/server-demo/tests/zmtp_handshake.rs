@@ -35,7 +35,7 @@ fn greeting_split_at_every_byte() {
         std::thread::sleep(Duration::from_millis(2));
         c.send(&wire[cut..]);
         let mut theirs = [0u8; 64];
-        std::io::Read::read_exact(&mut c.s, &mut theirs).unwrap();
+        c.read_exact(&mut theirs);
         let f = c.read_frame().unwrap().unwrap();
         assert_eq!(f.command_name(), Some(&b"READY"[..]), "cut at {cut}");
         assert_eq!(c.read_message(), vec![b"split".to_vec()], "cut at {cut}");
@@ -80,7 +80,7 @@ fn other_mechanisms_get_error() {
         let mut c = t.connect(EndpointKind::Router);
         c.send(&greeting(3, 1, mech));
         let mut theirs = [0u8; 64];
-        std::io::Read::read_exact(&mut c.s, &mut theirs).unwrap();
+        c.read_exact(&mut theirs);
         let reason = c.error_then_close().expect("ERROR");
         assert!(reason.contains(mech), "{reason}");
     }

@@ -11,6 +11,7 @@
 //! | [`subscription`] | prefix matching with libzmq's counting; 3.0 subscription messages |
 //! | [`session`] | the per-connection state machine (no IO) |
 //! | [`endpoint`] | endpoint addresses and per-endpoint counters |
+//! | [`client`] | a small blocking client (load, soak, tests) |
 //! | `broker` | the XSUB / XPUB broker (`zmq_proxy`) |
 //! | `conn` | a connection on its IO thread: receive buffer, handlers, queue, flusher |
 //!
@@ -42,6 +43,7 @@
 //! ```
 
 pub(crate) mod broker;
+pub mod client;
 pub mod command;
 pub(crate) mod conn;
 pub mod endpoint;

@@ -1,111 +1,45 @@
-//! A small blocking ZMTP 3.1 client for the tests (NULL mechanism), written
-//! from the spec, independent of the server's own encoder.
+//! The ZMTP tests' client: the crate's own blocking client
+//! ([`server_demo::zmtp::client`], written from the spec, independent of
+//! the server's encoder) behind the panicking calls the tests want.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use server_demo::config::{Listen, StrategyArgs};
 use server_demo::server::Server;
+use server_demo::zmtp::client as zc;
 use server_demo::zmtp::{EndpointKind, EndpointSpec};
 
-pub const MORE: u8 = 1;
-pub const LONG: u8 = 2;
-pub const COMMAND: u8 = 4;
-
-/// A greeting: version `major.minor`, `mechanism`, as-server 0.
-pub fn greeting(major: u8, minor: u8, mechanism: &str) -> [u8; 64] {
-    let mut g = [0u8; 64];
-    g[0] = 0xFF;
-    g[9] = 0x7F;
-    g[10] = major;
-    g[11] = minor;
-    g[12..12 + mechanism.len()].copy_from_slice(mechanism.as_bytes());
-    g
-}
-
-/// A READY command body.
-pub fn ready(socket_type: &str, identity: Option<&[u8]>) -> Vec<u8> {
-    let mut b = vec![5];
-    b.extend_from_slice(b"READY");
-    let mut prop = |n: &str, v: &[u8]| {
-        b.push(n.len() as u8);
-        b.extend_from_slice(n.as_bytes());
-        b.extend_from_slice(&(v.len() as u32).to_be_bytes());
-        b.extend_from_slice(v);
-    };
-    prop("Socket-Type", socket_type.as_bytes());
-    if let Some(id) = identity {
-        prop("Identity", id);
-    }
-    b
-}
-
-/// A frame: flags, 1- or 8-byte size, body.
-pub fn frame(flags: u8, body: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(body.len() + 9);
-    if body.len() <= 255 {
-        f.push(flags);
-        f.push(body.len() as u8);
-    } else {
-        f.push(flags | LONG);
-        f.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    }
-    f.extend_from_slice(body);
-    f
-}
-
-/// A command body: name and data.
-pub fn command(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut b = vec![name.len() as u8];
-    b.extend_from_slice(name.as_bytes());
-    b.extend_from_slice(data);
-    b
-}
+pub use zc::{COMMAND, Frame, LONG, MORE, command, frame, greeting, ready};
 
 /// Any byte stream the client can talk over.
-pub trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+pub trait Stream: io::Read + io::Write + Send {}
+impl<T: io::Read + io::Write + Send> Stream for T {}
 
-/// A frame read from the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub flags: u8,
-    pub body: Vec<u8>,
-}
+/// The crate's client over any stream; every call panics on an IO error
+/// (a test failure), except [`Client::read_frame`].
+pub struct Client(pub zc::Client<Box<dyn Stream>>);
 
-impl Frame {
-    pub fn is_command(&self) -> bool {
-        self.flags & COMMAND != 0
-    }
-    pub fn more(&self) -> bool {
-        self.flags & MORE != 0
-    }
-    /// The command's name, if a command.
-    pub fn command_name(&self) -> Option<&[u8]> {
-        let n = *self.body.first()? as usize;
-        self.is_command().then(|| &self.body[1..1 + n])
+impl std::ops::Deref for Client {
+    type Target = zc::Client<Box<dyn Stream>>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
 }
 
-pub struct Client {
-    pub s: Box<dyn Stream>,
-    /// Commands read while waiting for messages (PONG...).
-    pub commands: Vec<Frame>,
-    /// The server's READY body.
-    pub server_ready: Vec<u8>,
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
 }
 
 impl Client {
     pub fn new(s: impl Stream + 'static) -> Client {
-        Client {
-            s: Box::new(s),
-            commands: Vec::new(),
-            server_ready: Vec::new(),
-        }
+        Client(zc::Client::new(Box::new(s)))
     }
 
     pub fn tcp(addr: &str) -> Client {
@@ -123,17 +57,14 @@ impl Client {
     }
 
     pub fn send(&mut self, bytes: &[u8]) {
-        self.s.write_all(bytes).unwrap();
+        self.0.send(bytes).unwrap();
     }
 
     /// Sends a greeting and reads the server's; panics unless it is
     /// ZMTP 3.1 NULL.
     pub fn greet(&mut self, minor: u8) {
-        self.send(&greeting(3, minor, "NULL"));
-        let mut g = [0u8; 64];
-        self.s.read_exact(&mut g).unwrap();
-        assert_eq!((g[0], g[9], g[10], g[11]), (0xFF, 0x7F, 3, 1));
-        assert_eq!(&g[12..16], b"NULL");
+        let g = self.0.greet(minor).unwrap();
+        assert_eq!((g[10], g[11]), (3, 1));
     }
 
     /// The whole NULL handshake as `socket_type` (ZMTP 3.1).
@@ -143,85 +74,30 @@ impl Client {
 
     /// The whole NULL handshake as `socket_type`, announcing 3.`minor`.
     pub fn handshake_v(&mut self, socket_type: &str, minor: u8) {
-        self.greet(minor);
-        self.send(&frame(COMMAND, &ready(socket_type, None)));
-        let f = self.read_frame().unwrap().expect("READY from the server");
-        assert_eq!(f.command_name(), Some(&b"READY"[..]), "{f:?}");
-        self.server_ready = f.body;
+        self.0.handshake_v(socket_type, None, minor).unwrap();
+        assert!(self.0.server_ready.starts_with(b"\x05READY"));
     }
 
     pub fn send_message(&mut self, parts: &[&[u8]]) {
-        let mut wire = Vec::new();
-        for (i, p) in parts.iter().enumerate() {
-            let more = if i + 1 < parts.len() { MORE } else { 0 };
-            wire.extend_from_slice(&frame(more, p));
-        }
-        self.send(&wire);
+        self.0.send_message(parts).unwrap();
     }
 
     pub fn send_command(&mut self, name: &str, data: &[u8]) {
-        self.send(&frame(COMMAND, &command(name, data)));
+        self.0.send_command(name, data).unwrap();
     }
 
-    /// The next frame, `None` at end of stream.
-    pub fn read_frame(&mut self) -> io::Result<Option<Frame>> {
-        let mut h = [0u8; 2];
-        match self.s.read(&mut h[..1])? {
-            0 => return Ok(None),
-            _ => self.s.read_exact(&mut h[1..])?,
-        }
-        let flags = h[0];
-        let len = if flags & LONG != 0 {
-            let mut b = [0u8; 8];
-            b[0] = h[1];
-            self.s.read_exact(&mut b[1..])?;
-            u64::from_be_bytes(b) as usize
-        } else {
-            h[1] as usize
-        };
-        let mut body = vec![0u8; len];
-        self.s.read_exact(&mut body)?;
-        Ok(Some(Frame { flags, body }))
+    /// Reads exactly `buf.len()` raw bytes.
+    pub fn read_exact(&mut self, buf: &mut [u8]) {
+        self.0.read_exact(buf).unwrap();
     }
 
     /// The next whole message (commands in between are kept in
     /// `commands`).
     pub fn read_message(&mut self) -> Vec<Vec<u8>> {
-        let mut parts = Vec::new();
-        loop {
-            let f = self
-                .read_frame()
-                .unwrap()
-                .expect("a message, not end of stream");
-            if f.is_command() {
-                self.commands.push(f);
-                continue;
-            }
-            let more = f.more();
-            parts.push(f.body);
-            if !more {
-                return parts;
-            }
-        }
-    }
-
-    /// Reads until end of stream; returns the ERROR reason if one came.
-    pub fn error_then_close(&mut self) -> Option<String> {
-        let mut reason = None;
-        while let Ok(Some(f)) = self.read_frame() {
-            if f.command_name() == Some(b"ERROR") {
-                let n = f.body[6] as usize;
-                reason = Some(String::from_utf8_lossy(&f.body[7..7 + n]).into_owned());
-            }
-        }
-        reason
-    }
-
-    /// Reads raw bytes until end of stream.
-    pub fn read_to_end(&mut self) -> Vec<u8> {
-        let mut v = Vec::new();
-        let _ = self.s.read_to_end(&mut v);
-        v
+        self.0
+            .read_message()
+            .unwrap()
+            .expect("a message, not end of stream")
     }
 }
 

@@ -3,52 +3,35 @@
 //! exchange that checks this encoder against the server).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::TcpStream;
-use std::os::unix::net::UnixStream;
+
+use server_demo::zmtp::client::{self as zc, Socket};
 
 use super::STEP_TIMEOUT;
 
-/// A byte stream to one endpoint (`tcp://` or `ipc://`).
+pub use zc::{COMMAND, LONG, MORE, frame};
+
+/// A byte stream to one endpoint (`tcp://` or `ipc://`): the crate's
+/// client socket, with panicking reads for the tests.
 #[derive(Debug)]
-pub enum Conn {
-    /// TCP.
-    Tcp(TcpStream),
-    /// Unix socket.
-    Unix(UnixStream),
-}
+pub struct Conn(Socket);
 
 impl Conn {
     /// Connects to `ep` with the step timeout on reads and writes.
     pub fn open(ep: &str) -> Conn {
-        if let Some(a) = ep.strip_prefix("tcp://") {
-            let s = TcpStream::connect(a).unwrap_or_else(|e| panic!("connect {ep}: {e}"));
-            s.set_nodelay(true).unwrap();
-            s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
-            s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
-            Conn::Tcp(s)
-        } else {
-            let p = ep.strip_prefix("ipc://").expect("tcp:// or ipc://");
-            let s = UnixStream::connect(p).unwrap_or_else(|e| panic!("connect {ep}: {e}"));
-            s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
-            s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
-            Conn::Unix(s)
-        }
+        let s = Socket::connect(ep).unwrap_or_else(|e| panic!("connect {ep}: {e}"));
+        s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
+        Conn(s)
     }
 
     /// Writes all of `b`; a write error (the server already closed) is
     /// returned, not a panic, since closing is what some tests expect.
     pub fn send(&mut self, b: &[u8]) -> std::io::Result<()> {
-        match self {
-            Conn::Tcp(s) => s.write_all(b),
-            Conn::Unix(s) => s.write_all(b),
-        }
+        self.0.write_all(b)
     }
 
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Conn::Tcp(s) => s.read(buf),
-            Conn::Unix(s) => s.read(buf),
-        }
+        self.0.read(buf)
     }
 
     /// Reads exactly `n` bytes (panics on close or timeout).
@@ -129,49 +112,15 @@ impl Conn {
     }
 }
 
-/// Frame flag: more parts follow.
-pub const MORE: u8 = 0x01;
-/// Frame flag: 8-byte size.
-pub const LONG: u8 = 0x02;
-/// Frame flag: command frame.
-pub const COMMAND: u8 = 0x04;
-
 /// A 64-byte ZMTP greeting: signature, version `major.minor`, mechanism
 /// name, as-server 0, filler.
 pub fn greeting(major: u8, minor: u8, mechanism: &str) -> Vec<u8> {
-    let mut g = vec![0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, major, minor];
-    let mut mech = [0u8; 20];
-    mech[..mechanism.len()].copy_from_slice(mechanism.as_bytes());
-    g.extend_from_slice(&mech);
-    g.push(0);
-    g.extend_from_slice(&[0; 31]);
-    assert_eq!(g.len(), 64);
-    g
+    zc::greeting(major, minor, mechanism).to_vec()
 }
 
-/// One frame with `flags` (LONG added when the body needs it).
-pub fn frame(flags: u8, body: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(body.len() + 9);
-    if body.len() > 255 {
-        f.push(flags | LONG);
-        f.extend_from_slice(&(body.len() as u64).to_be_bytes());
-    } else {
-        f.push(flags);
-        f.push(body.len() as u8);
-    }
-    f.extend_from_slice(body);
-    f
-}
-
-/// A READY command with the `Socket-Type` property.
+/// A READY command frame with the `Socket-Type` property.
 pub fn ready(socket_type: &str) -> Vec<u8> {
-    let mut b = vec![5];
-    b.extend_from_slice(b"READY");
-    b.push(11);
-    b.extend_from_slice(b"Socket-Type");
-    b.extend_from_slice(&(socket_type.len() as u32).to_be_bytes());
-    b.extend_from_slice(socket_type.as_bytes());
-    frame(COMMAND, &b)
+    frame(COMMAND, &zc::ready(socket_type, None))
 }
 
 /// The names of the command frames in `bytes`, a server's output after

@@ -146,6 +146,38 @@ impl EndpointKind {
             EndpointKind::Xpub => "zmtp-xpub",
         }
     }
+
+    /// The kind whose [`label`](Self::label) is `label`.
+    pub fn from_label(label: &str) -> Option<EndpointKind> {
+        EndpointKind::ALL.into_iter().find(|k| k.label() == label)
+    }
+
+    /// Parses one `listening zmtp-KIND EP` line of `serve`'s output (the
+    /// line a launcher reads to learn a port picked with `:0`): the kind and
+    /// the endpoint, `tcp://HOST:PORT` or `ipc://PATH`.
+    ///
+    /// ```
+    /// use server_demo::zmtp::EndpointKind;
+    /// let line = "listening zmtp-router tcp://127.0.0.1:5555";
+    /// let parsed = EndpointKind::parse_listening(line);
+    /// assert_eq!(parsed, Some((EndpointKind::Router, "tcp://127.0.0.1:5555")));
+    /// assert_eq!(EndpointKind::parse_listening("listening tcp 127.0.0.1:1"), None);
+    /// ```
+    pub fn parse_listening(line: &str) -> Option<(EndpointKind, &str)> {
+        let mut words = line.split_whitespace();
+        if words.next()? != "listening" {
+            return None;
+        }
+        let kind = EndpointKind::from_label(words.next()?)?;
+        let ep = words.next()?;
+        (ep.starts_with("tcp://") || ep.starts_with("ipc://")).then_some((kind, ep))
+    }
+}
+
+impl std::fmt::Display for EndpointKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
 }
 
 #[cfg(test)]

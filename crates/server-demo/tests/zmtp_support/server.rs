@@ -17,30 +17,7 @@ use super::{STEP_TIMEOUT, Transport};
 pub const MAX_FRAME: usize = 2 << 20;
 
 /// One endpoint kind of the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `--zmtp-router`.
-    Router,
-    /// `--zmtp-pair`.
-    Pair,
-    /// `--zmtp-xsub`.
-    Xsub,
-    /// `--zmtp-xpub`.
-    Xpub,
-}
-
-impl Kind {
-    const ALL: [Kind; 4] = [Kind::Router, Kind::Pair, Kind::Xsub, Kind::Xpub];
-
-    fn word(self) -> &'static str {
-        match self {
-            Kind::Router => "zmtp-router",
-            Kind::Pair => "zmtp-pair",
-            Kind::Xsub => "zmtp-xsub",
-            Kind::Xpub => "zmtp-xpub",
-        }
-    }
-}
+pub use server_demo::zmtp::EndpointKind as Kind;
 
 /// A running server with one endpoint of each kind on each transport.
 #[derive(Debug)]
@@ -79,11 +56,11 @@ impl Server {
                     Transport::Ipc,
                     format!(
                         "ipc://{}",
-                        dir.join(format!("{}.sock", kind.word())).display()
+                        dir.join(format!("{}.sock", kind.label())).display()
                     ),
                 ),
             ] {
-                cmd.arg(format!("--{}", kind.word())).arg(ep);
+                cmd.arg(format!("--{}", kind.label())).arg(ep);
                 wanted.push((kind, t));
             }
         }
@@ -131,14 +108,7 @@ impl Server {
                     server.log_text()
                 ),
             };
-            let mut w = line.split_whitespace();
-            if w.next() != Some("listening") {
-                continue;
-            }
-            let (Some(word), Some(ep)) = (w.next(), w.next()) else {
-                continue;
-            };
-            let Some(kind) = Kind::ALL.into_iter().find(|k| k.word() == word) else {
+            let Some((kind, ep)) = Kind::parse_listening(&line) else {
                 continue;
             };
             let t = if ep.starts_with("tcp://") {

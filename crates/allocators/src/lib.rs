@@ -16,6 +16,8 @@
 //!   `allocator-api2`'s [`Allocator`](allocator_api2::alloc::Allocator) trait:
 //!   a handle on any global allocator, a counting adapter for any `Allocator`,
 //!   and a per-tick [`FrameArena`] over `bumpalo`.
+//! * [`release`]: [`release_free_memory()`] asks whichever allocator is
+//!   selected to return its free memory to the operating system.
 //!
 //! # Example
 //!
@@ -59,6 +61,7 @@
 pub mod arena;
 pub mod counting;
 pub mod handle;
+pub mod release;
 pub mod selected;
 
 pub use allocator_api2;
@@ -70,4 +73,5 @@ pub use counting::{
     ThreadStats, counted, global_stats, thread_stats,
 };
 pub use handle::{GlobalHandle, SelectedHandle, selected_handle};
+pub use release::{Released, release_free_memory};
 pub use selected::{AllocatorKind, SELECTED, Selected, active};

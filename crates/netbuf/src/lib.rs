@@ -176,6 +176,7 @@ mod sync;
 pub use message::{CapacityError, Message, Origin, Outgoing, SharedMessage};
 pub use pool::{
     ClassStats, LeakReport, MessagePool, PoolBuilder, PoolConfig, PoolError, PoolStats,
+    release_thread_caches, thread_cached_pools,
 };
 pub use recv::framing;
 pub use recv::{

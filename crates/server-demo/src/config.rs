@@ -101,8 +101,10 @@ pub struct StrategyArgs {
     /// for large transfers, e.g. 2097152).
     #[arg(long, default_value_t = crate::protocol::DEFAULT_MAX_BODY)]
     pub max_frame: usize,
-    /// Per-session send queue bound in bytes (entry overhead included).
-    #[arg(long, default_value_t = 4 << 20)]
+    /// Per-session send queue bound in bytes of memory pinned: each
+    /// message counts its whole block (a 64 B message in a 256 B block
+    /// counts 288 B), plus the entry overhead.
+    #[arg(long, default_value_t = 8 << 20)]
     pub send_queue_bytes: usize,
 }
 
@@ -119,7 +121,7 @@ impl Default for StrategyArgs {
             io_threads: 1,
             logic_threads: 1,
             max_frame: crate::protocol::DEFAULT_MAX_BODY,
-            send_queue_bytes: 4 << 20,
+            send_queue_bytes: 8 << 20,
         }
     }
 }

@@ -187,6 +187,9 @@ fn serve(
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Where the memory is before the sessions close (what they held at the
+    // IO threads' last sweep, the pool, the resident set).
+    tracing::info!("{}", server.memory_report());
     let (leaks, zmtp_stats) = server.shutdown_with_stats();
     for r in zmtp_stats {
         tracing::info!("{r}");

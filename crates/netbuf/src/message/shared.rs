@@ -69,6 +69,13 @@ impl SharedMessage {
         self.len == 0
     }
 
+    /// Payload bytes of the block the message lives in (its pool class's
+    /// size, or the requested size for a heap message).
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.header().capacity as usize
+    }
+
     /// Owners of this message right now (a snapshot under concurrency).
     pub fn ref_count(&self) -> usize {
         self.header().refs.load(Ordering::Relaxed)

@@ -114,6 +114,10 @@ impl LocalPool {
         } else if let Some(head) = unsafe { core.as_ref() }.depot_take(class) {
             // SAFETY: taken exclusively from the depot.
             lc.loaded = unsafe { Chain::from_depot(head) };
+            // SAFETY: this cache holds a reference on the pool.
+            unsafe { core.as_ref() }.classes[class]
+                .depot_blocks
+                .fetch_sub(lc.loaded.len, Ordering::Relaxed);
             lc.loaded.pop()?
         } else {
             let h = PoolCore::carve(core, class)?;
@@ -208,6 +212,9 @@ pub(crate) unsafe fn park(core: NonNull<PoolCore>, class: usize, chain: Chain) {
     let pool = unsafe { core.as_ref() };
     // SAFETY: the head is a free block we own.
     unsafe { len_word(head).write(chain.len) };
+    // Counted before it is published, so a taker never subtracts first.
+    let depot_blocks = &pool.classes[class].depot_blocks;
+    depot_blocks.fetch_add(chain.len, Ordering::Relaxed);
     match pool.depot_put(class, head) {
         Ok(()) => {
             // A pool closed meanwhile may have drained the depot before our
@@ -232,6 +239,7 @@ pub(crate) unsafe fn park(core: NonNull<PoolCore>, class: usize, chain: Chain) {
             }
         }
         Err(head) => {
+            depot_blocks.fetch_sub(chain.len, Ordering::Relaxed);
             // SAFETY: the depot refused the chain, so it is still ours.
             unsafe { release_chain(core, class, head) };
         }
@@ -326,6 +334,11 @@ impl ThreadCache {
         if pool.closed.load(Ordering::SeqCst) {
             return None;
         }
+        // Caches of pools dropped since this thread last looked go now:
+        // their blocks back to the allocator, their pools freed, so the list
+        // does not grow with dead pools (a thread that uses pool after pool).
+        self.pools
+            .retain(|lp| !lp.core().closed.load(Ordering::SeqCst));
         pool.acquire(1);
         let n = pool.classes.len();
         let counters = Arc::new(ThreadCounters::new(n));
@@ -418,5 +431,49 @@ pub(crate) unsafe fn flush_current_thread(core: NonNull<PoolCore>) -> usize {
                 None => 0,
             }
         })
+        .unwrap_or(0)
+}
+
+/// Gives every block the calling thread caches, for every pool, back to the
+/// allocator, and forgets those caches (the thread registers again, at the
+/// cost of one lock, the next time it uses a pool). Pools dropped while
+/// this thread still cached their blocks are freed here. Returns the bytes
+/// of payload released.
+///
+/// A thread that goes idle (an IO thread with no sessions, a worker waiting
+/// for jobs) calls it so that it holds no pool memory while idle: no other
+/// thread can reach its cache.
+///
+/// ```
+/// let pool = netbuf::MessagePool::new();
+/// drop(pool.alloc(100).unwrap()); // the block stays in this thread's cache
+/// assert_eq!(pool.stats().bytes_in_thread_caches, 4096);
+/// assert_eq!(netbuf::release_thread_caches(), 4096);
+/// assert_eq!(pool.stats().bytes_cached, 0);
+/// ```
+pub fn release_thread_caches() -> usize {
+    CACHE
+        .try_with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return 0;
+            };
+            let pools = core::mem::take(&mut c.pools);
+            // Drop outside the borrow: the last reference on a pool may go
+            // with its cache, and the pool's allocator could use a pool.
+            drop(c);
+            let mut bytes = 0;
+            for mut lp in pools {
+                bytes += lp.flush();
+            }
+            bytes
+        })
+        .unwrap_or(0)
+}
+
+/// Pools the calling thread holds a cache for (dropped ones included until
+/// the thread next registers a pool or calls [`release_thread_caches`]).
+pub fn thread_cached_pools() -> usize {
+    CACHE
+        .try_with(|c| c.try_borrow().map(|c| c.pools.len()).unwrap_or(0))
         .unwrap_or(0)
 }

@@ -45,6 +45,7 @@ mod stats;
 #[cfg(all(test, loom))]
 mod loom;
 
+pub use self::cache::{release_thread_caches, thread_cached_pools};
 pub use self::config::{PoolBuilder, PoolConfig};
 pub(crate) use self::state::*;
 pub use self::stats::{ClassStats, LeakReport, PoolStats};
@@ -157,6 +158,7 @@ impl<A: Allocator + Send + Sync + 'static> MessagePool<A> {
                         .map(|_| AtomicPtr::new(core::ptr::null_mut()))
                         .collect(),
                     outstanding: AtomicUsize::new(0),
+                    depot_blocks: AtomicUsize::new(0),
                     uncached_allocs: AtomicU64::new(0),
                     uncached_frees: AtomicU64::new(0),
                 }
@@ -289,6 +291,8 @@ impl<A: Allocator + Send + Sync + 'static> MessagePool<A> {
             t.frees += c.uncached_frees.load(Ordering::Relaxed);
             let live = t.allocs.saturating_sub(t.frees);
             let outstanding = c.outstanding.load(Ordering::Relaxed) as u64;
+            let cached = outstanding.saturating_sub(live);
+            let in_depot = (c.depot_blocks.load(Ordering::Relaxed) as u64).min(cached);
             let cls = ClassStats {
                 size: c.size,
                 live,
@@ -296,7 +300,9 @@ impl<A: Allocator + Send + Sync + 'static> MessagePool<A> {
                 hits: t.hits,
                 misses: t.misses,
                 blocks_held: outstanding,
-                blocks_cached: outstanding.saturating_sub(live),
+                blocks_cached: cached,
+                blocks_in_depot: in_depot,
+                blocks_in_thread_caches: cached - in_depot,
             };
             stats.pooled_live += live;
             stats.pooled_allocs += t.allocs;
@@ -304,6 +310,8 @@ impl<A: Allocator + Send + Sync + 'static> MessagePool<A> {
             stats.misses += t.misses;
             stats.live_bytes += live * c.size as u64;
             stats.bytes_cached += cls.blocks_cached * c.size as u64;
+            stats.bytes_in_depot += cls.blocks_in_depot * c.size as u64;
+            stats.bytes_held += cls.blocks_held * (c.size + header::HEADER_SIZE) as u64;
             stats.classes.push(cls);
         }
         stats.heap_allocs = core.heap_allocs.load(Ordering::Relaxed);
@@ -313,6 +321,7 @@ impl<A: Allocator + Send + Sync + 'static> MessagePool<A> {
         stats.heap_live_bytes = core.heap_live_bytes.load(Ordering::Relaxed);
         stats.live_messages = stats.pooled_live + stats.heap_live;
         stats.live_bytes += stats.heap_live_bytes;
+        stats.bytes_in_thread_caches = stats.bytes_cached - stats.bytes_in_depot;
         stats.threads = reg.threads.len();
         stats
     }

@@ -23,6 +23,9 @@ pub(crate) struct ClassShared {
     pub(crate) depot: Box<[AtomicPtr<Header>]>,
     /// Blocks taken from the allocator and not yet given back.
     pub(crate) outstanding: AtomicUsize,
+    /// Free blocks in the depot (statistics only). Added before a chain is
+    /// published and subtracted after it is taken, so it never reads low.
+    pub(crate) depot_blocks: AtomicUsize,
     /// Allocations and frees that had no thread cache (thread teardown).
     pub(crate) uncached_allocs: AtomicU64,
     pub(crate) uncached_frees: AtomicU64,
@@ -275,7 +278,9 @@ impl PoolCore {
         for (class, c) in this.classes.iter().enumerate() {
             while let Some(head) = this.depot_take(class) {
                 // SAFETY: the chain was taken exclusively from the depot.
-                bytes += unsafe { cache::release_chain(core, class, head) } * c.size;
+                let n = unsafe { cache::release_chain(core, class, head) };
+                c.depot_blocks.fetch_sub(n, Ordering::Relaxed);
+                bytes += n * c.size;
             }
         }
         bytes

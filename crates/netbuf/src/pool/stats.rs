@@ -27,6 +27,17 @@ pub struct PoolStats {
     pub misses: u64,
     /// Bytes of free blocks held by caches and the depot.
     pub bytes_cached: u64,
+    /// Of [`bytes_cached`](Self::bytes_cached), the shared depot's.
+    pub bytes_in_depot: u64,
+    /// Of [`bytes_cached`](Self::bytes_cached), the thread caches' (given
+    /// back by [`MessagePool::trim`](crate::MessagePool::trim) for the
+    /// calling thread, by [`release_thread_caches`](crate::release_thread_caches)
+    /// on each thread that calls it).
+    pub bytes_in_thread_caches: u64,
+    /// Bytes of every pooled block taken from the allocator and not given
+    /// back (in use + cached), headers included: the pool's share of the
+    /// heap, heap messages aside.
+    pub bytes_held: u64,
     /// Threads currently holding a cache of this pool.
     pub threads: usize,
     /// Per size class.
@@ -50,6 +61,10 @@ pub struct ClassStats {
     pub blocks_held: u64,
     /// Free blocks in caches and the depot.
     pub blocks_cached: u64,
+    /// Of those, in the shared depot.
+    pub blocks_in_depot: u64,
+    /// Of those, in thread caches.
+    pub blocks_in_thread_caches: u64,
 }
 
 /// Messages still alive when asked (see [`MessagePool::leak_report`](crate::MessagePool::leak_report)).
@@ -87,5 +102,26 @@ impl fmt::Display for LeakReport {
             write!(f, "\n  {n} allocated at:\n{site}")?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for PoolStats {
+    /// One line: bytes in use (pooled, heap), cached (threads, depot), held.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} live messages ({} B: {} pooled, {} heap {} B); pool blocks held {} B, \
+             cached {} B ({} B in thread caches, {} B in the depot); {} threads",
+            self.live_messages,
+            self.live_bytes,
+            self.pooled_live,
+            self.heap_live,
+            self.heap_live_bytes,
+            self.bytes_held,
+            self.bytes_cached,
+            self.bytes_in_thread_caches,
+            self.bytes_in_depot,
+            self.threads
+        )
     }
 }

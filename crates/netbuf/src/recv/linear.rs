@@ -50,10 +50,12 @@ pub struct RecvStats {
 /// Reads from any [`std::io::Read`] into its free tail and decodes frames
 /// in place. Compaction is lazy: when everything is consumed the cursors go
 /// back to the start for free; buffered bytes are moved only when the free
-/// tail cannot hold the rest of the frame being received. The capacity is
-/// always at least one maximal frame (header + body limit), so a valid
-/// frame always fits; a frame over the limit is a [`DecodeError`] that
-/// closes this session only.
+/// tail cannot hold the rest of the frame being received. The storage is
+/// taken on the first read, grows while a frame larger than the capacity
+/// is received (up to one maximal frame: header + body limit, so a valid
+/// frame always fits) and is given back by
+/// [`release_if_empty`](Self::release_if_empty); a frame over the limit is
+/// a [`DecodeError`] that closes this session only.
 ///
 /// ```
 /// use netbuf::LinearBuffer;
@@ -77,7 +79,11 @@ pub struct RecvStats {
 /// ```
 #[derive(Debug)]
 pub struct LinearBuffer<F = LengthDelimited> {
+    /// The storage: empty until the first read, and again after
+    /// [`release_if_empty`](Self::release_if_empty).
     buf: Box<[u8]>,
+    /// The capacity the storage has when allocated.
+    cap: usize,
     start: usize,
     end: usize,
     framing: F,
@@ -107,12 +113,16 @@ impl<F: Framing> LinearBuffer<F> {
         LinearBuffer::with_config(DEFAULT_RECV_CAPACITY, framing, Compaction::Lazy)
     }
 
-    /// A buffer of `capacity` bytes, raised to the framing's `max_header_len() + max_body()`
-    /// if smaller so that every valid frame fits.
+    /// A buffer of `capacity` bytes. A frame larger than that (up to the
+    /// framing's `max_header_len() + max_body()`) grows the storage while it
+    /// is received; [`release_if_empty`](Self::release_if_empty) shrinks it
+    /// back. So a session allowed 2 MiB frames holds 2 MiB only while it
+    /// receives one.
     pub fn with_config(capacity: usize, framing: F, compaction: Compaction) -> LinearBuffer<F> {
-        let capacity = capacity.max(framing.max_header_len() + framing.max_body());
+        let capacity = capacity.max(framing.max_header_len() + 1);
         LinearBuffer {
-            buf: vec![0u8; capacity].into_boxed_slice(),
+            buf: Box::default(),
+            cap: capacity,
             start: 0,
             end: 0,
             framing,
@@ -128,10 +138,45 @@ impl<F: Framing> LinearBuffer<F> {
         LinearBuffer::with_config(capacity, framing, Compaction::EveryRead)
     }
 
-    /// Capacity in bytes.
+    /// Capacity in bytes (allocated on the first read, see
+    /// [`allocated`](Self::allocated)).
     #[inline]
     pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    /// Bytes of storage held now: 0 before the first read and after
+    /// [`release_if_empty`](Self::release_if_empty), else the capacity.
+    #[inline]
+    pub fn allocated(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Hands the storage back to the allocator if no byte is buffered
+    /// (the next read takes it again), and returns the bytes released. An
+    /// idle session then holds no receive memory: call it when a session
+    /// goes quiet, not after every read (taking the storage again costs an
+    /// allocation that zeroes it).
+    ///
+    /// ```
+    /// let mut buf = netbuf::LinearBuffer::new();
+    /// assert_eq!(buf.allocated(), 0); // nothing until the first read
+    /// buf.fill_from_slice(b"\0\0\0\x01x");
+    /// assert_eq!(buf.allocated(), 16 * 1024);
+    /// assert_eq!(buf.release_if_empty(), 0); // a frame is buffered
+    /// assert!(buf.next_frame().unwrap().is_some());
+    /// assert_eq!(buf.release_if_empty(), 16 * 1024);
+    /// assert_eq!(buf.allocated(), 0);
+    /// ```
+    pub fn release_if_empty(&mut self) -> usize {
+        if !self.is_empty() || self.buf.is_empty() {
+            return 0;
+        }
+        let n = self.buf.len();
+        self.buf = Box::default();
+        self.start = 0;
+        self.end = 0;
+        n
     }
 
     /// Bytes received and not yet consumed.
@@ -156,15 +201,30 @@ impl<F: Framing> LinearBuffer<F> {
     /// capacity grows if a maximal frame would no longer fit.
     pub fn set_framing(&mut self, framing: F) {
         self.framing = framing;
-        let need = self.framing.max_header_len() + self.framing.max_body();
-        if need > self.buf.len() {
-            let mut bigger = vec![0u8; need].into_boxed_slice();
-            let n = self.buffered();
-            bigger[..n].copy_from_slice(&self.buf[self.start..self.end]);
-            self.buf = bigger;
-            self.start = 0;
-            self.end = n;
-        }
+        self.cap = self.cap.max(self.framing.max_header_len() + 1);
+    }
+
+    /// The largest frame of the framing, header included.
+    fn max_frame(&self) -> usize {
+        self.framing
+            .max_header_len()
+            .saturating_add(self.framing.max_body())
+    }
+
+    /// Grows the storage to hold `need` bytes from the front (a frame
+    /// larger than the buffer), moving what is buffered to the front.
+    #[cold]
+    fn grow(&mut self, need: usize) {
+        let len = need
+            .max(self.buf.len().saturating_mul(2))
+            .min(self.max_frame())
+            .max(need);
+        let mut bigger = vec![0u8; len].into_boxed_slice();
+        let n = self.buffered();
+        bigger[..n].copy_from_slice(&self.buf[self.start..self.end]);
+        self.buf = bigger;
+        self.start = 0;
+        self.end = n;
     }
 
     /// The smallest free tail a read is offered before a lazy buffer
@@ -250,6 +310,10 @@ impl<F: Framing> LinearBuffer<F> {
 
     /// Prepares the free tail for a read and returns it.
     fn prepare_tail(&mut self) -> &mut [u8] {
+        if self.buf.is_empty() {
+            // Taken on the first read (or the first after a release).
+            self.buf = vec![0u8; self.cap].into_boxed_slice();
+        }
         if self.start == self.end {
             if self.start != 0 {
                 self.stats.resets += 1;
@@ -268,6 +332,14 @@ impl<F: Framing> LinearBuffer<F> {
             };
             if compact {
                 self.compact();
+            }
+        }
+        // A partial frame at the front that the storage cannot hold: grow
+        // (never past one maximal frame).
+        if self.start == 0 && self.end > 0 && self.buf.len() < self.max_frame() {
+            let need = self.frame_needed();
+            if need > self.buf.len() {
+                self.grow(need);
             }
         }
         &mut self.buf[self.end..]
@@ -459,8 +531,9 @@ mod tests {
             Err(DecodeError::FrameTooLarge { len: 100, max: 8 })
         ));
         b.set_framing(eight(100));
-        assert_eq!(b.capacity(), 108);
+        assert_eq!(b.allocated(), 16);
         b.fill_from_slice(&wire[10..]);
+        assert_eq!(b.allocated(), 108); // grown for the frame being received
         let f = b.next_frame().unwrap().unwrap();
         assert_eq!(f.body, &wire[8..]);
     }

@@ -88,10 +88,14 @@ impl<B: AsRef<[u8]>> OutFrame<B> {
     }
 }
 
-impl<B: AsRef<[u8]> + Send> QueueItem for OutFrame<B> {
+impl<B: AsRef<[u8]> + QueueItem> QueueItem for OutFrame<B> {
     #[inline]
     fn byte_size(&self) -> usize {
         self.header.len() + self.body.as_ref().len()
+    }
+    #[inline]
+    fn pinned_bytes(&self) -> usize {
+        self.header.len() + self.body.pinned_bytes()
     }
 }
 
@@ -396,6 +400,42 @@ impl<B: AsRef<[u8]>> Flusher<B> {
         }
         self.buf.clear();
         Ok(Flushed::Done)
+    }
+
+    /// Bytes of memory the flusher holds for itself: its send buffer's
+    /// capacity and its segment list (the bodies it keeps for the gather
+    /// path are the messages' own memory, not counted here).
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity() + self.segments.capacity() * core::mem::size_of::<Segment<B>>()
+    }
+
+    /// When nothing is pending, hands the send buffer and the segment list
+    /// back to the allocator (the next push takes them again) and returns
+    /// the bytes released; else does nothing. A session that goes quiet
+    /// then holds no send memory, however much a burst made the buffer
+    /// grow.
+    ///
+    /// ```
+    /// use netbuf::{Flusher, GatherThreshold, OutFrame};
+    /// use netbuf::framing::{HeaderBytes, LengthDelimited};
+    ///
+    /// let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Never);
+    /// let frame = OutFrame::encode(&LengthDelimited::default(), &HeaderBytes::EMPTY, vec![1; 100]);
+    /// f.push(frame.unwrap());
+    /// assert_eq!(f.release_memory(), 0); // pending
+    /// f.flush(&mut Vec::new()).unwrap();
+    /// assert!(f.release_memory() >= 104);
+    /// assert_eq!(f.allocated(), 0);
+    /// ```
+    pub fn release_memory(&mut self) -> usize {
+        if !self.segments.is_empty() {
+            return 0;
+        }
+        let n = self.allocated();
+        self.buf = Vec::new();
+        self.segments = VecDeque::new();
+        self.head_written = 0;
+        n
     }
 
     /// Drops everything pending (the session is closing). Bodies are freed.

@@ -15,6 +15,7 @@ use netbuf::{
     framing::DecodeError,
 };
 
+mod memory;
 mod zmtp;
 
 pub(crate) use zmtp::ZmtpListener;
@@ -41,8 +42,10 @@ const UNIX_LISTENER: Token = Token(usize::MAX - 2);
 /// Frames a flusher takes from its queue per drain.
 pub(crate) const DRAIN_BATCH: usize = 256;
 
-/// Bytes a session's flusher may hold before it stops draining the queue.
-pub(crate) const FLUSHER_HIGH: usize = 256 << 10;
+/// Bytes a session's flusher may hold before it stops draining the queue
+/// (the rest waits in the send queue, whose bound counts it; the kernel's
+/// socket buffer is far larger, so this costs no throughput).
+pub(crate) const FLUSHER_HIGH: usize = 64 << 10;
 
 /// Bytes read from one session before the loop serves the others (a
 /// client that never stops sending must not starve the rest).
@@ -187,6 +190,9 @@ pub(crate) struct IoThread {
     next_target: usize,
     /// Sessions that used their read budget and have more to read.
     again: Vec<u64>,
+    /// What this thread's sessions hold, for the memory report.
+    memory: Arc<super::memory::MemoryMeter>,
+    house: memory::Housekeeping,
 }
 
 /// Why a session ends.
@@ -218,6 +224,7 @@ impl IoThread {
             poll.registry()
                 .register(l, UNIX_LISTENER, Interest::READABLE)?;
         }
+        let memory = shared.memory_meter();
         Ok(IoThread {
             index,
             poll,
@@ -230,6 +237,8 @@ impl IoThread {
             zmtp_listeners,
             next_target: index,
             again: Vec::new(),
+            memory,
+            house: memory::Housekeeping::new(),
         })
     }
 
@@ -324,6 +333,7 @@ impl IoThread {
             for id in ready.drain(..) {
                 self.process(id);
             }
+            self.housekeeping(events.is_empty() && !timeout.is_zero());
             meter.update();
         }
         meter.update();

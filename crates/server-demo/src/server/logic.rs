@@ -106,6 +106,8 @@ impl Rooms {
 
 pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
     let meter = shared.meter();
+    // This thread's pool caches were given back and not used since.
+    let mut released = false;
     loop {
         let d = q.jobs.drain_each(256, |job| handle(&shared, job));
         meter.update();
@@ -113,7 +115,14 @@ pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
             if shared.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
             }
-            q.wake.wait_timeout(Duration::from_millis(100));
+            if q.wake.wait_timeout(Duration::from_millis(100)) {
+                released = false;
+            } else if !released {
+                // Idle for 100 ms: no other thread can reach this
+                // thread's pool caches, so give them back.
+                released = true;
+                netbuf::release_thread_caches();
+            }
         }
     }
     q.jobs.close();

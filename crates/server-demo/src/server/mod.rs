@@ -13,6 +13,7 @@
 pub mod inproc;
 pub(crate) mod io;
 mod logic;
+pub mod memory;
 pub mod queue;
 pub(crate) mod session;
 
@@ -100,6 +101,7 @@ pub(crate) struct Shared {
     pub(crate) logic: Vec<Arc<logic::LogicQueue>>,
     pub(crate) rooms: logic::Rooms,
     pub(crate) meters: Mutex<Vec<Arc<ThreadMeter>>>,
+    pub(crate) memory: Mutex<Vec<Arc<memory::MemoryMeter>>>,
     pub(crate) next_session: AtomicU64,
     pub(crate) live_sessions: AtomicU64,
     /// Gather thresholds resolved (calibrated) once at start: TCP, Unix.
@@ -114,6 +116,15 @@ impl Shared {
             Transport::Tcp => self.thresholds[0],
             Transport::Unix => self.thresholds[1],
         })
+    }
+
+    fn memory_meter(&self) -> Arc<memory::MemoryMeter> {
+        let m = Arc::new(memory::MemoryMeter::default());
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(m.clone());
+        m
     }
 
     fn meter(&self) -> Arc<ThreadMeter> {
@@ -250,6 +261,7 @@ impl Server {
             logic,
             rooms: logic::Rooms::default(),
             meters: Mutex::new(Vec::new()),
+            memory: Mutex::new(Vec::new()),
             next_session: AtomicU64::new(1),
             live_sessions: AtomicU64::new(0),
             thresholds: [
@@ -407,6 +419,13 @@ impl Server {
     /// The message pool (for statistics).
     pub fn pool(&self) -> &MessagePool {
         &self.shared.pool
+    }
+
+    /// Where the memory is: what sessions hold (as of the IO threads' last
+    /// sweep, about once a second), the pool's blocks, the resident set.
+    pub fn memory_report(&self) -> memory::MemoryReport {
+        let meters = self.shared.memory.lock().unwrap_or_else(|p| p.into_inner());
+        memory::MemoryReport::collect(meters.iter().map(|m| &**m), self.shared.pool.stats())
     }
 
     /// Server-wide counters.

@@ -50,6 +50,9 @@ impl SessionQueue {
                 SendQueue::builder()
                     .limit(limit)
                     .entry_overhead(ENTRY_OVERHEAD)
+                    // The bound is on memory: a 1 KiB message in a 4 KiB
+                    // block counts 4 KiB.
+                    .count_pinned(true)
                     .notify(notify)
                     .build(),
             ),
@@ -91,7 +94,10 @@ impl SessionQueue {
     /// room checked here cannot shrink before the frames are in. On
     /// refusal the frames stay in `frames`.
     pub fn push_all(&self, frames: &mut Vec<OutFrame>) -> Result<(), Refusal> {
-        let cost: usize = frames.iter().map(|f| f.byte_size() + ENTRY_OVERHEAD).sum();
+        let cost: usize = frames
+            .iter()
+            .map(|f| f.pinned_bytes() + ENTRY_OVERHEAD)
+            .sum();
         if self.is_closed() {
             return Err(Refusal::Closed);
         }
@@ -179,7 +185,7 @@ impl MutexQueue {
     }
 
     fn try_push(&self, f: OutFrame) -> Result<(), Refused> {
-        let cost = f.byte_size() + ENTRY_OVERHEAD;
+        let cost = f.pinned_bytes() + ENTRY_OVERHEAD;
         let wake = {
             let mut g = self.lock();
             if g.closed {
@@ -206,7 +212,7 @@ impl MutexQueue {
             let Some(item) = g.items.pop_front() else {
                 break;
             };
-            g.bytes -= item.byte_size() + ENTRY_OVERHEAD;
+            g.bytes -= item.pinned_bytes() + ENTRY_OVERHEAD;
             f(item);
         }
         g.idle = g.items.is_empty();

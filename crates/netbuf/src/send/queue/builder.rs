@@ -30,6 +30,7 @@ pub struct SendQueueBuilder {
     entry_overhead: Option<usize>,
     watermarks: Option<(usize, usize)>,
     notify: Option<Box<dyn Notify>>,
+    pinned: bool,
 }
 
 impl fmt::Debug for SendQueueBuilder {
@@ -39,6 +40,7 @@ impl fmt::Debug for SendQueueBuilder {
             .field("entry_overhead", &self.entry_overhead)
             .field("watermarks", &self.watermarks)
             .field("notify", &self.notify.is_some())
+            .field("pinned", &self.pinned)
             .finish()
     }
 }
@@ -50,6 +52,7 @@ impl Default for SendQueueBuilder {
             entry_overhead: None,
             watermarks: None,
             notify: None,
+            pinned: false,
         }
     }
 }
@@ -66,6 +69,23 @@ impl SendQueueBuilder {
     /// (default: the size of one slot, `size_of::<T>()` + 8).
     pub fn entry_overhead(mut self, bytes: usize) -> Self {
         self.entry_overhead = Some(bytes);
+        self
+    }
+
+    /// `true`: the bound counts the memory each item keeps alive
+    /// ([`QueueItem::pinned_bytes`]: a pooled message's whole block) instead
+    /// of its length, so that the limit bounds memory, not bytes to send
+    /// (default `false`).
+    ///
+    /// ```
+    /// let pool = netbuf::MessagePool::new();
+    /// let q: netbuf::SendQueue<netbuf::Message> =
+    ///     netbuf::SendQueue::builder().entry_overhead(0).count_pinned(true).build();
+    /// q.try_push(pool.message_from(&[1; 1000]).unwrap()).unwrap();
+    /// assert_eq!(q.queued_bytes(), 4096 + 32); // a 4 KiB block and its header
+    /// ```
+    pub fn count_pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
         self
     }
 
@@ -109,6 +129,7 @@ impl SendQueueBuilder {
             spare: AtomicPtr::new(ptr::null_mut()),
             limit,
             overhead,
+            pinned: self.pinned,
             high,
             low,
             notify: self.notify,

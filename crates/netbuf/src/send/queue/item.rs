@@ -1,6 +1,7 @@
 //! What goes in ([`QueueItem`]) and what a drain reports ([`Drained`]).
 
 use crate::message::{Message, Outgoing, SharedMessage};
+use crate::pool::header::HEADER_SIZE;
 
 /// An item a [`SendQueue`](super::SendQueue) can hold: it reports the bytes
 /// it will put on the wire, which is what the queue's bound counts.
@@ -12,6 +13,17 @@ use crate::message::{Message, Outgoing, SharedMessage};
 pub trait QueueItem: Send {
     /// Bytes this item accounts for (without the queue's per-entry overhead).
     fn byte_size(&self) -> usize;
+
+    /// Bytes of memory this item keeps alive while queued: a pooled
+    /// message's whole block (a 1 KiB message in a 4 KiB block pins
+    /// 4 KiB), a vector's capacity. What a queue built with
+    /// [`count_pinned`](crate::SendQueueBuilder::count_pinned) counts
+    /// instead of [`byte_size`](Self::byte_size), so that its bound is a
+    /// bound on memory. Same stability rule as `byte_size`. Default:
+    /// `byte_size`.
+    fn pinned_bytes(&self) -> usize {
+        self.byte_size()
+    }
 }
 
 impl QueueItem for Message {
@@ -19,12 +31,22 @@ impl QueueItem for Message {
     fn byte_size(&self) -> usize {
         self.len()
     }
+    #[inline]
+    fn pinned_bytes(&self) -> usize {
+        self.capacity() + HEADER_SIZE
+    }
 }
 
+/// A shared message pins its whole block in each queue it is in (counted
+/// in full by each, though the queues share it: a bound, not a sum).
 impl QueueItem for SharedMessage {
     #[inline]
     fn byte_size(&self) -> usize {
         self.len()
+    }
+    #[inline]
+    fn pinned_bytes(&self) -> usize {
+        self.capacity() + HEADER_SIZE
     }
 }
 
@@ -33,12 +55,23 @@ impl QueueItem for Outgoing {
     fn byte_size(&self) -> usize {
         self.len()
     }
+    #[inline]
+    fn pinned_bytes(&self) -> usize {
+        match self {
+            Outgoing::Owned(m) => m.pinned_bytes(),
+            Outgoing::Shared(m) => m.pinned_bytes(),
+        }
+    }
 }
 
 impl QueueItem for Vec<u8> {
     #[inline]
     fn byte_size(&self) -> usize {
         self.len()
+    }
+    #[inline]
+    fn pinned_bytes(&self) -> usize {
+        self.capacity()
     }
 }
 

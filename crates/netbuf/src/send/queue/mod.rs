@@ -252,6 +252,8 @@ pub struct SendQueue<T: QueueItem = Outgoing> {
     first: AtomicPtr<Block<T>>,
     limit: u64,
     overhead: u64,
+    /// Count `pinned_bytes` instead of `byte_size`.
+    pinned: bool,
     high: u64,
     low: u64,
     notify: Option<Box<dyn Notify>>,
@@ -383,7 +385,12 @@ impl<T: QueueItem> SendQueue<T> {
     /// Bytes an item accounts for: its size plus the entry overhead.
     #[inline]
     fn entry_size(&self, item: &T) -> u64 {
-        (item.byte_size() as u64).saturating_add(self.overhead)
+        let size = if self.pinned {
+            item.pinned_bytes()
+        } else {
+            item.byte_size()
+        };
+        (size as u64).saturating_add(self.overhead)
     }
 
     /// Whether `bytes` more fit on top of `queued`.

@@ -1,0 +1,117 @@
+//! Memory given back: trim, idle threads' caches, dropped pools (counts,
+//! never timings).
+
+use std::sync::mpsc;
+use std::thread;
+
+use netbuf::MessagePool;
+
+allocators::global_allocator!();
+
+/// The tests of this file run one at a time: one of them reads the
+/// process-wide live bytes.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn quiet() -> netbuf::PoolBuilder {
+    MessagePool::builder().report_leaks_on_drop(false)
+}
+
+/// A worker thread that runs closures sent to it and then waits, idle,
+/// like an IO thread parked in `poll`.
+struct Worker {
+    tx: mpsc::Sender<Box<dyn FnOnce() + Send>>,
+    handle: thread::JoinHandle<()>,
+}
+
+impl Worker {
+    fn new() -> Worker {
+        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let handle = thread::spawn(move || {
+            for job in rx {
+                job();
+            }
+        });
+        Worker { tx, handle }
+    }
+
+    fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (rtx, rrx) = mpsc::channel();
+        self.tx
+            .send(Box::new(move || {
+                let _ = rtx.send(f());
+            }))
+            .unwrap();
+        rrx.recv().unwrap()
+    }
+
+    fn stop(self) {
+        drop(self.tx);
+        self.handle.join().unwrap();
+    }
+}
+
+#[test]
+fn trim_returns_the_depot_and_the_callers_cache() {
+    let _g = serial();
+    let pool = quiet().thread_cache_bytes(8 * 4096).build();
+    let ms: Vec<_> = (0..64).map(|_| pool.alloc(4096).unwrap()).collect();
+    drop(ms);
+    let s = pool.stats();
+    assert_eq!(s.live_messages, 0);
+    assert_eq!(s.bytes_cached, 64 * 4096);
+    assert!(s.bytes_in_depot > 0, "{s:?}");
+    assert_eq!(s.bytes_in_depot + s.bytes_in_thread_caches, s.bytes_cached);
+    assert_eq!(pool.trim(), 64 * 4096);
+    let s = pool.stats();
+    assert_eq!((s.bytes_cached, s.bytes_in_depot, s.bytes_held), (0, 0, 0));
+}
+
+#[test]
+fn an_idle_thread_releases_its_caches_on_request() {
+    let _g = serial();
+    let pool = quiet().build();
+    let w = Worker::new();
+    let p = pool.clone();
+    w.run(move || drop((0..10).map(|_| p.alloc(100).unwrap()).collect::<Vec<_>>()));
+    let s = pool.stats();
+    assert_eq!(s.bytes_in_thread_caches, 10 * 4096);
+    // trim() from here cannot reach the idle worker's cache...
+    pool.trim();
+    assert_eq!(pool.stats().bytes_in_thread_caches, 10 * 4096);
+    // ...the worker gives it back itself when it goes idle.
+    assert_eq!(w.run(netbuf::release_thread_caches), 10 * 4096);
+    assert_eq!(w.run(netbuf::thread_cached_pools), 0);
+    let s = pool.stats();
+    assert_eq!((s.bytes_cached, s.bytes_held, s.threads), (0, 0, 0));
+    // And it still works afterwards.
+    let p = pool.clone();
+    w.run(move || drop(p.alloc(10).unwrap()));
+    assert_eq!(pool.stats().threads, 1);
+    w.stop();
+}
+
+#[test]
+fn dropped_pools_do_not_pile_up_in_a_workers_cache_list() {
+    let _g = serial();
+    let w = Worker::new();
+    let before = allocators::global_stats().live_bytes;
+    for _ in 0..100 {
+        let pool = quiet().build();
+        let p = pool.clone();
+        w.run(move || drop(p.alloc(64).unwrap()));
+        drop(pool);
+    }
+    // Each new pool the worker registered swept the dropped ones: only the
+    // last stays cached (the worker has not touched a pool since).
+    assert_eq!(w.run(netbuf::thread_cached_pools), 1);
+    let held = allocators::global_stats().live_bytes.saturating_sub(before);
+    assert!(held < 2 * 4096 + 4096, "dead pools still hold {held} bytes");
+    // Going idle frees the last one too.
+    w.run(netbuf::release_thread_caches);
+    assert_eq!(w.run(netbuf::thread_cached_pools), 0);
+    w.stop();
+}

@@ -1,0 +1,91 @@
+//! What an IO thread's sessions hold, and giving it back when they go
+//! quiet: receive buffers and flusher buffers of sessions with nothing
+//! pending, the thread's pool caches when it is idle, the pool's depot and
+//! the allocator's free memory when the whole server has no session.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use netbuf::FrameSource;
+
+use super::IoThread;
+
+/// How often an IO thread releases the buffers of its quiet sessions.
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// An IO thread's memory housekeeping state.
+#[derive(Debug)]
+pub(crate) struct Housekeeping {
+    last_sweep: Instant,
+    /// The thread's pool caches were released and nothing used them since.
+    caches_released: bool,
+    /// The server-wide release ran while no session was open.
+    server_released: bool,
+}
+
+impl Housekeeping {
+    pub(crate) fn new() -> Self {
+        Housekeeping {
+            last_sweep: Instant::now(),
+            caches_released: false,
+            server_released: false,
+        }
+    }
+}
+
+impl IoThread {
+    /// Called once per loop turn; `quiet` when the poll returned no event.
+    pub(crate) fn housekeeping(&mut self, quiet: bool) {
+        if !quiet {
+            self.house.caches_released = false;
+            self.house.server_released = false;
+        }
+        let now = Instant::now();
+        if now.duration_since(self.house.last_sweep) >= SWEEP_EVERY || quiet {
+            self.house.last_sweep = now;
+            self.sweep_sessions();
+        }
+        if quiet && !self.house.caches_released {
+            // Idle for a poll timeout: nothing else can reach this
+            // thread's pool caches, so give them back now.
+            self.house.caches_released = true;
+            netbuf::release_thread_caches();
+        }
+        if quiet
+            && !self.house.server_released
+            && self.sessions.is_empty()
+            && self.zmtp.is_empty()
+            && self.shared.live_sessions.load(Ordering::Relaxed) == 0
+        {
+            self.house.server_released = true;
+            self.shared.pool.trim();
+            allocators::release_free_memory();
+        }
+    }
+
+    /// Releases the receive and send buffers of every session with nothing
+    /// buffered or pending, and publishes what the sessions hold.
+    fn sweep_sessions(&mut self) {
+        let mut recv = 0;
+        let mut flusher = 0;
+        let mut queued = 0;
+        for s in self.sessions.values_mut() {
+            if s.recv.buffered() == 0 {
+                if let netbuf::ReceiveBuffer::Linear(b) = &mut s.recv {
+                    b.release_if_empty();
+                }
+            }
+            if s.flusher.is_empty() {
+                s.flusher.release_memory();
+            }
+            recv += match &s.recv {
+                netbuf::ReceiveBuffer::Linear(b) => b.allocated(),
+                netbuf::ReceiveBuffer::Chained(b) => b.buffered(),
+            };
+            flusher += s.flusher.allocated() + s.flusher.pending_bytes();
+            queued += s.shared.queue.queued_bytes();
+        }
+        self.memory
+            .publish(self.sessions.len(), recv, flusher, queued);
+    }
+}

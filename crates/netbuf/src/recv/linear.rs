@@ -2,16 +2,24 @@
 
 use core::cell::Cell;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use std::io::{self, Read};
 
 use allocator_api2::alloc::Allocator;
 
-use super::framing::{self, DecodeError, Frame, Framing};
+use super::framing::{self, DecodeError, Frame, FrameInfo, Framing, MAX_HEADER_LEN};
 use super::length_delimited::LengthDelimited;
 use crate::{Message, MessagePool};
 
 /// Default capacity of a [`LinearBuffer`]: 16 KiB.
 pub const DEFAULT_RECV_CAPACITY: usize = 16 * 1024;
+
+/// The largest read a [`LinearBuffer`] with direct bodies (see
+/// [`LinearBuffer::set_direct_threshold`]) makes right after a direct body
+/// completed: enough for the next frame's header and a few small frames,
+/// little of a large body (the bytes of a body that land in the buffer are
+/// moved into its message: at most this many per large frame).
+pub const DIRECT_HEAD_READ: usize = 512;
 
 /// When a [`LinearBuffer`] moves buffered bytes to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +50,27 @@ pub struct RecvStats {
     pub bytes_moved: u64,
     /// Times the cursors were reset for free (everything consumed).
     pub resets: u64,
+    /// Body bytes copied out of the buffer into messages
+    /// ([`LinearBuffer::next_message`], including the part of a direct
+    /// body that had landed in the buffer before it was staged).
+    pub bytes_copied: u64,
+    /// Bodies received straight into their own message (see
+    /// [`LinearBuffer::set_direct_threshold`]).
+    pub direct_bodies: u64,
+}
+
+/// A large body being received straight into its own message.
+#[derive(Debug)]
+struct Direct {
+    /// The frame's header bytes, decoded again when the body is complete
+    /// (the buffer's type has no `Framing` bound to name its header type).
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    msg: Message,
+    /// The body's length.
+    need: usize,
+    /// Bytes of the message's spare capacity known to be initialised.
+    init: usize,
 }
 
 /// A linear receive buffer owned by one IO thread (it is `Send`, not
@@ -84,6 +113,15 @@ pub struct LinearBuffer<F = LengthDelimited> {
     compaction: Compaction,
     min_read: usize,
     stats: RecvStats,
+    /// Bodies of at least this many bytes are received into their own
+    /// message (`usize::MAX`: never).
+    direct_threshold: usize,
+    /// The large body being received, if any.
+    direct: Option<Direct>,
+    /// A completed direct body viewed by the last `next_frame`.
+    viewed: Option<Message>,
+    /// A direct body just completed: the next read is a short one.
+    after_direct: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -119,6 +157,10 @@ impl<F: Framing> LinearBuffer<F> {
             compaction,
             min_read: capacity / 4,
             stats: RecvStats::default(),
+            direct_threshold: usize::MAX,
+            direct: None,
+            viewed: None,
+            after_direct: false,
             _not_sync: PhantomData,
         }
     }
@@ -134,16 +176,66 @@ impl<F: Framing> LinearBuffer<F> {
         self.buf.len()
     }
 
-    /// Bytes received and not yet consumed.
+    /// Bytes received and not yet consumed (the bytes of a direct body
+    /// received so far included; its header is not: it was consumed when
+    /// the body was staged).
     #[inline]
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.direct.as_ref().map_or(0, |d| d.msg.len())
     }
 
     /// Whether no byte is buffered.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.end && self.direct.is_none()
+    }
+
+    /// Receives bodies of at least `threshold` bytes straight into their
+    /// own message, as libzmq's decoder does: once such a frame's header is
+    /// in, [`next_message`](Self::next_message) allocates the body's
+    /// message from its pool, moves the body bytes already buffered into
+    /// it, and the reads that follow land in the message (capped at the
+    /// body's end) instead of the buffer; the message is then handed over
+    /// without a copy. The read right after a direct body is at most
+    /// [`DIRECT_HEAD_READ`] bytes, so little of the next large body is
+    /// copied. `usize::MAX` (the default) turns it off.
+    ///
+    /// Only `next_message` stages bodies (it has a pool); `next_frame`
+    /// views a completed direct body in place.
+    ///
+    /// ```
+    /// use netbuf::framing::{HeaderBytes, LengthDelimited, encode_frame_into};
+    /// use netbuf::{LinearBuffer, MessagePool};
+    ///
+    /// let framing = LengthDelimited::default().with_max_body(1 << 20);
+    /// let mut wire = Vec::new();
+    /// for _ in 0..2 {
+    ///     encode_frame_into(&framing, &mut wire, &HeaderBytes::EMPTY, &[7u8; 100_000]).unwrap();
+    /// }
+    /// let pool = MessagePool::new();
+    /// let mut buf = LinearBuffer::with_framing(framing);
+    /// buf.set_direct_threshold(32 << 10);
+    /// let mut socket = &wire[..];
+    /// let mut bodies = 0;
+    /// while buf.read_from(&mut socket).unwrap() > 0 {
+    ///     while let Some((_, body)) = buf.next_message(&pool).unwrap() {
+    ///         assert_eq!(body.len(), 100_000);
+    ///         bodies += 1;
+    ///     }
+    /// }
+    /// assert_eq!((bodies, buf.stats().direct_bodies), (2, 2));
+    /// // The first body mostly arrived in the buffer's first read; of the
+    /// // second, at most the short read after the first one.
+    /// assert!(buf.stats().bytes_copied < 100_000 + 512);
+    /// ```
+    pub fn set_direct_threshold(&mut self, threshold: usize) {
+        self.direct_threshold = threshold.max(1);
+    }
+
+    /// The direct-body threshold (see
+    /// [`set_direct_threshold`](Self::set_direct_threshold)).
+    pub fn direct_threshold(&self) -> usize {
+        self.direct_threshold
     }
 
     /// The framing of this session.
@@ -295,7 +387,19 @@ impl<F: Framing> LinearBuffer<F> {
     /// Errors from `r` (including `Interrupted` and `WouldBlock`) are
     /// returned as they are.
     pub fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.viewed = None;
+        if self.direct.as_ref().is_some_and(|d| d.msg.len() < d.need) {
+            return self.read_direct(r);
+        }
+        // The short read stays in force until it returns bytes (a
+        // `WouldBlock` in between must not let a large body in).
+        let short = self.after_direct;
         let tail = self.prepare_tail();
+        let tail = if short && tail.len() > DIRECT_HEAD_READ {
+            &mut tail[..DIRECT_HEAD_READ]
+        } else {
+            tail
+        };
         if tail.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
@@ -312,12 +416,91 @@ impl<F: Framing> LinearBuffer<F> {
         }
         self.end += n;
         self.stats.bytes_read += n as u64;
+        if n > 0 {
+            self.after_direct = false;
+        }
         Ok(n)
+    }
+
+    /// Reads once into the direct body's message, up to the body's end.
+    fn read_direct<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        let d = self.direct.as_mut().expect("caller checked");
+        let room = d.need - d.msg.len();
+        let spare = &mut d.msg.spare_capacity_mut()[..room];
+        if d.init < room {
+            // `Read::read` takes initialised memory: zero the part never
+            // written, once per body.
+            spare[d.init..].fill(MaybeUninit::new(0));
+            d.init = room;
+        }
+        // SAFETY: every byte of `spare` is initialised: `[0, init)` by an
+        // earlier zeroing or read (it only shrinks as the length grows), the
+        // rest just above. `MaybeUninit<u8>` and `u8` have the same layout.
+        let dst = unsafe { core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), room) };
+        let n = r.read(dst)?;
+        if n > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reader claimed more bytes than the buffer it was given",
+            ));
+        }
+        let len = d.msg.len() + n;
+        // SAFETY: `n <= room`, so `len <= need <= capacity`, and every byte
+        // up to it is initialised (see above).
+        unsafe { d.msg.set_len(len) };
+        d.init = room - n;
+        self.stats.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    /// Stages the incomplete frame `info` at `start` as a direct body: its
+    /// header is consumed, its body bytes buffered so far move into a
+    /// message of `pool` sized for the body (the buffer is then empty).
+    fn stage_direct<A: Allocator + Send + Sync + 'static>(
+        &mut self,
+        info: FrameInfo<F::Header>,
+        pool: &MessagePool<A>,
+    ) -> Result<(), DecodeError> {
+        let mut msg = pool.alloc(info.body_len)?;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        header[..info.header_len]
+            .copy_from_slice(&self.buf[self.start..self.start + info.header_len]);
+        let body = &self.buf[self.start + info.header_len..self.end];
+        msg.extend_from_slice(body)
+            .expect("message was allocated for the body");
+        self.stats.bytes_copied += body.len() as u64;
+        self.start = self.end;
+        self.direct = Some(Direct {
+            header,
+            header_len: info.header_len,
+            msg,
+            need: info.body_len,
+            init: 0,
+        });
+        Ok(())
+    }
+
+    /// The completed direct body, if there is one.
+    fn take_direct(&mut self) -> Result<Option<(F::Header, Message)>, DecodeError> {
+        if self.direct.as_ref().is_none_or(|d| d.msg.len() < d.need) {
+            return Ok(None);
+        }
+        let Some(d) = self.direct.take() else {
+            return Ok(None);
+        };
+        let info = framing::decode_checked(&self.framing, &d.header[..d.header_len])?.ok_or(
+            DecodeError::malformed("direct body's header no longer decodes"),
+        )?;
+        self.stats.frames += 1;
+        self.stats.direct_bodies += 1;
+        self.after_direct = true;
+        Ok(Some((info.header, d.msg)))
     }
 
     /// Copies as much of `data` as fits into the free tail, returning the
     /// bytes taken (for tests and for callers that already hold the bytes).
     pub fn fill_from_slice(&mut self, data: &[u8]) -> usize {
+        self.viewed = None;
         let tail = self.prepare_tail();
         let n = tail.len().min(data.len());
         tail[..n].copy_from_slice(&data[..n]);
@@ -334,6 +517,14 @@ impl<F: Framing> LinearBuffer<F> {
     /// session is to be closed).
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
+        self.viewed = None;
+        if self.direct.is_some() {
+            let Some((header, m)) = self.take_direct()? else {
+                return Ok(None);
+            };
+            let body = &self.viewed.insert(m)[..];
+            return Ok(Some(Frame { header, body }));
+        }
         match framing::decode_frame(&self.framing, &self.buf[self.start..self.end])? {
             Some((frame, used)) => {
                 self.start += used;
@@ -352,11 +543,23 @@ impl<F: Framing> LinearBuffer<F> {
         &mut self,
         pool: &MessagePool<A>,
     ) -> Result<Option<(F::Header, Message)>, DecodeError> {
+        self.viewed = None;
+        if self.direct.is_some() {
+            return self.take_direct();
+        }
         let Some((frame, used)) = framing::decode_frame(&self.framing, self.as_slice())? else {
+            if self.direct_threshold != usize::MAX {
+                if let Some(info) = framing::decode_checked(&self.framing, self.as_slice())? {
+                    if info.body_len >= self.direct_threshold {
+                        self.stage_direct(info, pool)?;
+                    }
+                }
+            }
             return Ok(None);
         };
         let header = frame.header;
         let m = pool.message_from(frame.body)?;
+        self.stats.bytes_copied += frame.body.len() as u64;
         self.start += used;
         self.stats.frames += 1;
         Ok(Some((header, m)))
@@ -365,6 +568,13 @@ impl<F: Framing> LinearBuffer<F> {
     /// At end of stream: `Ok(())` if no partial frame is left, else
     /// [`DecodeError::Truncated`] (or the header's error).
     pub fn finish(&self) -> Result<(), DecodeError> {
+        if let Some(d) = &self.direct {
+            if d.msg.len() < d.need {
+                return Err(DecodeError::Truncated {
+                    buffered: self.buffered(),
+                });
+            }
+        }
         framing::decode_checked(&self.framing, self.as_slice())?;
         if self.is_empty() {
             Ok(())

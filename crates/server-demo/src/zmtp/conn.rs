@@ -94,6 +94,9 @@ pub(crate) struct ZmtpConn {
     session: ZmtpSession,
     /// Readable edge seen and not yet read to `WouldBlock`.
     pub(crate) want_read: bool,
+    /// The peer's end of stream (or an error) was reported: read until
+    /// `Ok(0)`, a short read proves nothing then.
+    pub(crate) read_closed: bool,
     /// Our own frames, waiting for a message boundary in the flusher.
     control: VecDeque<OutFrame>,
     /// The last frame given to the flusher had MORE set.
@@ -153,6 +156,7 @@ impl ZmtpConn {
             flusher,
             session,
             want_read: true,
+            read_closed: false,
             control: VecDeque::new(),
             out_mid_message: false,
             stalled: Vec::new(),
@@ -251,7 +255,10 @@ impl ZmtpConn {
                     // A short read drained the socket: the next arrival is a
                     // new readiness edge. (In-process streams have no
                     // readiness events: they keep reading to WouldBlock.)
-                    if n < reader.offered && !matches!(self.stream, Stream::Inproc(_)) {
+                    if n < reader.offered
+                        && !self.read_closed
+                        && !matches!(self.stream, Stream::Inproc(_))
+                    {
                         self.want_read = false;
                     }
                 }

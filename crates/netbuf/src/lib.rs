@@ -180,8 +180,8 @@ pub use pool::{
 };
 pub use recv::framing;
 pub use recv::{
-    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, FrameSource, LinearBuffer,
-    ReceiveBuffer, RecvStats,
+    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, FrameSource,
+    LinearBuffer, ReceiveBuffer, RecvStats,
 };
 #[cfg(feature = "chacha20")]
 pub use send::ChaCha20Transform;

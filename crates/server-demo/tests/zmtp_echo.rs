@@ -223,6 +223,37 @@ fn large_parts_take_the_gather_path() {
     assert!(r.copies_per_byte() > 0.99, "{r}");
 }
 
+/// Large parts are received straight into their own message: after the
+/// first one (which may arrive whole in the first, unbounded read), at most
+/// the short read that follows a large part (`netbuf::DIRECT_HEAD_READ`
+/// bytes) is copied out of the receive buffer per large part.
+#[test]
+fn large_parts_are_received_without_a_copy() {
+    let t = TestServer::start(big_cfg());
+    let mut c = t.connect(EndpointKind::Router);
+    c.handshake("DEALER");
+    let b = body(256 << 10, 5);
+    for _ in 0..16 {
+        c.send_message(&[b"small", &b]);
+        let got = c.read_message();
+        assert!(got[0] == b"small" && got[1] == b);
+    }
+    drop(c);
+    let stats = t.finish();
+    let r = stats
+        .iter()
+        .find(|r| r.kind == EndpointKind::Router)
+        .unwrap();
+    assert!(r.direct_parts >= 15, "{r}");
+    let later = r.recv_bytes_copied.saturating_sub(256 << 10);
+    assert!(
+        later <= 16 * netbuf::DIRECT_HEAD_READ as u64,
+        "{} bytes copied beyond the first large part: {r}",
+        later
+    );
+    assert!(r.recv_bytes >= 16 * (256 << 10), "{r}");
+}
+
 /// Every strategy of the demo carries ZMTP too.
 #[test]
 fn echo_under_every_recv_and_queue_mode() {

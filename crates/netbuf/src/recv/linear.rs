@@ -2,16 +2,24 @@
 
 use core::cell::Cell;
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use std::io::{self, Read};
 
 use allocator_api2::alloc::Allocator;
 
-use super::framing::{self, DecodeError, Frame, Framing};
+use super::framing::{self, DecodeError, Frame, FrameInfo, Framing, MAX_HEADER_LEN};
 use super::length_delimited::LengthDelimited;
 use crate::{Message, MessagePool};
 
 /// Default capacity of a [`LinearBuffer`]: 16 KiB.
 pub const DEFAULT_RECV_CAPACITY: usize = 16 * 1024;
+
+/// The largest read a [`LinearBuffer`] with direct bodies (see
+/// [`LinearBuffer::set_direct_threshold`]) makes right after a direct body
+/// completed: enough for the next frame's header and a few small frames,
+/// little of a large body (the bytes of a body that land in the buffer are
+/// moved into its message: at most this many per large frame).
+pub const DIRECT_HEAD_READ: usize = 512;
 
 /// When a [`LinearBuffer`] moves buffered bytes to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -42,6 +50,27 @@ pub struct RecvStats {
     pub bytes_moved: u64,
     /// Times the cursors were reset for free (everything consumed).
     pub resets: u64,
+    /// Body bytes copied out of the buffer into messages
+    /// ([`LinearBuffer::next_message`], including the part of a direct
+    /// body that had landed in the buffer before it was staged).
+    pub bytes_copied: u64,
+    /// Bodies received straight into their own message (see
+    /// [`LinearBuffer::set_direct_threshold`]).
+    pub direct_bodies: u64,
+}
+
+/// A large body being received straight into its own message.
+#[derive(Debug)]
+struct Direct {
+    /// The frame's header bytes, decoded again when the body is complete
+    /// (the buffer's type has no `Framing` bound to name its header type).
+    header: [u8; MAX_HEADER_LEN],
+    header_len: usize,
+    msg: Message,
+    /// The body's length.
+    need: usize,
+    /// Bytes of the message's spare capacity known to be initialised.
+    init: usize,
 }
 
 /// A linear receive buffer owned by one IO thread (it is `Send`, not
@@ -90,6 +119,15 @@ pub struct LinearBuffer<F = LengthDelimited> {
     compaction: Compaction,
     min_read: usize,
     stats: RecvStats,
+    /// Bodies of at least this many bytes are received into their own
+    /// message (`usize::MAX`: never).
+    direct_threshold: usize,
+    /// The large body being received, if any.
+    direct: Option<Direct>,
+    /// A completed direct body viewed by the last `next_frame`.
+    viewed: Option<Message>,
+    /// A direct body just completed: the next read is a short one.
+    after_direct: bool,
     _not_sync: PhantomData<Cell<()>>,
 }
 
@@ -129,6 +167,10 @@ impl<F: Framing> LinearBuffer<F> {
             compaction,
             min_read: capacity / 4,
             stats: RecvStats::default(),
+            direct_threshold: usize::MAX,
+            direct: None,
+            viewed: None,
+            after_direct: false,
             _not_sync: PhantomData,
         }
     }
@@ -174,21 +216,82 @@ impl<F: Framing> LinearBuffer<F> {
         }
         let n = self.buf.len();
         self.buf = Box::default();
+        self.viewed = None;
         self.start = 0;
         self.end = 0;
         n
     }
 
-    /// Bytes received and not yet consumed.
+    /// Bytes received and not yet consumed (the bytes of a direct body
+    /// received so far included; its header is not: it was consumed when
+    /// the body was staged).
     #[inline]
     pub fn buffered(&self) -> usize {
-        self.end - self.start
+        self.end - self.start + self.direct.as_ref().map_or(0, |d| d.msg.len())
     }
 
     /// Whether no byte is buffered.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.start == self.end
+        self.start == self.end && self.direct.is_none()
+    }
+
+    /// Receives bodies of at least `threshold` bytes straight into their
+    /// own message, as libzmq's decoder does: once such a frame's header is
+    /// in, [`next_message`](Self::next_message) allocates the body's
+    /// message from its pool, moves the body bytes already buffered into
+    /// it, and the reads that follow land in the message (capped at the
+    /// body's end) instead of the buffer; the message is then handed over
+    /// without a copy. The read right after a direct body is at most
+    /// [`DIRECT_HEAD_READ`] bytes, so little of the next large body is
+    /// copied. `usize::MAX` (the default) turns it off.
+    ///
+    /// Only `next_message` stages bodies (it has a pool); `next_frame`
+    /// views a completed direct body in place.
+    ///
+    /// ```
+    /// use netbuf::framing::{HeaderBytes, LengthDelimited, encode_frame_into};
+    /// use netbuf::{LinearBuffer, MessagePool};
+    ///
+    /// let framing = LengthDelimited::default().with_max_body(1 << 20);
+    /// let mut wire = Vec::new();
+    /// for _ in 0..2 {
+    ///     encode_frame_into(&framing, &mut wire, &HeaderBytes::EMPTY, &[7u8; 100_000]).unwrap();
+    /// }
+    /// // A socket stand-in that returns at most 16 KiB per read.
+    /// struct Socket<'a>(&'a [u8]);
+    /// impl std::io::Read for Socket<'_> {
+    ///     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+    ///         let n = buf.len().min(self.0.len()).min(16 << 10);
+    ///         buf[..n].copy_from_slice(&self.0[..n]);
+    ///         self.0 = &self.0[n..];
+    ///         Ok(n)
+    ///     }
+    /// }
+    /// let pool = MessagePool::new();
+    /// let mut buf = LinearBuffer::with_framing(framing);
+    /// buf.set_direct_threshold(32 << 10);
+    /// let mut socket = Socket(&wire);
+    /// let mut bodies = 0;
+    /// while buf.read_from(&mut socket).unwrap() > 0 {
+    ///     while let Some((_, body)) = buf.next_message(&pool).unwrap() {
+    ///         assert_eq!(body.len(), 100_000);
+    ///         bodies += 1;
+    ///     }
+    /// }
+    /// assert_eq!((bodies, buf.stats().direct_bodies), (2, 2));
+    /// // Copied: what the first read brought of the first body, and of the
+    /// // second body what the short read after the first one brought.
+    /// assert!(buf.stats().bytes_copied < (16 << 10) + 512);
+    /// ```
+    pub fn set_direct_threshold(&mut self, threshold: usize) {
+        self.direct_threshold = threshold.max(1);
+    }
+
+    /// The direct-body threshold (see
+    /// [`set_direct_threshold`](Self::set_direct_threshold)).
+    pub fn direct_threshold(&self) -> usize {
+        self.direct_threshold
     }
 
     /// The framing of this session.
@@ -367,7 +470,19 @@ impl<F: Framing> LinearBuffer<F> {
     /// Errors from `r` (including `Interrupted` and `WouldBlock`) are
     /// returned as they are.
     pub fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.viewed = None;
+        if self.direct.as_ref().is_some_and(|d| d.msg.len() < d.need) {
+            return self.read_direct(r);
+        }
+        // The short read stays in force until it returns bytes (a
+        // `WouldBlock` in between must not let a large body in).
+        let short = self.after_direct;
         let tail = self.prepare_tail();
+        let tail = if short && tail.len() > DIRECT_HEAD_READ {
+            &mut tail[..DIRECT_HEAD_READ]
+        } else {
+            tail
+        };
         if tail.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::OutOfMemory,
@@ -384,12 +499,91 @@ impl<F: Framing> LinearBuffer<F> {
         }
         self.end += n;
         self.stats.bytes_read += n as u64;
+        if n > 0 {
+            self.after_direct = false;
+        }
         Ok(n)
+    }
+
+    /// Reads once into the direct body's message, up to the body's end.
+    fn read_direct<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        let d = self.direct.as_mut().expect("caller checked");
+        let room = d.need - d.msg.len();
+        let spare = &mut d.msg.spare_capacity_mut()[..room];
+        if d.init < room {
+            // `Read::read` takes initialised memory: zero the part never
+            // written, once per body.
+            spare[d.init..].fill(MaybeUninit::new(0));
+            d.init = room;
+        }
+        // SAFETY: every byte of `spare` is initialised: `[0, init)` by an
+        // earlier zeroing or read (it only shrinks as the length grows), the
+        // rest just above. `MaybeUninit<u8>` and `u8` have the same layout.
+        let dst = unsafe { core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), room) };
+        let n = r.read(dst)?;
+        if n > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reader claimed more bytes than the buffer it was given",
+            ));
+        }
+        let len = d.msg.len() + n;
+        // SAFETY: `n <= room`, so `len <= need <= capacity`, and every byte
+        // up to it is initialised (see above).
+        unsafe { d.msg.set_len(len) };
+        d.init = room - n;
+        self.stats.bytes_read += n as u64;
+        Ok(n)
+    }
+
+    /// Stages the incomplete frame `info` at `start` as a direct body: its
+    /// header is consumed, its body bytes buffered so far move into a
+    /// message of `pool` sized for the body (the buffer is then empty).
+    fn stage_direct<A: Allocator + Send + Sync + 'static>(
+        &mut self,
+        info: FrameInfo<F::Header>,
+        pool: &MessagePool<A>,
+    ) -> Result<(), DecodeError> {
+        let mut msg = pool.alloc(info.body_len)?;
+        let mut header = [0u8; MAX_HEADER_LEN];
+        header[..info.header_len]
+            .copy_from_slice(&self.buf[self.start..self.start + info.header_len]);
+        let body = &self.buf[self.start + info.header_len..self.end];
+        msg.extend_from_slice(body)
+            .expect("message was allocated for the body");
+        self.stats.bytes_copied += body.len() as u64;
+        self.start = self.end;
+        self.direct = Some(Direct {
+            header,
+            header_len: info.header_len,
+            msg,
+            need: info.body_len,
+            init: 0,
+        });
+        Ok(())
+    }
+
+    /// The completed direct body, if there is one.
+    fn take_direct(&mut self) -> Result<Option<(F::Header, Message)>, DecodeError> {
+        if self.direct.as_ref().is_none_or(|d| d.msg.len() < d.need) {
+            return Ok(None);
+        }
+        let Some(d) = self.direct.take() else {
+            return Ok(None);
+        };
+        let info = framing::decode_checked(&self.framing, &d.header[..d.header_len])?.ok_or(
+            DecodeError::malformed("direct body's header no longer decodes"),
+        )?;
+        self.stats.frames += 1;
+        self.stats.direct_bodies += 1;
+        self.after_direct = true;
+        Ok(Some((info.header, d.msg)))
     }
 
     /// Copies as much of `data` as fits into the free tail, returning the
     /// bytes taken (for tests and for callers that already hold the bytes).
     pub fn fill_from_slice(&mut self, data: &[u8]) -> usize {
+        self.viewed = None;
         let tail = self.prepare_tail();
         let n = tail.len().min(data.len());
         tail[..n].copy_from_slice(&data[..n]);
@@ -406,6 +600,14 @@ impl<F: Framing> LinearBuffer<F> {
     /// session is to be closed).
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
+        self.viewed = None;
+        if self.direct.is_some() {
+            let Some((header, m)) = self.take_direct()? else {
+                return Ok(None);
+            };
+            let body = &self.viewed.insert(m)[..];
+            return Ok(Some(Frame { header, body }));
+        }
         match framing::decode_frame(&self.framing, &self.buf[self.start..self.end])? {
             Some((frame, used)) => {
                 self.start += used;
@@ -424,11 +626,23 @@ impl<F: Framing> LinearBuffer<F> {
         &mut self,
         pool: &MessagePool<A>,
     ) -> Result<Option<(F::Header, Message)>, DecodeError> {
+        self.viewed = None;
+        if self.direct.is_some() {
+            return self.take_direct();
+        }
         let Some((frame, used)) = framing::decode_frame(&self.framing, self.as_slice())? else {
+            if self.direct_threshold != usize::MAX {
+                if let Some(info) = framing::decode_checked(&self.framing, self.as_slice())? {
+                    if info.body_len >= self.direct_threshold {
+                        self.stage_direct(info, pool)?;
+                    }
+                }
+            }
             return Ok(None);
         };
         let header = frame.header;
         let m = pool.message_from(frame.body)?;
+        self.stats.bytes_copied += frame.body.len() as u64;
         self.start += used;
         self.stats.frames += 1;
         Ok(Some((header, m)))
@@ -437,6 +651,13 @@ impl<F: Framing> LinearBuffer<F> {
     /// At end of stream: `Ok(())` if no partial frame is left, else
     /// [`DecodeError::Truncated`] (or the header's error).
     pub fn finish(&self) -> Result<(), DecodeError> {
+        if let Some(d) = &self.direct {
+            if d.msg.len() < d.need {
+                return Err(DecodeError::Truncated {
+                    buffered: self.buffered(),
+                });
+            }
+        }
         framing::decode_checked(&self.framing, self.as_slice())?;
         if self.is_empty() {
             Ok(())
@@ -519,6 +740,88 @@ mod tests {
         assert!(b.next_frame().unwrap().is_some());
         assert_eq!(b.read_from(&mut &b"x"[..]).unwrap(), 1);
         assert_eq!(b.finish(), Err(DecodeError::Truncated { buffered: 1 }));
+    }
+
+    /// Reads at most `chunk` bytes per call, `WouldBlock` at each `stop`.
+    struct Chunky {
+        data: Vec<u8>,
+        pos: usize,
+        chunk: usize,
+        stops: Vec<usize>,
+    }
+
+    impl Read for Chunky {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.stops.first() == Some(&self.pos) {
+                self.stops.remove(0);
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let end = self.stops.first().copied().unwrap_or(self.data.len());
+            let n = buf.len().min(self.chunk).min(end - self.pos);
+            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn direct_bodies_are_not_copied_past_the_short_read() {
+        let sizes = [100_000, 10, 70_000, 100_000, 0, 40_000];
+        let wire = frames(&sizes);
+        let pool = MessagePool::new();
+        let mut b = LinearBuffer::with_config(16, eight(200_000), Compaction::Lazy);
+        b.set_direct_threshold(32 << 10);
+        // A WouldBlock right after the first body: the short read holds.
+        let first_end = 8 + 100_000;
+        let mut r = Chunky {
+            data: wire.clone(),
+            pos: 0,
+            chunk: 8 << 10,
+            stops: vec![first_end],
+        };
+        let mut got = Vec::new();
+        loop {
+            while let Some((h, m)) = b.next_message(&pool).unwrap() {
+                assert_eq!(h.as_slice()[6] as usize, got.len());
+                let i = got.len();
+                assert!(m.iter().enumerate().all(|(j, &x)| x == (i + j) as u8));
+                got.push(m.len());
+            }
+            match b.read_from(&mut r) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got, sizes);
+        assert!(b.finish().is_ok());
+        let st = b.stats();
+        assert_eq!(st.direct_bodies, 4);
+        // The small frames are copied whole; of the large bodies only the
+        // first read's share of the first one and the short reads' share
+        // of the others.
+        assert!(st.bytes_copied <= (8 << 10) + 3 * DIRECT_HEAD_READ as u64 + 10);
+        assert_eq!(st.bytes_read, wire.len() as u64);
+    }
+
+    #[test]
+    fn direct_body_views_and_truncation() {
+        let wire = frames(&[50_000]);
+        let pool = MessagePool::new();
+        let mut b = LinearBuffer::with_config(128, eight(60_000), Compaction::Lazy);
+        b.set_direct_threshold(1000);
+        b.fill_from_slice(&wire[..100]);
+        assert!(b.next_message(&pool).unwrap().is_none()); // staged
+        assert_eq!(b.buffered(), 92);
+        assert!(matches!(b.finish(), Err(DecodeError::Truncated { .. })));
+        let mut rest = &wire[100..];
+        while b.read_from(&mut rest).unwrap() > 0 {}
+        let f = b.next_frame().unwrap().unwrap();
+        assert_eq!((f.body.len(), f.body[1]), (50_000, 1));
+        assert!(b.next_frame().unwrap().is_none());
+        assert!(b.finish().is_ok());
+        assert_eq!(b.stats().bytes_copied, 92);
     }
 
     #[test]

@@ -16,5 +16,5 @@ mod linear;
 mod source;
 
 pub use chained::{ChainStats, ChainedBuffer};
-pub use linear::{Compaction, DEFAULT_RECV_CAPACITY, LinearBuffer, RecvStats};
+pub use linear::{Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, LinearBuffer, RecvStats};
 pub use source::{FrameSource, ReceiveBuffer};

@@ -132,6 +132,16 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ReceiveBuffer<F, A> {
     pub fn chained(pool: MessagePool<A>, framing: F) -> Self {
         ReceiveBuffer::Chained(ChainedBuffer::with_framing(pool, framing))
     }
+
+    /// Receives bodies of at least `threshold` bytes straight into their
+    /// own message: [`LinearBuffer::set_direct_threshold`]. A chained
+    /// buffer already receives every body of a block or more into a block
+    /// of its own, so this changes nothing for it.
+    pub fn set_direct_threshold(&mut self, threshold: usize) {
+        if let ReceiveBuffer::Linear(b) = self {
+            b.set_direct_threshold(threshold);
+        }
+    }
 }
 
 macro_rules! delegate {

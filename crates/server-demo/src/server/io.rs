@@ -302,6 +302,9 @@ impl IoThread {
                             if readable {
                                 c.want_read = true;
                             }
+                            if ev.is_read_closed() || ev.is_error() {
+                                c.read_closed = true;
+                            }
                             self.process(id);
                         }
                     }

@@ -26,10 +26,38 @@ use super::greeting::OUR_GREETING;
 use super::session::{Step, ZmtpSession};
 use super::socket_type::EndpointKind;
 use super::{command, subscription};
-use crate::config::RecvMode;
+use crate::config::{RecvMode, SendMode};
 use crate::server::io::{DRAIN_BATCH, FLUSHER_HIGH, READ_BUDGET, Stream};
 use crate::server::queue::Refusal;
 use crate::server::{SessionShared, Shared};
+
+/// Message parts of at least this many bytes are received straight into
+/// their own message (no copy out of the receive buffer), as libzmq's
+/// decoder receives large messages into their own buffer.
+pub(crate) const DIRECT_RECV_THRESHOLD: usize = 32 << 10;
+
+/// The highest gather threshold a ZMTP connection uses when the send path
+/// is calibrated (`--send auto` without `--gather-threshold`): parts from
+/// 64 KiB always leave as header + body in one vectored write, whatever a
+/// noisy calibration measured (libzmq sends parts above its 8 KiB batch
+/// from their own buffer).
+pub(crate) const MAX_GATHER_THRESHOLD: usize = 32 << 10;
+
+/// A reader that remembers how many bytes the last read was offered: a
+/// read that returns fewer has drained the socket (edge-triggered
+/// readiness reports the next arrival), so no `WouldBlock` read follows.
+struct Offered<'a> {
+    stream: &'a mut Stream,
+    offered: usize,
+}
+
+impl io::Read for Offered<'_> {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.offered = buf.len();
+        self.stream.read(buf)
+    }
+}
 
 /// Why a ZMTP connection ends.
 #[derive(Debug)]
@@ -66,6 +94,9 @@ pub(crate) struct ZmtpConn {
     session: ZmtpSession,
     /// Readable edge seen and not yet read to `WouldBlock`.
     pub(crate) want_read: bool,
+    /// The peer's end of stream (or an error) was reported: read until
+    /// `Ok(0)`, a short read proves nothing then.
+    pub(crate) read_closed: bool,
     /// Our own frames, waiting for a message boundary in the flusher.
     control: VecDeque<OutFrame>,
     /// The last frame given to the flusher had MORE set.
@@ -78,6 +109,10 @@ pub(crate) struct ZmtpConn {
     large_threshold: usize,
     /// Flusher metrics already added to the endpoint's counters.
     seen: FlushMetrics,
+    /// Receive-buffer copies and direct bodies already added to them.
+    seen_recv: (u64, u64),
+    /// Body bytes decoded and not yet added to them.
+    recv_bytes: u64,
     role: Role,
 }
 
@@ -90,11 +125,18 @@ impl ZmtpConn {
     ) -> ZmtpConn {
         let cfg = &server.cfg;
         let framing = ZmtpFraming::greeting(cfg.max_frame);
-        let recv = match cfg.recv {
+        let mut recv = match cfg.recv {
             RecvMode::Linear => ReceiveBuffer::linear(framing),
             RecvMode::Chained => ReceiveBuffer::chained(server.pool.clone(), framing),
         };
-        let mut flusher = Flusher::new(server.threshold(stream.transport()));
+        recv.set_direct_threshold(DIRECT_RECV_THRESHOLD);
+        let mut threshold = server.threshold(stream.transport());
+        if cfg.send == SendMode::Auto && cfg.gather_threshold.is_none() {
+            if let netbuf::GatherThreshold::Bytes(b) = &mut threshold {
+                *b = (*b).min(MAX_GATHER_THRESHOLD);
+            }
+        }
+        let mut flusher = Flusher::new(threshold);
         if cfg.transform == crate::config::TransformMode::Chacha20 {
             flusher = flusher.with_transform(netbuf::ChaCha20Transform::new(
                 crate::server::DEMO_KEY,
@@ -114,12 +156,15 @@ impl ZmtpConn {
             flusher,
             session,
             want_read: true,
+            read_closed: false,
             control: VecDeque::new(),
             out_mid_message: false,
             stalled: Vec::new(),
             parts: Vec::new(),
             large_threshold,
             seen: FlushMetrics::default(),
+            seen_recv: (0, 0),
+            recv_bytes: 0,
             role: Role::None,
         };
         // Sent whole right away: a libzmq peer waits for our signature
@@ -144,8 +189,41 @@ impl ZmtpConn {
         }
         self.pump().map_err(write_failed)?;
         self.retry_stalled();
-        self.read_input(server, again)?;
+        let read = self.read_input(server, again);
+        self.account_recv();
+        read?;
         self.pump().map_err(write_failed)
+    }
+
+    /// Adds the receive buffer's copies since the last call to the
+    /// endpoint's counters.
+    fn account_recv(&mut self) {
+        let now = match &self.recv {
+            ReceiveBuffer::Linear(b) => {
+                let s = b.stats();
+                (s.bytes_copied, s.direct_bodies)
+            }
+            // Bodies of a block or more are staged into their own block;
+            // smaller ones are copied once (not counted here).
+            ReceiveBuffer::Chained(b) => (0, b.stats().bodies_contiguous),
+        };
+        let stats = &self.endpoint.stats;
+        if now.0 > self.seen_recv.0 {
+            stats
+                .recv_bytes_copied
+                .fetch_add(now.0 - self.seen_recv.0, Ordering::Relaxed);
+        }
+        if now.1 > self.seen_recv.1 {
+            stats
+                .direct_parts
+                .fetch_add(now.1 - self.seen_recv.1, Ordering::Relaxed);
+        }
+        if self.recv_bytes > 0 {
+            stats
+                .recv_bytes
+                .fetch_add(std::mem::take(&mut self.recv_bytes), Ordering::Relaxed);
+        }
+        self.seen_recv = now;
     }
 
     /// Reads and handles input until `WouldBlock`, the read budget, or
@@ -161,14 +239,29 @@ impl ZmtpConn {
                 again.push(self.shared.id);
                 return Ok(());
             }
-            match self.recv.read_from(&mut self.stream) {
+            let mut reader = Offered {
+                stream: &mut self.stream,
+                offered: 0,
+            };
+            match self.recv.read_from(&mut reader) {
                 Ok(0) => {
                     return Err(ZmtpClose::Quiet(match self.recv.finish() {
                         Ok(()) => "peer closed".into(),
                         Err(e) => format!("peer closed mid-frame: {e}"),
                     }));
                 }
-                Ok(n) => budget = budget.saturating_sub(n),
+                Ok(n) => {
+                    budget = budget.saturating_sub(n);
+                    // A short read drained the socket: the next arrival is a
+                    // new readiness edge. (In-process streams have no
+                    // readiness events: they keep reading to WouldBlock.)
+                    if n < reader.offered
+                        && !self.read_closed
+                        && !matches!(self.stream, Stream::Inproc(_))
+                    {
+                        self.want_read = false;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.want_read = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(ZmtpClose::Quiet(format!("read failed: {e}"))),
@@ -197,6 +290,7 @@ impl ZmtpConn {
                 }
                 Err(e) => return Err(ZmtpError::Frame(e).into()),
             };
+            self.recv_bytes += body.len() as u64;
             match self.session.on_frame(header, body)? {
                 Step::Nothing => {}
                 Step::Greeted { ready } => {

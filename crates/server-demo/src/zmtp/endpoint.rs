@@ -134,6 +134,13 @@ pub struct EndpointStats {
     pub bytes_copied: AtomicU64,
     /// Bytes written to the connections.
     pub bytes_written: AtomicU64,
+    /// Body bytes of received message parts copied out of the receive
+    /// buffer (0 for a part received straight into its own message).
+    pub recv_bytes_copied: AtomicU64,
+    /// Body bytes of received message parts.
+    pub recv_bytes: AtomicU64,
+    /// Parts received straight into their own message (no copy).
+    pub direct_parts: AtomicU64,
 }
 
 impl EndpointStats {
@@ -182,6 +189,12 @@ pub struct EndpointReport {
     pub bytes_copied: u64,
     /// Bytes written.
     pub bytes_written: u64,
+    /// Body bytes of received parts copied out of the receive buffer.
+    pub recv_bytes_copied: u64,
+    /// Body bytes of received parts.
+    pub recv_bytes: u64,
+    /// Parts received straight into their own message.
+    pub direct_parts: u64,
 }
 
 impl EndpointReport {
@@ -202,6 +215,9 @@ impl EndpointReport {
             gather_bytes: g(&s.gather_bytes),
             bytes_copied: g(&s.bytes_copied),
             bytes_written: g(&s.bytes_written),
+            recv_bytes_copied: g(&s.recv_bytes_copied),
+            recv_bytes: g(&s.recv_bytes),
+            direct_parts: g(&s.direct_parts),
         }
     }
 
@@ -214,6 +230,16 @@ impl EndpointReport {
     }
 
     /// Bytes copied into send buffers per byte written.
+    /// Receive-side copies per body byte received (0 when every part was
+    /// received straight into its own message).
+    pub fn recv_copies_per_byte(&self) -> f64 {
+        if self.recv_bytes == 0 {
+            0.0
+        } else {
+            self.recv_bytes_copied as f64 / self.recv_bytes as f64
+        }
+    }
+
     pub fn copies_per_byte(&self) -> f64 {
         if self.bytes_written == 0 {
             0.0
@@ -228,7 +254,8 @@ impl std::fmt::Display for EndpointReport {
         write!(
             f,
             "{} {}: sessions {} opened / {} closed / {} rejected, messages {} in / {} out / {} dropped ({} B), \
-             large-path ratio {}, copies per byte {:.3}",
+             large-path ratio {}, copies per byte {:.3}, received: copies per byte {:.3}, \
+             {} parts direct",
             self.kind.label(),
             self.address,
             self.sessions_opened,
@@ -241,6 +268,8 @@ impl std::fmt::Display for EndpointReport {
             self.large_path_ratio()
                 .map_or_else(|| "n/a".to_string(), |r| format!("{r:.3}")),
             self.copies_per_byte(),
+            self.recv_copies_per_byte(),
+            self.direct_parts,
         )
     }
 }

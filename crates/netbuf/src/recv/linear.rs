@@ -600,14 +600,15 @@ impl<F: Framing> LinearBuffer<F> {
     /// session is to be closed).
     #[inline]
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
-        self.viewed = None;
-        if self.direct.is_some() {
-            let Some((header, m)) = self.take_direct()? else {
-                return Ok(None);
-            };
-            let body = &self.viewed.insert(m)[..];
-            return Ok(Some(Frame { header, body }));
+        // Direct bodies are rare: one test on the hot path, the rest out of line.
+        if self.direct.is_some() || self.viewed.is_some() {
+            return self.next_frame_after_direct();
         }
+        self.decode_in_place()
+    }
+
+    #[inline(always)]
+    fn decode_in_place(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
         match framing::decode_frame(&self.framing, &self.buf[self.start..self.end])? {
             Some((frame, used)) => {
                 self.start += used;
@@ -616,6 +617,21 @@ impl<F: Framing> LinearBuffer<F> {
             }
             None => Ok(None),
         }
+    }
+
+    /// [`next_frame`](Self::next_frame) with a direct body staged or viewed.
+    #[cold]
+    #[inline(never)]
+    fn next_frame_after_direct(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
+        self.viewed = None;
+        if self.direct.is_none() {
+            return self.decode_in_place();
+        }
+        let Some((header, m)) = self.take_direct()? else {
+            return Ok(None);
+        };
+        let body = &self.viewed.insert(m)[..];
+        Ok(Some(Frame { header, body }))
     }
 
     /// Decodes the next complete frame and copies its body, once, into a
@@ -670,174 +686,4 @@ impl<F: Framing> LinearBuffer<F> {
 }
 
 #[cfg(all(test, not(loom)))]
-mod tests {
-    use super::*;
-    use crate::framing::{HeaderBytes, encode_frame_into};
-
-    /// An 8-byte header: u32 LE length, then 4 bytes of the protocol's own.
-    fn eight(max_body: usize) -> LengthDelimited {
-        LengthDelimited::builder()
-            .little_endian()
-            .header_len(8)
-            .max_body(max_body)
-            .build()
-            .unwrap()
-    }
-
-    fn frames(sizes: &[usize]) -> Vec<u8> {
-        let mut v = Vec::new();
-        for (i, &s) in sizes.iter().enumerate() {
-            let body: Vec<u8> = (0..s).map(|j| (i + j) as u8).collect();
-            let h = HeaderBytes::new(&[0, 0, 0, 0, 5, 0, i as u8, 0]);
-            encode_frame_into(&eight(usize::MAX), &mut v, &h, &body).unwrap();
-        }
-        v
-    }
-
-    #[test]
-    fn reset_is_free_and_lazy_moves_little() {
-        let mut b = LinearBuffer::with_config(64, eight(40), Compaction::Lazy);
-        assert_eq!(b.capacity(), 64);
-        let wire = frames(&[10, 10]); // 36 bytes
-        assert_eq!(b.fill_from_slice(&wire), 36);
-        assert!(b.next_frame().unwrap().is_some());
-        assert!(b.next_frame().unwrap().is_some());
-        assert!(b.next_frame().unwrap().is_none());
-        // all consumed: the next fill resets the cursors without moving
-        let wire = frames(&[30, 30]); // 76 bytes
-        assert_eq!(b.fill_from_slice(&wire), 64);
-        assert_eq!(b.stats().compactions, 0);
-        assert_eq!(b.stats().resets, 1);
-        let f = b.next_frame().unwrap().unwrap();
-        assert_eq!(f.body.len(), 30);
-        // 26 bytes of the second frame at offset 38; it needs 38 bytes, the
-        // tail from 38 has 26 -> compaction of exactly the 26 bytes.
-        assert_eq!(b.fill_from_slice(&wire[64..]), 12);
-        assert_eq!(b.stats().compactions, 1);
-        assert_eq!(b.stats().bytes_moved, 26);
-        assert_eq!(b.next_frame().unwrap().unwrap().body.len(), 30);
-        assert!(b.finish().is_ok());
-    }
-
-    #[test]
-    fn every_read_compacts_whenever_consumed() {
-        let mut b = LinearBuffer::compact_every_read(64, eight(40));
-        let wire = frames(&[4, 4, 4]);
-        b.fill_from_slice(&wire[..14]);
-        b.next_frame().unwrap().unwrap();
-        b.fill_from_slice(&wire[14..]);
-        assert_eq!(b.stats().compactions, 1);
-        assert_eq!(b.stats().bytes_moved, 2);
-    }
-
-    #[test]
-    fn full_buffer_of_frames_is_an_error_not_eof() {
-        let mut b = LinearBuffer::with_config(16, eight(8), Compaction::Lazy);
-        let wire = frames(&[8]);
-        assert_eq!(b.fill_from_slice(&wire), 16);
-        let err = b.read_from(&mut &b"x"[..]).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::OutOfMemory);
-        assert!(b.next_frame().unwrap().is_some());
-        assert_eq!(b.read_from(&mut &b"x"[..]).unwrap(), 1);
-        assert_eq!(b.finish(), Err(DecodeError::Truncated { buffered: 1 }));
-    }
-
-    /// Reads at most `chunk` bytes per call, `WouldBlock` at each `stop`.
-    struct Chunky {
-        data: Vec<u8>,
-        pos: usize,
-        chunk: usize,
-        stops: Vec<usize>,
-    }
-
-    impl Read for Chunky {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            if self.stops.first() == Some(&self.pos) {
-                self.stops.remove(0);
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let end = self.stops.first().copied().unwrap_or(self.data.len());
-            let n = buf.len().min(self.chunk).min(end - self.pos);
-            buf[..n].copy_from_slice(&self.data[self.pos..self.pos + n]);
-            self.pos += n;
-            Ok(n)
-        }
-    }
-
-    #[test]
-    fn direct_bodies_are_not_copied_past_the_short_read() {
-        let sizes = [100_000, 10, 70_000, 100_000, 0, 40_000];
-        let wire = frames(&sizes);
-        let pool = MessagePool::new();
-        let mut b = LinearBuffer::with_config(16, eight(200_000), Compaction::Lazy);
-        b.set_direct_threshold(32 << 10);
-        // A WouldBlock right after the first body: the short read holds.
-        let first_end = 8 + 100_000;
-        let mut r = Chunky {
-            data: wire.clone(),
-            pos: 0,
-            chunk: 8 << 10,
-            stops: vec![first_end],
-        };
-        let mut got = Vec::new();
-        loop {
-            while let Some((h, m)) = b.next_message(&pool).unwrap() {
-                assert_eq!(h.as_slice()[6] as usize, got.len());
-                let i = got.len();
-                assert!(m.iter().enumerate().all(|(j, &x)| x == (i + j) as u8));
-                got.push(m.len());
-            }
-            match b.read_from(&mut r) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        assert_eq!(got, sizes);
-        assert!(b.finish().is_ok());
-        let st = b.stats();
-        assert_eq!(st.direct_bodies, 4);
-        // The small frames are copied whole; of the large bodies only the
-        // first read's share of the first one and the short reads' share
-        // of the others.
-        assert!(st.bytes_copied <= (8 << 10) + 3 * DIRECT_HEAD_READ as u64 + 10);
-        assert_eq!(st.bytes_read, wire.len() as u64);
-    }
-
-    #[test]
-    fn direct_body_views_and_truncation() {
-        let wire = frames(&[50_000]);
-        let pool = MessagePool::new();
-        let mut b = LinearBuffer::with_config(128, eight(60_000), Compaction::Lazy);
-        b.set_direct_threshold(1000);
-        b.fill_from_slice(&wire[..100]);
-        assert!(b.next_message(&pool).unwrap().is_none()); // staged
-        assert_eq!(b.buffered(), 92);
-        assert!(matches!(b.finish(), Err(DecodeError::Truncated { .. })));
-        let mut rest = &wire[100..];
-        while b.read_from(&mut rest).unwrap() > 0 {}
-        let f = b.next_frame().unwrap().unwrap();
-        assert_eq!((f.body.len(), f.body[1]), (50_000, 1));
-        assert!(b.next_frame().unwrap().is_none());
-        assert!(b.finish().is_ok());
-        assert_eq!(b.stats().bytes_copied, 92);
-    }
-
-    #[test]
-    fn raising_the_limit_grows_and_keeps_bytes() {
-        let mut b = LinearBuffer::with_config(16, eight(8), Compaction::Lazy);
-        let wire = frames(&[100]);
-        b.fill_from_slice(&wire[..10]);
-        assert!(matches!(
-            b.next_frame(),
-            Err(DecodeError::FrameTooLarge { len: 100, max: 8 })
-        ));
-        b.set_framing(eight(100));
-        assert_eq!(b.allocated(), 16);
-        b.fill_from_slice(&wire[10..]);
-        assert_eq!(b.allocated(), 108); // grown for the frame being received
-        let f = b.next_frame().unwrap().unwrap();
-        assert_eq!(f.body, &wire[8..]);
-    }
-}
+mod tests;

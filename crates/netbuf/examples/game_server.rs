@@ -34,8 +34,7 @@ struct Server {
 impl Server {
     fn session(&self, stream: TcpStream) {
         let wake = Arc::new(CondvarNotify::new());
-        // 256 KiB of frames at most per session, then pushes are refused.
-        let queue = SendQueue::builder().limit(256 << 10);
+        let queue = SendQueue::builder().limit(256 << 10); // then pushes are refused
         let queue = queue.notify(wake.clone()).build();
         let me = Arc::new(Session { queue, wake });
         let out = stream.try_clone().expect("socket clone");
@@ -52,8 +51,7 @@ impl Server {
     }
 
     fn read_frames(&self, mut stream: TcpStream, me: &Session) -> Result<(), Box<dyn Error>> {
-        // Sized for one maximal frame (header + the 10 KiB default limit).
-        let mut buf = LinearBuffer::with_framing(self.framing);
+        let mut buf = LinearBuffer::with_framing(self.framing); // 16 KiB at first read
         while buf.read_from(&mut stream)? > 0 {
             while let Some((header, body)) = buf.next_message(&self.pool)? {
                 let h = header.as_slice();

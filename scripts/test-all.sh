@@ -39,11 +39,16 @@ ALLOCATORS_EXPECT=system cargo test --workspace --doc
 stage "tests: netbuf with the leak-trace feature"
 cargo test -p netbuf --features leak-trace --test leak_trace --test pool
 
+# Under the other allocators: the library crates and the server (every test
+# of theirs); the benches' peers and the loom crate do not depend on the
+# global allocator's behaviour and would only add two more builds.
+LIB_CRATES="-p allocators -p netbuf -p netbuf-tokio -p server-demo"
+
 stage "tests: mimalloc"
-ALLOCATORS_EXPECT=mimalloc cargo test --workspace --lib --bins --tests --features allocators/mimalloc
+ALLOCATORS_EXPECT=mimalloc cargo test $LIB_CRATES --lib --bins --tests --features allocators/mimalloc
 
 stage "tests: jemalloc"
-ALLOCATORS_EXPECT=jemalloc cargo test --workspace --lib --bins --tests --features allocators/jemalloc
+ALLOCATORS_EXPECT=jemalloc cargo test $LIB_CRATES --lib --bins --tests --features allocators/jemalloc
 
 stage "tests: --all-features (precedence picks jemalloc)"
 ALLOCATORS_EXPECT=jemalloc cargo test -p allocators --all-features

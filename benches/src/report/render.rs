@@ -23,7 +23,8 @@ pub struct TargetRow {
     pub met: Option<bool>,
 }
 
-fn rate(v: f64) -> String {
+/// A rate for a table cell: `1.23 M/s`, `456.7 k/s` or `89/s`.
+pub fn rate(v: f64) -> String {
     if v >= 1e6 {
         format!("{:.2} M/s", v / 1e6)
     } else if v >= 1e3 {

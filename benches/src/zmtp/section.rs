@@ -2,6 +2,7 @@
 //! ratios, issue 15's targets, server CPU per message) and one SVG plot
 //! (echo throughput by size over tcp and ipc, per server).
 
+use crate::report::render::rate;
 use std::path::Path;
 
 use super::compare::{Impl, ZResults, ZSample, ZScenario};
@@ -39,16 +40,6 @@ pub fn ratios(sc: &ZScenario, lib: &ZSample, demo: &ZSample) -> (Option<f64>, Op
             ((b > 0.0).then(|| a / b), p99)
         }
         _ => ((a > 0.0).then(|| b / a), None),
-    }
-}
-
-fn rate(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.2} M/s", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1} k/s", v / 1e3)
-    } else {
-        format!("{v:.0}/s")
     }
 }
 

@@ -179,9 +179,11 @@ pub use pool::{
     release_thread_caches, thread_cached_pools,
 };
 pub use recv::framing;
+#[cfg(unix)]
+pub use recv::read_fd;
 pub use recv::{
     ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, FrameSource,
-    LinearBuffer, ReceiveBuffer, RecvStats,
+    LinearBuffer, ReadUninit, ReceiveBuffer, RecvStats, read_zeroed,
 };
 #[cfg(feature = "chacha20")]
 pub use send::ChaCha20Transform;

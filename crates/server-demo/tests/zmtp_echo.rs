@@ -226,7 +226,8 @@ fn large_parts_take_the_gather_path() {
 /// Large parts are received straight into their own message: after the
 /// first one (which may arrive whole in the first, unbounded read), at most
 /// the short read that follows a large part (`netbuf::DIRECT_HEAD_READ`
-/// bytes) is copied out of the receive buffer per large part.
+/// bytes) is copied out of the receive buffer per large part, and no
+/// part's message is zeroed before the socket read fills it.
 #[test]
 fn large_parts_are_received_without_a_copy() {
     let t = TestServer::start(big_cfg());
@@ -252,6 +253,8 @@ fn large_parts_are_received_without_a_copy() {
         later
     );
     assert!(r.recv_bytes >= 16 * (256 << 10), "{r}");
+    // Read by read(2) into the messages' uninitialised memory: no memset.
+    assert_eq!(r.recv_bytes_zeroed, 0, "{r}");
 }
 
 /// Every strategy of the demo carries ZMTP too.

@@ -6,6 +6,7 @@ use std::io::{self, Read};
 use allocator_api2::alloc::{Allocator, Global};
 
 use super::framing::{DecodeError, Frame, Framing};
+use super::uninit::ReadUninit;
 use super::{ChainedBuffer, LinearBuffer};
 use crate::{Message, MessagePool};
 
@@ -42,6 +43,14 @@ pub trait FrameSource {
 
     /// Reads once from `r` into the buffer; `Ok(0)` at end of stream.
     fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize>;
+
+    /// [`read_from`](Self::read_from) for a reader that can fill
+    /// uninitialised memory: a [`LinearBuffer`] then reads direct bodies
+    /// without zeroing their message first
+    /// ([`LinearBuffer::read_from_uninit`]). The default is `read_from`.
+    fn read_from_uninit<R: ReadUninit + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        self.read_from(r)
+    }
 
     /// The next complete frame as a borrowed view (consumed), or `Ok(None)`.
     #[allow(clippy::type_complexity)]
@@ -103,6 +112,9 @@ macro_rules! forward_frame_source {
 impl<F: Framing> FrameSource for LinearBuffer<F> {
     type Framing = F;
     forward_frame_source!();
+    fn read_from_uninit<R: ReadUninit + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        Self::read_from_uninit(self, r)
+    }
 }
 
 impl<F: Framing, A: Allocator + Send + Sync + 'static> FrameSource for ChainedBuffer<F, A> {
@@ -158,6 +170,13 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> FrameSource for ReceiveBu
 
     fn read_from<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
         delegate!(self, b => b.read_from(r))
+    }
+    fn read_from_uninit<R: ReadUninit + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        match self {
+            ReceiveBuffer::Linear(b) => b.read_from_uninit(r),
+            // A chained buffer zeroes each block's tail once, as before.
+            ReceiveBuffer::Chained(b) => b.read_from(r),
+        }
     }
     fn next_frame(&mut self) -> Result<Option<Frame<'_, F::Header>>, DecodeError> {
         delegate!(self, b => b.next_frame())

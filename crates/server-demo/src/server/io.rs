@@ -146,6 +146,21 @@ impl Read for Stream {
     }
 }
 
+// SAFETY: the sockets go through `netbuf::read_fd` (read(2): writes at most
+// `buf.len()` bytes, never reads `buf`, returns the count written); the
+// in-process pipe through `netbuf::read_zeroed` (zeroes `buf`, then reads).
+unsafe impl netbuf::ReadUninit for Stream {
+    #[inline]
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        match self {
+            Stream::Tcp(s) => netbuf::read_fd(s.as_fd(), buf),
+            Stream::Unix(s) => netbuf::read_fd(s.as_fd(), buf),
+            Stream::Inproc(s) => netbuf::read_zeroed(s, buf),
+        }
+    }
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {

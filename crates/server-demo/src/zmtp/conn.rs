@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use netbuf::{
     DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher, FrameSource, Message,
-    OutFrame, Outgoing, ReceiveBuffer,
+    OutFrame, Outgoing, ReadUninit, ReceiveBuffer,
 };
 
 use super::endpoint::Endpoint;
@@ -56,6 +56,15 @@ impl io::Read for Offered<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         self.offered = buf.len();
         self.stream.read(buf)
+    }
+}
+
+// SAFETY: forwards to `Stream`'s `read_uninit`, which keeps the contract.
+unsafe impl ReadUninit for Offered<'_> {
+    #[inline]
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        self.offered = buf.len();
+        self.stream.read_uninit(buf)
     }
 }
 
@@ -109,8 +118,9 @@ pub(crate) struct ZmtpConn {
     large_threshold: usize,
     /// Flusher metrics already added to the endpoint's counters.
     seen: FlushMetrics,
-    /// Receive-buffer copies and direct bodies already added to them.
-    seen_recv: (u64, u64),
+    /// Receive-buffer copies, direct bodies and bytes zeroed already added
+    /// to them.
+    seen_recv: (u64, u64, u64),
     /// Body bytes decoded and not yet added to them.
     recv_bytes: u64,
     role: Role,
@@ -163,7 +173,7 @@ impl ZmtpConn {
             parts: Vec::new(),
             large_threshold,
             seen: FlushMetrics::default(),
-            seen_recv: (0, 0),
+            seen_recv: (0, 0, 0),
             recv_bytes: 0,
             role: Role::None,
         };
@@ -201,11 +211,11 @@ impl ZmtpConn {
         let now = match &self.recv {
             ReceiveBuffer::Linear(b) => {
                 let s = b.stats();
-                (s.bytes_copied, s.direct_bodies)
+                (s.bytes_copied, s.direct_bodies, s.bytes_zeroed)
             }
             // Bodies of a block or more are staged into their own block;
             // smaller ones are copied once (not counted here).
-            ReceiveBuffer::Chained(b) => (0, b.stats().bodies_contiguous),
+            ReceiveBuffer::Chained(b) => (0, b.stats().bodies_contiguous, 0),
         };
         let stats = &self.endpoint.stats;
         if now.0 > self.seen_recv.0 {
@@ -217,6 +227,11 @@ impl ZmtpConn {
             stats
                 .direct_parts
                 .fetch_add(now.1 - self.seen_recv.1, Ordering::Relaxed);
+        }
+        if now.2 > self.seen_recv.2 {
+            stats
+                .recv_bytes_zeroed
+                .fetch_add(now.2 - self.seen_recv.2, Ordering::Relaxed);
         }
         if self.recv_bytes > 0 {
             stats
@@ -243,7 +258,9 @@ impl ZmtpConn {
                 stream: &mut self.stream,
                 offered: 0,
             };
-            match self.recv.read_from(&mut reader) {
+            // Large parts are read into their own message without zeroing
+            // it first (`read(2)` into uninitialised memory).
+            match self.recv.read_from_uninit(&mut reader) {
                 Ok(0) => {
                     return Err(ZmtpClose::Quiet(match self.recv.finish() {
                         Ok(()) => "peer closed".into(),

@@ -141,6 +141,9 @@ pub struct EndpointStats {
     pub recv_bytes: AtomicU64,
     /// Parts received straight into their own message (no copy).
     pub direct_parts: AtomicU64,
+    /// Bytes of those parts' messages zeroed before a read (0: read into
+    /// uninitialised memory, `netbuf::ReadUninit`).
+    pub recv_bytes_zeroed: AtomicU64,
 }
 
 impl EndpointStats {
@@ -195,6 +198,8 @@ pub struct EndpointReport {
     pub recv_bytes: u64,
     /// Parts received straight into their own message.
     pub direct_parts: u64,
+    /// Bytes of their messages zeroed before a read.
+    pub recv_bytes_zeroed: u64,
 }
 
 impl EndpointReport {
@@ -218,6 +223,7 @@ impl EndpointReport {
             recv_bytes_copied: g(&s.recv_bytes_copied),
             recv_bytes: g(&s.recv_bytes),
             direct_parts: g(&s.direct_parts),
+            recv_bytes_zeroed: g(&s.recv_bytes_zeroed),
         }
     }
 

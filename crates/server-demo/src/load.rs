@@ -977,6 +977,12 @@ pub struct FanOut {
     pub room: u16,
     /// Time limit of the whole run (default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// Paced: publishes at most this many messages ahead of the slowest
+    /// subscriber (`None`: as fast as the socket takes them, so the
+    /// server's send-queue bound decides whether a lagging subscriber is
+    /// closed). A paced run measures what the server holds in steady
+    /// state rather than how far its queues let subscribers lag.
+    pub pace: Option<u64>,
 }
 
 /// The result of a [`FanOut`] run.
@@ -1034,12 +1040,20 @@ impl FanOut {
             messages,
             room: 1,
             timeout: DEFAULT_TIMEOUT,
+            pace: None,
         }
     }
 
     /// Sets the room.
     pub fn with_room(mut self, room: u16) -> Self {
         self.room = room;
+        self
+    }
+
+    /// Paces the publisher: at most `window` messages ahead of the slowest
+    /// subscriber (see [`FanOut::pace`]; 0 leaves the run unpaced).
+    pub fn with_pace(mut self, window: u64) -> Self {
+        self.pace = (window > 0).then_some(window);
         self
     }
 
@@ -1119,13 +1133,28 @@ impl FanOut {
             .map_err(io("fan-out setup"))?;
 
         let warmed = Arc::new(AtomicUsize::new(0));
+        // The deliveries of the slowest subscriber (for pacing).
+        let slowest = Arc::new(AtomicU64::new(0));
         let reader = {
-            let (c, w) = (clock.clone(), warmed.clone());
+            let (c, w, low) = (clock.clone(), warmed.clone(), slowest.clone());
             let (tpl, messages, room) = (template(self.size), self.messages, self.room);
             thread::Builder::new()
                 .name("load-fanout-reader".into())
-                .spawn(move || c.guard(|| fanout_reader(poll, subs, &tpl, messages, room, &w, &c)))
+                .spawn(move || {
+                    c.guard(|| fanout_reader(poll, subs, &tpl, messages, room, &w, &low, &c))
+                })
                 .map_err(io("spawning threads"))?
+        };
+        // Waits until publishing `seq` keeps within the pace window.
+        let pace = |seq: u64| -> Result<(), LoadError> {
+            let Some(window) = self.pace else {
+                return Ok(());
+            };
+            while seq >= slowest.load(Ordering::Acquire) + window {
+                clock.check(PHASE, seq, self.messages)?;
+                thread::sleep(Duration::from_micros(100));
+            }
+            Ok(())
         };
         let published = clock.guard(|| {
             // Warm-up: until every subscriber got one, re-published every 50 ms.
@@ -1154,12 +1183,19 @@ impl FanOut {
             let mut frame = encode_header(Kind::Publish, self.room, body_len).to_vec();
             frame.extend_from_slice(&template(self.size));
             let mut out = Vec::with_capacity(COALESCE.min(frame.len() * 64));
+            // Coalesced writes stay well inside a pace window.
+            let coalesce = match self.pace {
+                Some(w) => COALESCE.min((frame.len() * (w as usize / 4)).max(frame.len())),
+                None => COALESCE,
+            };
             for seq in 0..self.messages {
                 stamp(&mut frame[HEADER_LEN..], seq);
-                if frame.len() >= COALESCE {
+                if frame.len() >= coalesce {
+                    pace(seq)?;
                     write_all(&mut publisher, &frame, &clock, PHASE, seq, self.messages)?;
                 } else {
-                    if out.len() + frame.len() > COALESCE {
+                    if out.len() + frame.len() > coalesce {
+                        pace(seq)?;
                         write_all(&mut publisher, &out, &clock, PHASE, seq, self.messages)?;
                         out.clear();
                     }
@@ -1197,7 +1233,9 @@ impl FanOut {
 }
 
 /// Reads every subscriber until each has `messages` deliveries; returns
-/// the time of the last one.
+/// the time of the last one; publishes the slowest subscriber's count in
+/// `slowest` (the pace).
+#[allow(clippy::too_many_arguments)]
 fn fanout_reader(
     mut poll: Poll,
     mut subs: Vec<Subscriber>,
@@ -1205,6 +1243,7 @@ fn fanout_reader(
     messages: u64,
     room: u16,
     warmed: &AtomicUsize,
+    slowest: &AtomicU64,
     clock: &Clock,
 ) -> Result<Instant, LoadError> {
     const PHASE: &str = "fan-out (receiving)";
@@ -1289,6 +1328,10 @@ fn fanout_reader(
                     }
                 }
             }
+        }
+        if !events.is_empty() {
+            let low = subs.iter().map(|s| s.next).min().unwrap_or(messages);
+            slowest.store(low, Ordering::Release);
         }
     }
     Ok(last)
@@ -1646,6 +1689,10 @@ pub struct LoadArgs {
     /// Room of the fan-out runs.
     #[arg(long, default_value_t = 1)]
     pub room: u16,
+    /// Pace the fan-out publisher: at most N publishes ahead of the
+    /// slowest subscriber (0: as fast as the socket takes them).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub pace: u64,
     /// Time limit of each run, in seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60)]
     pub timeout: u64,
@@ -1715,6 +1762,7 @@ impl LoadArgs {
                     });
                     let f = FanOut::new(target.clone(), size, subs, n)
                         .with_room(self.room)
+                        .with_pace(self.pace)
                         .with_timeout(timeout);
                     if f.buffer_memory() > FANOUT_BUFFER_LIMIT {
                         skipped.push(format!(

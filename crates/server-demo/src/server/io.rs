@@ -42,10 +42,18 @@ const UNIX_LISTENER: Token = Token(usize::MAX - 2);
 /// Frames a flusher takes from its queue per drain.
 pub(crate) const DRAIN_BATCH: usize = 256;
 
+/// Frames taken at a time within a drain, checking [`FLUSHER_HIGH`]
+/// between chunks.
+const DRAIN_CHUNK: usize = 16;
+
 /// Bytes a session's flusher may hold before it stops draining the queue
 /// (the rest waits in the send queue, whose bound counts it; the kernel's
 /// socket buffer is far larger, so this costs no throughput).
-pub(crate) const FLUSHER_HIGH: usize = 64 << 10;
+pub(crate) const FLUSHER_HIGH: usize = 16 << 10;
+
+/// Flusher memory a session keeps between bursts (larger buffers are
+/// released once drained, see `release_burst_buffer`).
+pub(crate) const FLUSHER_KEEP: usize = 4 << 10;
 
 /// Bytes read from one session before the loop serves the others (a
 /// client that never stops sending must not starve the rest).
@@ -598,25 +606,52 @@ fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushErro
     loop {
         let mut idle = false;
         if s.flusher.pending_bytes() < FLUSHER_HIGH {
+            // In small chunks, stopping at FLUSHER_HIGH: the flusher's
+            // buffer (one per session) holds at most that plus a chunk's
+            // last frame, whatever the frame size.
             let mut n = 0u64;
             let flusher = &mut s.flusher;
-            idle = s.shared.queue.drain_each(DRAIN_BATCH, |f| {
-                n += 1;
-                flusher.push(f);
-            });
+            let mut budget = DRAIN_BATCH;
+            while budget > 0 {
+                let chunk = DRAIN_CHUNK.min(budget);
+                budget -= chunk;
+                idle = s.shared.queue.drain_each(chunk, |f| {
+                    n += 1;
+                    flusher.push(f);
+                });
+                if idle || flusher.pending_bytes() >= FLUSHER_HIGH {
+                    break;
+                }
+            }
             shared.counters.frames_out.fetch_add(n, Ordering::Relaxed);
         }
         if s.flusher.is_empty() {
             if idle {
+                release_burst_buffer(s);
                 return Ok(());
             }
             continue;
         }
         match s.flusher.flush(&mut s.stream)? {
-            Flushed::Done if idle => return Ok(()),
+            Flushed::Done if idle => {
+                release_burst_buffer(s);
+                return Ok(());
+            }
             Flushed::Done => {}
             Flushed::WouldBlock => return Ok(()),
         }
+    }
+}
+
+/// Everything sent and the queue empty: a flusher buffer grown past
+/// [`FLUSHER_KEEP`] by a burst goes back to the allocator now, not at the
+/// next sweep, so sessions that take turns on an IO thread reuse one
+/// buffer's memory instead of each keeping its own (fan-out to N sessions
+/// held N x [`FLUSHER_HIGH`]). A small one is kept: a request-reply
+/// session does not allocate per reply.
+fn release_burst_buffer(s: &mut Session) {
+    if s.flusher.allocated() > FLUSHER_KEEP {
+        s.flusher.release_memory();
     }
 }
 

@@ -9,7 +9,7 @@
 //! | what | bound | idle |
 //! |---|---|---|
 //! | receive buffer (`--recv linear`) | 16 KiB, grown to one maximal frame only while one is received | 0: taken on the first read, given back within a second (the IO thread's sweep) once empty |
-//! | flusher send buffer | 64 KiB + one drain batch (256 frames) of frames under the gather threshold | 0: given back once drained (same sweep) |
+//! | flusher send buffer | 16 KiB + one drain chunk (16 frames) of frames under the gather threshold | 0: a buffer over 4 KiB is given back as soon as it is drained and the queue is empty (sessions taking turns on an IO thread reuse one buffer's memory), a smaller one at the sweep |
 //! | send queue | `--send-queue-bytes` (8 MiB), counting each message's block capacity, not its length (a shared message counts in full in each queue, so this bounds more than it sums) | nothing: blocks are taken on the first push |
 //! | requests in flight | half the send-queue bound (reading pauses beyond) | 0 |
 //!

@@ -419,27 +419,33 @@ impl IoThread {
         }
     }
 
-    fn add_session(&mut self, mut stream: Stream) {
-        let cfg = &self.shared.cfg;
-        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
-        let token = Token(id as usize);
+    /// Registers a new session's socket with the poller (or binds an
+    /// in-process end to this thread); `false` if that failed (logged).
+    pub(super) fn attach(&mut self, stream: &mut Stream, id: u64) -> bool {
         match stream.source() {
             Some(src) => {
-                if let Err(e) = self.poll.registry().register(
-                    src,
-                    token,
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
+                let interest = Interest::READABLE | Interest::WRITABLE;
+                let token = Token(id as usize);
+                if let Err(e) = self.poll.registry().register(src, token, interest) {
                     tracing::warn!(error = %e, "register failed");
-                    return;
+                    return false;
                 }
             }
             None => {
-                if let Stream::Inproc(end) = &stream {
+                if let Stream::Inproc(end) = &*stream {
                     end.bind(id, self.me().clone());
                 }
             }
         }
+        true
+    }
+
+    fn add_session(&mut self, mut stream: Stream) {
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        if !self.attach(&mut stream, id) {
+            return;
+        }
+        let cfg = &self.shared.cfg;
         let queue = SessionQueue::new(
             cfg.queue,
             cfg.send_queue_bytes,

@@ -114,22 +114,8 @@ impl IoThread {
 
     pub(super) fn add_zmtp(&mut self, mut stream: Stream, ep: Arc<Endpoint>) {
         let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
-        match stream.source() {
-            Some(src) => {
-                if let Err(e) = self.poll.registry().register(
-                    src,
-                    Token(id as usize),
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    tracing::warn!(error = %e, "register failed");
-                    return;
-                }
-            }
-            None => {
-                if let Stream::Inproc(end) = &stream {
-                    end.bind(id, self.me().clone());
-                }
-            }
+        if !self.attach(&mut stream, id) {
+            return;
         }
         let cfg = &self.shared.cfg;
         let queue = SessionQueue::new(

@@ -5,8 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-stage() { printf '\n==== %s ====\n' "$*"; }
 started=$(date +%s)
+# Each banner says how long the run has taken so far, so a CI log shows
+# which stage costs what.
+stage() { printf '\n==== %s (at %d s) ====\n' "$*" "$(( $(date +%s) - started ))"; }
 
 stage "prerequisites"
 if ! command -v valgrind >/dev/null 2>&1; then

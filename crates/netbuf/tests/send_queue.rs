@@ -180,6 +180,9 @@ fn byte_limit_is_exact_under_concurrent_producers() {
                 let mut max = 0;
                 while !stop.load(Ordering::Relaxed) {
                     max = max.max(q.queued_bytes());
+                    // Lets the producers run where threads are serialised
+                    // (valgrind), instead of spinning a whole time slice.
+                    thread::yield_now();
                 }
                 max
             })
@@ -267,9 +270,13 @@ fn byte_limit_holds_with_concurrent_consumer() {
         assert!(q.queued_bytes() <= LIMIT);
         let finished = done.load(Ordering::SeqCst) == 3;
         out.clear();
-        got += q.drain_into(&mut out, 64).items;
+        let drained = q.drain_into(&mut out, 64).items;
+        got += drained;
         if finished && q.queued_bytes() == 0 {
             break;
+        }
+        if drained == 0 {
+            thread::yield_now();
         }
     }
     for p in producers {

@@ -182,7 +182,7 @@ pub use recv::framing;
 #[cfg(unix)]
 pub use recv::read_fd;
 pub use recv::{
-    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, FrameSource,
+    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, PROBE_READ, FrameSource,
     LinearBuffer, ReadUninit, ReceiveBuffer, RecvStats, read_zeroed,
 };
 #[cfg(feature = "chacha20")]

@@ -22,6 +22,11 @@ pub const DEFAULT_RECV_CAPACITY: usize = 16 * 1024;
 /// moved into its message: at most this many per large frame).
 pub const DIRECT_HEAD_READ: usize = 512;
 
+/// The largest read a [`LinearBuffer`] with no storage makes (into a stack
+/// buffer, so that a read that brings nothing allocates nothing; see
+/// [`LinearBuffer::release_if_empty`]).
+pub const PROBE_READ: usize = 512;
+
 /// When a [`LinearBuffer`] moves buffered bytes to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {
@@ -63,6 +68,9 @@ pub struct RecvStats {
     /// memory (each body's bytes past those already received, once);
     /// [`LinearBuffer::read_from_uninit`] zeroes none.
     pub bytes_zeroed: u64,
+    /// Reads made with no storage held, into a stack buffer of at most
+    /// [`PROBE_READ`] bytes (see [`LinearBuffer::release_if_empty`]).
+    pub probe_reads: u64,
 }
 
 /// A large body being received straight into its own message.
@@ -201,10 +209,12 @@ impl<F: Framing> LinearBuffer<F> {
     }
 
     /// Hands the storage back to the allocator if no byte is buffered
-    /// (the next read takes it again), and returns the bytes released. An
-    /// idle session then holds no receive memory: call it when a session
-    /// goes quiet, not after every read (taking the storage again costs an
-    /// allocation that zeroes it).
+    /// (the next read that brings bytes takes it again: a read with no
+    /// storage goes to a [`PROBE_READ`]-byte stack buffer first, so polling
+    /// an idle connection allocates nothing), and returns the bytes
+    /// released. An idle session then holds no receive memory: call it when
+    /// a session goes quiet, not after every read (taking the storage again
+    /// costs an allocation that zeroes it).
     ///
     /// ```
     /// let mut buf = netbuf::LinearBuffer::new();
@@ -528,6 +538,9 @@ impl<F: Framing> LinearBuffer<F> {
     /// Reads once into the free tail of the buffer.
     #[inline]
     fn read_tail<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        if self.buf.is_empty() {
+            return self.read_probe(r);
+        }
         // The short read stays in force until it returns bytes (a
         // `WouldBlock` in between must not let a large body in).
         let short = self.after_direct;
@@ -554,6 +567,36 @@ impl<F: Framing> LinearBuffer<F> {
         self.end += n;
         self.stats.bytes_read += n as u64;
         if n > 0 {
+            self.after_direct = false;
+        }
+        Ok(n)
+    }
+
+    /// Reads once with no storage held (before the first read, or after
+    /// [`release_if_empty`](Self::release_if_empty)): into a small stack
+    /// buffer, and only if bytes came is the storage taken and they are
+    /// copied in. A readable event that brings nothing (`WouldBlock`, end of
+    /// stream, an error) then allocates nothing, so an idle connection holds
+    /// no receive memory even when it is polled. The copy is at most
+    /// [`PROBE_READ`] bytes once per activation.
+    #[cold]
+    fn read_probe<R: Read + ?Sized>(&mut self, r: &mut R) -> io::Result<usize> {
+        let mut probe = [0u8; PROBE_READ];
+        // Never more than the storage will hold.
+        let room = PROBE_READ.min(self.cap);
+        self.stats.probe_reads += 1;
+        let n = r.read(&mut probe[..room])?;
+        if n > room {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "reader claimed more bytes than the buffer it was given",
+            ));
+        }
+        if n > 0 {
+            let tail = self.prepare_tail();
+            tail[..n].copy_from_slice(&probe[..n]);
+            self.end += n;
+            self.stats.bytes_read += n as u64;
             self.after_direct = false;
         }
         Ok(n)

@@ -210,9 +210,12 @@ pub(crate) struct IoThread {
     all: Vec<Arc<IoShared>>,
     tcp: Option<TcpListener>,
     unix: Option<UnixListener>,
-    sessions: HashMap<u64, Session>,
+    /// Boxed: a map keeps up to twice its length in spare buckets, which
+    /// would each cost a whole session (~400 B) inline.
+    sessions: HashMap<u64, Box<Session>>,
     /// ZMTP connections (the same ids and tokens as `sessions`).
-    zmtp: HashMap<u64, crate::zmtp::conn::ZmtpConn>,
+    /// Boxed, as `sessions`.
+    zmtp: HashMap<u64, Box<crate::zmtp::conn::ZmtpConn>>,
     zmtp_listeners: Vec<(ZmtpListener, Arc<crate::zmtp::endpoint::Endpoint>)>,
     next_target: usize,
     /// Sessions that used their read budget and have more to read.
@@ -466,13 +469,13 @@ impl IoThread {
         let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
         self.sessions.insert(
             id,
-            Session {
+            Box::new(Session {
                 stream,
                 shared,
                 recv,
                 flusher,
                 want_read: true,
-            },
+            }),
         );
         self.shared
             .counters

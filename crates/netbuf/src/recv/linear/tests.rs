@@ -252,3 +252,77 @@ fn raising_the_limit_grows_and_keeps_bytes() {
     let f = b.next_frame().unwrap().unwrap();
     assert_eq!(f.body, &wire[8..]);
 }
+
+/// A reader that hands out `wire` in chunks of at most `chunk` bytes and
+/// says `WouldBlock` when `block` is set.
+struct Chunks<'a> {
+    wire: &'a [u8],
+    chunk: usize,
+    block: bool,
+}
+
+impl Read for Chunks<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.block {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.chunk).min(self.wire.len());
+        buf[..n].copy_from_slice(&self.wire[..n]);
+        self.wire = &self.wire[n..];
+        Ok(n)
+    }
+}
+
+/// With no storage, a read goes to the stack first: `WouldBlock` and end
+/// of stream take nothing; bytes take the storage and decode as usual, and
+/// after a release the next read probes again.
+#[test]
+fn reads_without_storage_allocate_only_when_bytes_come() {
+    let wire = frames(&[3, 700, 5]);
+    let mut b = LinearBuffer::with_config(1024, eight(800), Compaction::Lazy);
+    let mut r = Chunks {
+        wire: &wire,
+        chunk: usize::MAX,
+        block: true,
+    };
+    let e = b.read_from(&mut r).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+    assert_eq!((b.allocated(), b.stats().probe_reads), (0, 1));
+    r.block = false;
+    // The probe read brings PROBE_READ bytes: the first frame whole and the
+    // start of the second; the storage is taken for them.
+    assert_eq!(b.read_from(&mut r).unwrap(), PROBE_READ);
+    assert_eq!(b.allocated(), 1024);
+    assert_eq!(b.next_frame().unwrap().unwrap().body, &[0u8, 1, 2][..]);
+    assert!(b.next_frame().unwrap().is_none());
+    let mut bodies = Vec::new();
+    while b.read_from(&mut r).unwrap() > 0 {
+        while let Some(f) = b.next_frame().unwrap() {
+            bodies.push(f.body.len());
+        }
+    }
+    assert_eq!(bodies, [700, 5]);
+    assert_eq!(b.stats().probe_reads, 2);
+    assert_eq!(b.stats().bytes_read, wire.len() as u64);
+    assert_eq!(b.release_if_empty(), 1024);
+    // End of stream with no storage: nothing taken.
+    assert_eq!(b.read_from(&mut r).unwrap(), 0);
+    assert_eq!((b.allocated(), b.stats().probe_reads), (0, 3));
+    assert!(b.finish().is_ok());
+}
+
+/// A probe read that claims more bytes than the stack buffer is an error,
+/// not a panic.
+#[test]
+fn probe_read_rejects_a_lying_reader() {
+    struct Liar;
+    impl Read for Liar {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            Ok(buf.len() + 1)
+        }
+    }
+    let mut b = LinearBuffer::new();
+    let e = b.read_from(&mut Liar).unwrap_err();
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+    assert_eq!(b.allocated(), 0);
+}

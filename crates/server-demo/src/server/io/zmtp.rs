@@ -129,7 +129,7 @@ impl IoThread {
         let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
         ep.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
         let conn = ZmtpConn::new(stream, shared, ep, &self.shared);
-        self.zmtp.insert(id, conn);
+        self.zmtp.insert(id, Box::new(conn));
         self.shared
             .counters
             .sessions_opened

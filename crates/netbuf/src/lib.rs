@@ -182,8 +182,8 @@ pub use recv::framing;
 #[cfg(unix)]
 pub use recv::read_fd;
 pub use recv::{
-    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, PROBE_READ, FrameSource,
-    LinearBuffer, ReadUninit, ReceiveBuffer, RecvStats, read_zeroed,
+    ChainStats, ChainedBuffer, Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, FrameSource,
+    LinearBuffer, PROBE_READ, ReadUninit, ReceiveBuffer, RecvStats, read_zeroed,
 };
 #[cfg(feature = "chacha20")]
 pub use send::ChaCha20Transform;

@@ -19,7 +19,9 @@ mod source;
 mod uninit;
 
 pub use chained::{ChainStats, ChainedBuffer};
-pub use linear::{Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, LinearBuffer, PROBE_READ, RecvStats};
+pub use linear::{
+    Compaction, DEFAULT_RECV_CAPACITY, DIRECT_HEAD_READ, LinearBuffer, PROBE_READ, RecvStats,
+};
 pub use source::{FrameSource, ReceiveBuffer};
 #[cfg(unix)]
 pub use uninit::read_fd;

@@ -197,10 +197,68 @@ impl Write for Stream {
 struct Session {
     stream: Stream,
     shared: Arc<SessionShared>,
-    recv: ReceiveBuffer<DemoFraming>,
-    flusher: Flusher<Outgoing>,
+    /// Receive buffer and flusher, `None` while the session is parked: the
+    /// sweep drops them from a session with nothing buffered, pending or
+    /// queued, and its next event takes them again (see `memory.rs`), so an
+    /// idle connection holds only this struct and its shared half.
+    io: Option<Box<SessionIo>>,
     /// Readable edge seen and not yet read to `WouldBlock`.
     want_read: bool,
+}
+
+/// What a session needs only while it has traffic.
+struct SessionIo {
+    recv: ReceiveBuffer<DemoFraming>,
+    flusher: Flusher<Outgoing>,
+}
+
+impl SessionIo {
+    fn new(shared: &Shared, transport: netbuf::Transport) -> Box<SessionIo> {
+        let cfg = &shared.cfg;
+        let codec = DemoFraming::with_max_body(cfg.max_frame);
+        let recv = match cfg.recv {
+            RecvMode::Linear => ReceiveBuffer::linear(codec),
+            RecvMode::Chained => ReceiveBuffer::chained(shared.pool.clone(), codec),
+        };
+        let mut flusher = Flusher::new(shared.threshold(transport));
+        if cfg.transform == TransformMode::Chacha20 {
+            flusher = flusher.with_transform(ChaCha20Transform::new(DEMO_KEY, DEMO_NONCE));
+        }
+        Box::new(SessionIo { recv, flusher })
+    }
+}
+
+impl Session {
+    /// Nothing received and not decoded, nothing to write or queued.
+    fn is_quiet(&self) -> bool {
+        self.shared.queue.queued_bytes() == 0
+            && self
+                .io
+                .as_ref()
+                .is_none_or(|io| io.recv.buffered() == 0 && io.flusher.is_empty())
+    }
+
+    /// Drops the receive buffer and flusher of a quiet session, counting
+    /// what the flusher sent; a session with a stream transform keeps its
+    /// flusher (the cipher's position is in it). Returns whether it parked.
+    fn park(&mut self, shared: &Shared) -> bool {
+        if shared.cfg.transform != TransformMode::None || !self.is_quiet() {
+            return false;
+        }
+        if let Some(io) = self.io.take() {
+            count_flushed(shared, &io.flusher);
+        }
+        true
+    }
+
+    /// The receive buffer and flusher, taken again if the session was
+    /// parked.
+    fn io(&mut self, shared: &Shared) -> (&mut SessionIo, &mut Stream, &Arc<SessionShared>) {
+        let io = self
+            .io
+            .get_or_insert_with(|| SessionIo::new(shared, self.stream.transport()));
+        (io, &mut self.stream, &self.shared)
+    }
 }
 
 pub(crate) struct IoThread {
@@ -457,23 +515,13 @@ impl IoThread {
                 io: self.me().clone(),
             },
         );
-        let codec = DemoFraming::with_max_body(cfg.max_frame);
-        let recv = match cfg.recv {
-            RecvMode::Linear => ReceiveBuffer::linear(codec),
-            RecvMode::Chained => ReceiveBuffer::chained(self.shared.pool.clone(), codec),
-        };
-        let mut flusher = Flusher::new(self.shared.threshold(stream.transport()));
-        if cfg.transform == TransformMode::Chacha20 {
-            flusher = flusher.with_transform(ChaCha20Transform::new(DEMO_KEY, DEMO_NONCE));
-        }
         let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
         self.sessions.insert(
             id,
             Box::new(Session {
                 stream,
                 shared,
-                recv,
-                flusher,
+                io: None,
                 want_read: true,
             }),
         );
@@ -527,6 +575,7 @@ impl IoThread {
         };
         let limit = shared.cfg.send_queue_bytes / 2;
         let mut budget = READ_BUDGET;
+        let was_parked = s.io.is_none();
         while s.want_read {
             if budget == 0 {
                 self.again.push(id);
@@ -549,18 +598,27 @@ impl IoThread {
                 }
             }
             s.shared.read_paused.store(false, Ordering::Release);
-            match s.recv.read_from(&mut s.stream) {
+            let (io, stream, session) = s.io(&shared);
+            match io.recv.read_from(stream) {
                 Ok(0) => {
-                    return Err(match s.recv.finish() {
+                    return Err(match io.recv.finish() {
                         Ok(()) => Close::Quiet("peer closed".into()),
                         Err(e) => Close::Quiet(format!("peer closed mid-frame: {e}")),
                     });
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    decode_all(s, &shared)?
+                    decode_all(io, session, &shared)?
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => s.want_read = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    s.want_read = false;
+                    // A parked session woken by an event that brought
+                    // nothing (a new connection's first readiness, a
+                    // spurious wakeup) parks again at once.
+                    if was_parked && s.is_quiet() {
+                        s.park(&shared);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(Close::Quiet(format!("read failed: {e}"))),
             }
@@ -580,11 +638,12 @@ impl IoThread {
                 // Best effort: tell the peer why, if its socket takes it now.
                 let body = r.as_bytes();
                 if let Ok(m) = self.shared.pool.message_from(body) {
-                    s.flusher.push(OutFrame::new(
+                    let (io, stream, _) = s.io(&self.shared);
+                    io.flusher.push(OutFrame::new(
                         encode_header(Kind::Closing, 0, body.len() as u32).into(),
                         Outgoing::Owned(m),
                     ));
-                    let _ = s.flusher.flush(&mut s.stream);
+                    let _ = io.flusher.flush(stream);
                 }
                 r
             }
@@ -595,17 +654,12 @@ impl IoThread {
         }
         s.stream.shutdown();
         s.shared.queue.close();
-        let m = s.flusher.metrics();
-        c.gather_frames
-            .fetch_add(m.gather_frames, Ordering::Relaxed);
-        c.linear_frames
-            .fetch_add(m.linear_frames, Ordering::Relaxed);
-        c.bytes_copied.fetch_add(m.bytes_copied, Ordering::Relaxed);
-        c.bytes_written
-            .fetch_add(m.bytes_written, Ordering::Relaxed);
+        if let Some(mut io) = s.io.take() {
+            count_flushed(&self.shared, &io.flusher);
+            io.flusher.clear();
+        }
         c.sessions_closed.fetch_add(1, Ordering::Relaxed);
         self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
-        s.flusher.clear();
         dispatch(&self.shared, Job::Closed(s.shared.clone()), id);
     }
 }
@@ -616,19 +670,24 @@ impl IoThread {
 /// [`FLUSHER_HIGH`] bytes: a slow peer pushes back on producers instead of
 /// growing the flusher.
 fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushError> {
+    if s.io.is_none() && (s.shared.queue.queued_bytes() == 0) {
+        // Parked with nothing to send: stays parked.
+        return Ok(());
+    }
+    let (io, stream, session) = s.io(shared);
     loop {
         let mut idle = false;
-        if s.flusher.pending_bytes() < FLUSHER_HIGH {
+        if io.flusher.pending_bytes() < FLUSHER_HIGH {
             // In small chunks, stopping at FLUSHER_HIGH: the flusher's
             // buffer (one per session) holds at most that plus a chunk's
             // last frame, whatever the frame size.
             let mut n = 0u64;
-            let flusher = &mut s.flusher;
+            let flusher = &mut io.flusher;
             let mut budget = DRAIN_BATCH;
             while budget > 0 {
                 let chunk = DRAIN_CHUNK.min(budget);
                 budget -= chunk;
-                idle = s.shared.queue.drain_each(chunk, |f| {
+                idle = session.queue.drain_each(chunk, |f| {
                     n += 1;
                     flusher.push(f);
                 });
@@ -638,16 +697,16 @@ fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushErro
             }
             shared.counters.frames_out.fetch_add(n, Ordering::Relaxed);
         }
-        if s.flusher.is_empty() {
+        if io.flusher.is_empty() {
             if idle {
-                release_burst_buffer(s);
+                release_burst_buffer(&mut io.flusher);
                 return Ok(());
             }
             continue;
         }
-        match s.flusher.flush(&mut s.stream)? {
+        match io.flusher.flush(stream)? {
             Flushed::Done if idle => {
-                release_burst_buffer(s);
+                release_burst_buffer(&mut io.flusher);
                 return Ok(());
             }
             Flushed::Done => {}
@@ -662,16 +721,33 @@ fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushErro
 /// buffer's memory instead of each keeping its own (fan-out to N sessions
 /// held N x [`FLUSHER_HIGH`]). A small one is kept: a request-reply
 /// session does not allocate per reply.
-fn release_burst_buffer(s: &mut Session) {
-    if s.flusher.allocated() > FLUSHER_KEEP {
-        s.flusher.release_memory();
+fn release_burst_buffer(flusher: &mut Flusher<Outgoing>) {
+    if flusher.allocated() > FLUSHER_KEEP {
+        flusher.release_memory();
     }
 }
 
+/// Adds what a session's flusher sent to the server's counters (when the
+/// session closes or parks).
+fn count_flushed(shared: &Shared, flusher: &Flusher<Outgoing>) {
+    let (c, m) = (&shared.counters, flusher.metrics());
+    c.gather_frames
+        .fetch_add(m.gather_frames, Ordering::Relaxed);
+    c.linear_frames
+        .fetch_add(m.linear_frames, Ordering::Relaxed);
+    c.bytes_copied.fetch_add(m.bytes_copied, Ordering::Relaxed);
+    c.bytes_written
+        .fetch_add(m.bytes_written, Ordering::Relaxed);
+}
+
 /// Decodes every complete frame and hands it to its logic thread.
-fn decode_all(s: &mut Session, shared: &Shared) -> Result<(), Close> {
+fn decode_all(
+    io: &mut SessionIo,
+    session: &Arc<SessionShared>,
+    shared: &Shared,
+) -> Result<(), Close> {
     loop {
-        let next = s.recv.next_message(&shared.pool);
+        let next = io.recv.next_message(&shared.pool);
         let (header, body) = match next {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(()),
@@ -691,14 +767,14 @@ fn decode_all(s: &mut Session, shared: &Shared) -> Result<(), Close> {
         // Count the memory the request holds (its block), not its length:
         // a 64 B request in a 4 KiB block costs 4 KiB until answered.
         let bytes = HEADER_LEN + body.capacity();
-        s.shared.inflight.fetch_add(bytes, Ordering::AcqRel);
+        session.inflight.fetch_add(bytes, Ordering::AcqRel);
         let job = Job::Frame {
-            session: s.shared.clone(),
+            session: session.clone(),
             header,
             body,
         };
-        if !dispatch(shared, job, s.shared.id) {
-            s.shared.inflight.fetch_sub(bytes, Ordering::AcqRel);
+        if !dispatch(shared, job, session.id) {
+            session.inflight.fetch_sub(bytes, Ordering::AcqRel);
             return Err(Close::Protocol("server overloaded".into()));
         }
     }

@@ -63,26 +63,35 @@ impl IoThread {
         }
     }
 
-    /// Releases the receive and send buffers of every session with nothing
-    /// buffered or pending, and publishes what the sessions hold.
+    /// Parks every session with nothing buffered, pending or queued (drops
+    /// its receive buffer and flusher; its next event takes them again),
+    /// and publishes what the sessions hold. A session with a stream
+    /// transform keeps its flusher (the cipher's position lives there) and
+    /// only gives back buffer memory.
     fn sweep_sessions(&mut self) {
         let mut recv = 0;
         let mut flusher = 0;
         let mut queued = 0;
         for s in self.sessions.values_mut() {
-            if s.recv.buffered() == 0 {
-                if let netbuf::ReceiveBuffer::Linear(b) = &mut s.recv {
+            if s.park(&self.shared) {
+                continue;
+            }
+            let Some(io) = s.io.as_mut() else {
+                continue;
+            };
+            if io.recv.buffered() == 0 {
+                if let netbuf::ReceiveBuffer::Linear(b) = &mut io.recv {
                     b.release_if_empty();
                 }
             }
-            if s.flusher.is_empty() {
-                s.flusher.release_memory();
+            if io.flusher.is_empty() {
+                io.flusher.release_memory();
             }
-            recv += match &s.recv {
+            recv += match &io.recv {
                 netbuf::ReceiveBuffer::Linear(b) => b.allocated(),
                 netbuf::ReceiveBuffer::Chained(b) => b.buffered(),
             };
-            flusher += s.flusher.allocated() + s.flusher.pending_bytes();
+            flusher += io.flusher.allocated() + io.flusher.pending_bytes();
             queued += s.shared.queue.queued_bytes();
         }
         self.memory

@@ -4,7 +4,6 @@
 use core::fmt;
 use core::ptr;
 
-use crossbeam_utils::CachePadded;
 
 use super::block::{Block, Cursor, Slot};
 use super::consumer::ConsumerLock;
@@ -123,21 +122,22 @@ impl SendQueueBuilder {
         // first push installs one (see `SendQueue::first_block`).
         let first: *mut Block<T> = ptr::null_mut();
         SendQueue {
-            state: CachePadded::new(AtomicU64::new(IDLE)),
+            state: AtomicU64::new(IDLE),
             tail_block: AtomicPtr::new(first),
             first: AtomicPtr::new(first),
             spare: AtomicPtr::new(ptr::null_mut()),
             limit,
             overhead,
             pinned: self.pinned,
-            high,
-            low,
+            // Both at most `limit`, itself at most `MAX_LIMIT` < 2^32.
+            high: high as u32,
+            low: low as u32,
             notify: self.notify,
             waiters: Waiters::new(),
-            consumer: CachePadded::new(ConsumerLock::new(Cursor {
+            consumer: ConsumerLock::new(Cursor {
                 head: 0,
                 block: first,
-            })),
+            }),
         }
     }
 }

@@ -73,5 +73,5 @@ pub use counting::{
     ThreadStats, counted, global_stats, thread_stats,
 };
 pub use handle::{GlobalHandle, SelectedHandle, selected_handle};
-pub use release::{Released, release_free_memory};
+pub use release::{Released, release_free_memory, release_thread_memory};
 pub use selected::{AllocatorKind, SELECTED, Selected, active};

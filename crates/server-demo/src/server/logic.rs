@@ -119,9 +119,11 @@ pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
                 released = false;
             } else if !released {
                 // Idle for 100 ms: no other thread can reach this
-                // thread's pool caches, so give them back.
+                // thread's pool caches, so give them back, and what the
+                // allocator keeps for this thread alone (mimalloc's heap).
                 released = true;
                 netbuf::release_thread_caches();
+                allocators::release_thread_memory();
             }
         }
     }

@@ -50,6 +50,7 @@ impl IoThread {
             // thread's pool caches, so give them back now.
             self.house.caches_released = true;
             netbuf::release_thread_caches();
+            allocators::release_thread_memory();
         }
         if quiet
             && !self.house.server_released

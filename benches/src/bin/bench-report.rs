@@ -6,7 +6,8 @@
 //! 2. Runs the end-to-end matrix in this process's children: the load
 //!    generator against `server-demo` (default strategies), the idiomatic
 //!    tokio peer and tokio-with-netbuf, same machine, same settings;
-//!    repeated (default 3 runs), medians quoted.
+//!    repeated (default 3 runs), medians quoted; with each server's RSS
+//!    at the start of a run, its peak and after it (`--rss-settle`).
 //! 3. Writes `REPORT.md`, `RESULTS-SECTION.md` (the README's "Results"
 //!    section) and SVG plots into `target/bench-report/`.
 //!
@@ -16,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use benches::report::criterion::{self, GroupTable};
 use benches::report::e2e::{self, Matrix, Scenario, ServerKind};
@@ -58,6 +59,11 @@ struct Cli {
     /// Seconds of load per ZMTP cell (default 2; 0.3 with --quick).
     #[arg(long)]
     zmtp_seconds: Option<f64>,
+    /// Longest wait, after each end-to-end run, for the server's RSS to
+    /// stop dropping before "after" is read (polled every 100 ms, at least
+    /// 1 s; 0 reads it right away).
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    rss_settle: f64,
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,8 +162,14 @@ fn run(cli: &Cli) -> Result<(), String> {
             cli.repeats.max(1)
         );
         Some(
-            e2e::run_matrix(&exe, e2e::matrix(cli.quick), cli.repeats.max(1), true)
-                .map_err(|e| format!("end-to-end matrix: {e}"))?,
+            e2e::run_matrix(
+                &exe,
+                e2e::matrix(cli.quick),
+                cli.repeats.max(1),
+                Duration::from_secs_f64(cli.rss_settle.clamp(0.0, 3600.0)),
+                true,
+            )
+            .map_err(|e| format!("end-to-end matrix: {e}"))?,
         )
     };
     let threshold = netbuf::calibrated_threshold(netbuf::Transport::Tcp).resolve();
@@ -186,6 +198,9 @@ fn run(cli: &Cli) -> Result<(), String> {
     }
     if let Some(z) = cli.zmtp_seconds {
         flags.push(format!("--zmtp-seconds {z}"));
+    }
+    if cli.rss_settle != 5.0 {
+        flags.push(format!("--rss-settle {}", cli.rss_settle));
     }
     if !flags.is_empty() {
         command.push_str(" -- ");

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use server_demo::load::{EchoLatency, EchoThroughput, FanOut, Target};
 
 use super::median;
+use super::rss::{self, PeakMethod, PeakProbe, Settle};
 
 /// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -172,6 +173,11 @@ impl ServerProcess {
     /// `/proc/PID/stat` at clock-tick resolution).
     pub fn cpu_ns(&self) -> u64 {
         process_cpu_ns(self.child.id())
+    }
+
+    /// The server's process id (for `/proc/PID`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Allocator calls made by the server process so far.
@@ -343,16 +349,75 @@ pub struct Sample {
     pub cpu_ns_per_msg: f64,
     /// Server allocator calls per message / round trip / delivery.
     pub allocs_per_msg: Option<f64>,
+    /// Server resident set (`VmRSS`) right before the run, bytes.
+    pub rss_start: Option<u64>,
+    /// Server resident set at its highest during the run, bytes (see
+    /// [`PeakMethod`]).
+    pub rss_peak: Option<u64>,
+    /// Server resident set once the run's clients are gone and it stopped
+    /// dropping, bytes (see [`Settle`]).
+    pub rss_after: Option<u64>,
 }
 
-/// Runs `sc` once against `server`.
-pub fn run_once(server: &mut ServerProcess, sc: &Scenario) -> Result<Sample, String> {
+/// How [`run_once`] measures the server's resident set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RssRule {
+    /// How the peak is taken.
+    pub peak: PeakMethod,
+    /// When "after" is taken.
+    pub settle: Settle,
+}
+
+impl Default for RssRule {
+    /// Sampled peak (works everywhere), "after" read right away.
+    fn default() -> Self {
+        RssRule {
+            peak: PeakMethod::Sampled,
+            settle: Settle::NONE,
+        }
+    }
+}
+
+/// Runs `sc` once against `server`, measuring its resident set as `rss`
+/// says.
+pub fn run_once(server: &mut ServerProcess, sc: &Scenario, rss: RssRule) -> Result<Sample, String> {
     let target = Target::Tcp(server.addr);
     let timeout = Duration::from_secs(60);
+    let pid = server.pid();
     let a0 = server.allocations();
     let c0 = server.cpu_ns();
-    let mut s = Sample::default();
-    let units = match *sc {
+    let mut s = Sample {
+        rss_start: rss::rss_bytes(pid),
+        ..Sample::default()
+    };
+    let probe = PeakProbe::start(pid, rss.peak);
+    let units = run_load(target, timeout, sc, &mut s);
+    // The load generator has closed its connections when it returns.
+    s.rss_peak = probe.finish();
+    let units = units?;
+    // Let the server finish closing the run's sessions before reading.
+    std::thread::sleep(Duration::from_millis(30));
+    let c1 = server.cpu_ns();
+    let a1 = server.allocations();
+    let n = units.max(1) as f64;
+    s.cpu_ns_per_msg = c1.saturating_sub(c0) as f64 / n;
+    s.allocs_per_msg = match (a0, a1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n),
+        _ => None,
+    };
+    s.rss_after = rss.settle.wait(pid).0;
+    Ok(s)
+}
+
+/// Runs the load of `sc` against `target`, fills the rates of `s` and
+/// returns the units (messages, round trips, deliveries) it counted.
+fn run_load(
+    target: Target,
+    timeout: Duration,
+    sc: &Scenario,
+    s: &mut Sample,
+) -> Result<u64, String> {
+    Ok(match *sc {
         Scenario::Echo { size, messages } => {
             let r = EchoThroughput::new(target, size, messages)
                 .with_window(64)
@@ -388,18 +453,7 @@ pub fn run_once(server: &mut ServerProcess, sc: &Scenario) -> Result<Sample, Str
             s.mb_per_sec = r.deliveries_per_sec * size as f64 / 1e6;
             r.deliveries
         }
-    };
-    // Let the server finish closing the run's sessions before reading.
-    std::thread::sleep(Duration::from_millis(30));
-    let c1 = server.cpu_ns();
-    let a1 = server.allocations();
-    let n = units.max(1) as f64;
-    s.cpu_ns_per_msg = c1.saturating_sub(c0) as f64 / n;
-    s.allocs_per_msg = match (a0, a1) {
-        (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / n),
-        _ => None,
-    };
-    Ok(s)
+    })
 }
 
 /// Medians over the repeats of one (scenario, server) cell.
@@ -439,6 +493,18 @@ impl Cell {
     pub fn allocs(&self) -> Option<f64> {
         self.med(|s| s.allocs_per_msg)
     }
+    /// Median resident set at the start of a run, bytes.
+    pub fn rss_start(&self) -> Option<f64> {
+        self.med(|s| s.rss_start.map(|b| b as f64))
+    }
+    /// Median peak resident set during a run, bytes.
+    pub fn rss_peak(&self) -> Option<f64> {
+        self.med(|s| s.rss_peak.map(|b| b as f64))
+    }
+    /// Median resident set after a run, bytes.
+    pub fn rss_after(&self) -> Option<f64> {
+        self.med(|s| s.rss_after.map(|b| b as f64))
+    }
     /// Spread of the rate: (min, max).
     pub fn per_sec_range(&self) -> Option<(f64, f64)> {
         let v: Vec<f64> = self.samples.iter().map(|s| s.per_sec).collect();
@@ -461,6 +527,8 @@ pub struct Matrix {
     pub repeats: usize,
     /// Wall time of the matrix.
     pub elapsed: Duration,
+    /// How the resident sets were measured.
+    pub rss: RssRule,
 }
 
 impl Matrix {
@@ -477,11 +545,14 @@ impl Matrix {
 
 /// Starts every server as a child of `exe`, warms each up, then runs
 /// `repeats` rounds of the matrix (servers in a rotating order each round,
-/// so drift on a shared machine does not favour one).
+/// so drift on a shared machine does not favour one). After each run the
+/// server's resident set is given up to `settle` to come down (see
+/// [`Settle::up_to`]).
 pub fn run_matrix(
     exe: &std::path::Path,
     scenarios: Vec<Scenario>,
     repeats: usize,
+    settle: Duration,
     progress: bool,
 ) -> io::Result<Matrix> {
     let t0 = Instant::now();
@@ -506,31 +577,53 @@ pub fn run_matrix(
                 messages: 200,
             },
         ] {
-            if let Err(e) = run_once(s, &sc) {
+            if let Err(e) = run_once(s, &sc, RssRule::default()) {
                 eprintln!("warm-up of {} failed: {e}", s.kind);
             }
         }
+    }
+    // Every server must support the VmHWM reset, else all are sampled.
+    let peak = if servers
+        .iter()
+        .all(|s| PeakMethod::detect(s.pid()) == PeakMethod::ClearRefs)
+    {
+        PeakMethod::ClearRefs
+    } else {
+        PeakMethod::Sampled
+    };
+    let rule = RssRule {
+        peak,
+        settle: Settle::up_to(settle),
+    };
+    if progress {
+        eprintln!(
+            "RSS: peak = {}; after = {}",
+            peak.describe(),
+            rule.settle.describe()
+        );
     }
     let mut m = Matrix {
         scenarios: scenarios.clone(),
         servers: ServerKind::ALL.to_vec(),
         repeats,
+        rss: rule,
         ..Default::default()
     };
     for rep in 0..repeats {
         for (i, sc) in scenarios.iter().enumerate() {
             for j in 0..servers.len() {
                 let s = &mut servers[(j + rep + i) % 3];
-                let r = run_once(s, sc);
+                let r = run_once(s, sc, rule);
                 if progress {
                     match &r {
                         Ok(x) => eprintln!(
-                            "[{}/{repeats}] {:<22} {:<13} {:>12.0}/s  cpu {:>7.0} ns/msg{}",
+                            "[{}/{repeats}] {:<22} {:<13} {:>12.0}/s  cpu {:>7.0} ns/msg  rss {}{}",
                             rep + 1,
                             sc.label(),
                             s.kind.name(),
                             x.per_sec,
                             x.cpu_ns_per_msg,
+                            fmt_rss(x.rss_start, x.rss_peak, x.rss_after),
                             x.p99_us
                                 .map(|p| format!("  p99 {p:.1} us"))
                                 .unwrap_or_default()
@@ -556,4 +649,10 @@ pub fn run_matrix(
     }
     m.elapsed = t0.elapsed();
     Ok(m)
+}
+
+/// `start / peak / after` in MB (10^6 bytes), `-` for a missing figure.
+pub fn fmt_rss(start: Option<u64>, peak: Option<u64>, after: Option<u64>) -> String {
+    let mb = |v: Option<u64>| v.map_or_else(|| "-".into(), |b| format!("{:.1}", b as f64 / 1e6));
+    format!("{} / {} / {} MB", mb(start), mb(peak), mb(after))
 }

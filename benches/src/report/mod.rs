@@ -1,12 +1,14 @@
 //! The `bench-report` machinery: read criterion's results for the whole
 //! suite ([`criterion`]), run the end-to-end matrix against `server-demo`
-//! and the two tokio servers ([`e2e`]), and write `REPORT.md`,
-//! `RESULTS-SECTION.md` and SVG plots ([`render`], [`plots`]).
+//! and the two tokio servers ([`e2e`]; their resident sets through
+//! [`rss`]), and write `REPORT.md`, `RESULTS-SECTION.md` and SVG plots
+//! ([`render`], [`plots`]).
 
 pub mod criterion;
 pub mod e2e;
 pub mod plots;
 pub mod render;
+pub mod rss;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

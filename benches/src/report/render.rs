@@ -274,6 +274,7 @@ pub fn e2e_tables(m: &Matrix) -> String {
         false,
         &all,
     );
+    rss_table(&mut o, m);
     // Spread and failures.
     let _ = writeln!(
         o,
@@ -317,6 +318,45 @@ pub fn e2e_tables(m: &Matrix) -> String {
         let _ = writeln!(o, "\nFailed runs:\n\n{}", errors.join("\n"));
     }
     o
+}
+
+/// The server resident-set table: start / peak / after per server, in MB,
+/// and each server's peak against the tokio peer's.
+fn rss_table(o: &mut String, m: &Matrix) {
+    let _ = writeln!(
+        o,
+        "\n**Server RSS** (MB, `VmRSS` of the server process from `/proc/PID/status`, \
+         medians: start of the run / peak during it ({}) / after: {}; \
+         ratio: peak vs tokio-peer's peak, < 1: less memory; each server runs for the \
+         whole matrix, so a run starts where the previous one left it)\n",
+        m.rss.peak.describe(),
+        m.rss.settle.describe()
+    );
+    let _ = writeln!(
+        o,
+        "| scenario | tokio-peer | server-demo | vs peer | tokio-netbuf | vs peer |"
+    );
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    let mb = |v: Option<f64>| opt(v, |b| format!("{:.1}", b / 1e6));
+    let cell = |c: Option<&super::e2e::Cell>| {
+        format!(
+            "{} / {} / {}",
+            mb(c.and_then(|c| c.rss_start())),
+            mb(c.and_then(|c| c.rss_peak())),
+            mb(c.and_then(|c| c.rss_after()))
+        )
+    };
+    for (i, sc) in m.scenarios.iter().enumerate() {
+        let peer = m.cell(i, ServerKind::TokioPeer);
+        let base = peer.and_then(|c| c.rss_peak());
+        let mut line = format!("| {} | {} |", sc.label(), cell(peer));
+        for k in [ServerKind::Demo, ServerKind::TokioNetbuf] {
+            let c = m.cell(i, k);
+            let r = c.and_then(|c| c.rss_peak()).zip(base).map(|(v, b)| v / b);
+            let _ = write!(line, " {} | {} |", cell(c), ratio(r));
+        }
+        let _ = writeln!(o, "{line}");
+    }
 }
 
 /// The targets as a Markdown table.

@@ -50,7 +50,11 @@ fn heap(server: &Server) -> u64 {
 fn settle_heap(server: &Server, n: u64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.live_sessions() != n {
-        assert!(Instant::now() < deadline, "{} of {n} sessions", server.live_sessions());
+        assert!(
+            Instant::now() < deadline,
+            "{} of {n} sessions",
+            server.live_sessions()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let mut last = allocators::global_stats().live_bytes;

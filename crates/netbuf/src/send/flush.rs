@@ -438,6 +438,49 @@ impl<B: AsRef<[u8]>> Flusher<B> {
         n
     }
 
+    /// When nothing is pending, exchanges the send buffer with `other` (a
+    /// buffer lent by the caller, e.g. one per IO thread) and returns
+    /// `true`; else does nothing and returns `false`. Both come out empty
+    /// (length 0), with their capacities exchanged.
+    ///
+    /// Sessions that take turns on one thread can then share one buffer's
+    /// memory: lend it before pushing, take it back once everything was
+    /// written. A session whose write stopped short keeps the buffer it
+    /// holds until it drains. Nothing is allocated or freed.
+    ///
+    /// ```
+    /// use netbuf::{Flusher, GatherThreshold, OutFrame};
+    /// use netbuf::framing::{HeaderBytes, LengthDelimited};
+    ///
+    /// let mut spare: Vec<u8> = Vec::with_capacity(16 << 10);
+    /// let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Never);
+    /// assert!(f.swap_buffer(&mut spare)); // lend the spare
+    /// assert_eq!(spare.capacity(), 0);
+    /// let frame = OutFrame::encode(&LengthDelimited::default(), &HeaderBytes::EMPTY, vec![1; 100]);
+    /// f.push(frame.unwrap());
+    /// assert!(!f.swap_buffer(&mut spare)); // pending: kept
+    /// let mut wire = Vec::new();
+    /// f.flush(&mut wire).unwrap();
+    /// assert!(f.swap_buffer(&mut spare)); // take it back
+    /// assert!(spare.capacity() >= 16 << 10);
+    /// assert_eq!(wire.len(), 104);
+    /// ```
+    pub fn swap_buffer(&mut self, other: &mut Vec<u8>) -> bool {
+        if !self.segments.is_empty() {
+            return false;
+        }
+        core::mem::swap(&mut self.buf, other);
+        self.buf.clear();
+        other.clear();
+        self.head_written = 0;
+        true
+    }
+
+    /// Capacity of the send buffer (small frames are encoded into it).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     /// Drops everything pending (the session is closing). Bodies are freed.
     pub fn clear(&mut self) {
         self.segments.clear();

@@ -16,6 +16,7 @@ use netbuf::{
 };
 
 mod memory;
+pub(crate) use memory::ALLOCATOR_ROUNDS;
 mod zmtp;
 
 pub(crate) use zmtp::ZmtpListener;
@@ -51,12 +52,12 @@ const DRAIN_CHUNK: usize = 16;
 /// socket buffer is far larger, so this costs no throughput).
 pub(crate) const FLUSHER_HIGH: usize = 16 << 10;
 
-/// Flusher memory a session keeps between bursts (larger buffers are
-/// released once drained, see `release_burst_buffer`).
-// Above FLUSHER_HIGH plus a chunk of small frames, so a busy request-reply
-// or fan-out session keeps its buffer (4 KiB here cost 0.14 allocations per
-// 64 B echo: a 64-deep window fills ~4.6 KiB per drain); quiet sessions
-// give theirs back in the once-a-second sweep.
+/// The largest send buffer kept once drained, by a session or as the IO
+/// thread's spare (larger ones were grown by a burst and are released, see
+/// `return_buffer`).
+// Above FLUSHER_HIGH plus a chunk of small frames, so the buffer that busy
+// sessions pass around is kept (4 KiB here cost 0.14 allocations per 64 B
+// echo: a 64-deep window fills ~4.6 KiB per drain).
 pub(crate) const FLUSHER_KEEP: usize = 32 << 10;
 
 /// Bytes read from one session before the loop serves the others (a
@@ -278,6 +279,9 @@ pub(crate) struct IoThread {
     next_target: usize,
     /// Sessions that used their read budget and have more to read.
     again: Vec<u64>,
+    /// The send buffer lent to whichever session is being flushed (see
+    /// `pump_output`): sessions taking turns share its memory.
+    send_spare: Vec<u8>,
     /// What this thread's sessions hold, for the memory report.
     memory: Arc<super::memory::MemoryMeter>,
     house: memory::Housekeeping,
@@ -325,6 +329,7 @@ impl IoThread {
             zmtp_listeners,
             next_target: index,
             again: Vec::new(),
+            send_spare: Vec::new(),
             memory,
             house: memory::Housekeeping::new(),
         })
@@ -548,7 +553,7 @@ impl IoThread {
             self.close(id, Close::Protocol(reason));
             return;
         }
-        if let Err(e) = pump_output(s, &self.shared) {
+        if let Err(e) = pump_output(s, &self.shared, &mut self.send_spare) {
             self.close(id, Close::Quiet(format!("write failed: {e}")));
             return;
         }
@@ -562,7 +567,7 @@ impl IoThread {
             let Some(s) = self.sessions.get_mut(&id) else {
                 return;
             };
-            if let Err(e) = pump_output(s, &self.shared) {
+            if let Err(e) = pump_output(s, &self.shared, &mut self.send_spare) {
                 self.close(id, Close::Quiet(format!("write failed: {e}")));
             }
         }
@@ -669,18 +674,32 @@ impl IoThread {
 /// queue, where its byte bound counts them, while the flusher already holds
 /// [`FLUSHER_HIGH`] bytes: a slow peer pushes back on producers instead of
 /// growing the flusher.
-fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushError> {
+///
+/// The flusher's send buffer is the IO thread's `spare`, lent for the turn
+/// and taken back once everything was written: N sessions flushed in turn
+/// hold one buffer, not N (fan-out to 256 subscribers held 256 x 16 KiB),
+/// and a request-reply session allocates nothing per reply. A session whose
+/// write stopped short keeps the buffer until it drains (the next turn
+/// lends the thread a new one).
+fn pump_output(
+    s: &mut Session,
+    shared: &Shared,
+    spare: &mut Vec<u8>,
+) -> Result<(), netbuf::FlushError> {
     if s.io.is_none() && (s.shared.queue.queued_bytes() == 0) {
         // Parked with nothing to send: stays parked.
         return Ok(());
     }
     let (io, stream, session) = s.io(shared);
+    if spare.capacity() > io.flusher.buffer_capacity() {
+        io.flusher.swap_buffer(spare);
+    }
     loop {
         let mut idle = false;
         if io.flusher.pending_bytes() < FLUSHER_HIGH {
             // In small chunks, stopping at FLUSHER_HIGH: the flusher's
-            // buffer (one per session) holds at most that plus a chunk's
-            // last frame, whatever the frame size.
+            // buffer holds at most that plus a chunk's last frame, whatever
+            // the frame size.
             let mut n = 0u64;
             let flusher = &mut io.flusher;
             let mut budget = DRAIN_BATCH;
@@ -699,14 +718,14 @@ fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushErro
         }
         if io.flusher.is_empty() {
             if idle {
-                release_burst_buffer(&mut io.flusher);
+                return_buffer(&mut io.flusher, spare);
                 return Ok(());
             }
             continue;
         }
         match io.flusher.flush(stream)? {
             Flushed::Done if idle => {
-                release_burst_buffer(&mut io.flusher);
+                return_buffer(&mut io.flusher, spare);
                 return Ok(());
             }
             Flushed::Done => {}
@@ -715,13 +734,16 @@ fn pump_output(s: &mut Session, shared: &Shared) -> Result<(), netbuf::FlushErro
     }
 }
 
-/// Everything sent and the queue empty: a flusher buffer grown past
-/// [`FLUSHER_KEEP`] by a burst goes back to the allocator now, not at the
-/// next sweep, so sessions that take turns on an IO thread reuse one
-/// buffer's memory instead of each keeping its own (fan-out to N sessions
-/// held N x [`FLUSHER_HIGH`]). A small one is kept: a request-reply
-/// session does not allocate per reply.
-fn release_burst_buffer(flusher: &mut Flusher<Outgoing>) {
+/// Everything sent: the flusher's send buffer goes back to the IO thread's
+/// spare (whichever of the two is larger is kept there). One grown past
+/// [`FLUSHER_KEEP`] by a burst goes back to the allocator instead.
+fn return_buffer(flusher: &mut Flusher<Outgoing>, spare: &mut Vec<u8>) {
+    if flusher.buffer_capacity() > spare.capacity() {
+        flusher.swap_buffer(spare);
+    }
+    if spare.capacity() > FLUSHER_KEEP {
+        *spare = Vec::new();
+    }
     if flusher.allocated() > FLUSHER_KEEP {
         flusher.release_memory();
     }

@@ -108,6 +108,9 @@ pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
     let meter = shared.meter();
     // This thread's pool caches were given back and not used since.
     let mut released = false;
+    // Idle timeouts since the last job, for the allocator's release (see
+    // `io::memory::ALLOCATOR_ROUNDS`).
+    let mut quiet_rounds = 0u32;
     loop {
         let d = q.jobs.drain_each(256, |job| handle(&shared, job));
         meter.update();
@@ -117,13 +120,20 @@ pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
             }
             if q.wake.wait_timeout(Duration::from_millis(100)) {
                 released = false;
-            } else if !released {
-                // Idle for 100 ms: no other thread can reach this
-                // thread's pool caches, so give them back, and what the
-                // allocator keeps for this thread alone (mimalloc's heap).
-                released = true;
-                netbuf::release_thread_caches();
-                allocators::release_thread_memory();
+                quiet_rounds = 0;
+            } else {
+                if !released {
+                    // Idle for 100 ms: no other thread can reach this
+                    // thread's pool caches, so give them back.
+                    released = true;
+                    netbuf::release_thread_caches();
+                }
+                if quiet_rounds < super::io::ALLOCATOR_ROUNDS {
+                    // And what the allocator keeps for this thread alone
+                    // (mimalloc's heap), a few times over.
+                    quiet_rounds += 1;
+                    allocators::release_thread_memory();
+                }
             }
         }
     }

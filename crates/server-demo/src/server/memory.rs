@@ -9,7 +9,7 @@
 //! | what | bound | idle |
 //! |---|---|---|
 //! | receive buffer (`--recv linear`) | 16 KiB, grown to one maximal frame only while one is received | 0: taken by the first read that brings bytes, dropped within a second (the IO thread's sweep parks a quiet session) |
-//! | flusher send buffer | 16 KiB + one drain chunk (16 frames) of frames under the gather threshold | 0: a buffer over `FLUSHER_KEEP` (32 KiB) is given back as soon as it is drained and the queue is empty, the flusher itself when the sweep parks the session |
+//! | flusher send buffer | 16 KiB + one drain chunk (16 frames) of frames under the gather threshold | 0: the buffer is the IO thread's spare, lent for the turn and taken back once everything is written (a session whose write stopped short keeps it until it drains); the flusher itself is dropped when the sweep parks the session |
 //! | send queue | `--send-queue-bytes` (8 MiB), counting each message's block capacity, not its length (a shared message counts in full in each queue, so this bounds more than it sums) | the 192-byte queue itself; blocks are taken on the first push |
 //! | the session itself | an `Arc<SessionShared>` (384 B with its queue) and the IO thread's boxed `Session` (40 B) | the same: 468 B of heap per idle connection in all (the main job measures it) |
 //! | requests in flight | half the send-queue bound (reading pauses beyond) | 0 |

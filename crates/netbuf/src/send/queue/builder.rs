@@ -4,7 +4,6 @@
 use core::fmt;
 use core::ptr;
 
-
 use super::block::{Block, Cursor, Slot};
 use super::consumer::ConsumerLock;
 use super::state::{IDLE, MAX_LIMIT};

@@ -36,7 +36,6 @@ use core::fmt;
 use core::ptr;
 use core::task::{Context, Poll, Waker};
 
-
 use self::block::{Block, Cursor, EMPTY, PARKED, READY, Remains};
 use self::consumer::ConsumerLock;
 use self::guard::{BatchGuard, Unreleased};

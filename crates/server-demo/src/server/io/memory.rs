@@ -32,8 +32,6 @@ pub(crate) struct Housekeeping {
     caches_released: bool,
     /// Quiet polls since the last event, up to [`ALLOCATOR_ROUNDS`].
     quiet_rounds: u32,
-    /// The server-wide release ran while no session was open.
-    server_released: bool,
 }
 
 impl Housekeeping {
@@ -42,7 +40,6 @@ impl Housekeeping {
             last_sweep: Instant::now(),
             caches_released: false,
             quiet_rounds: 0,
-            server_released: false,
         }
     }
 }
@@ -53,7 +50,6 @@ impl IoThread {
         if !quiet {
             self.house.caches_released = false;
             self.house.quiet_rounds = 0;
-            self.house.server_released = false;
         }
         let now = Instant::now();
         if now.duration_since(self.house.last_sweep) >= SWEEP_EVERY || quiet {
@@ -69,16 +65,17 @@ impl IoThread {
         if quiet && self.house.quiet_rounds < ALLOCATOR_ROUNDS {
             self.house.quiet_rounds += 1;
             allocators::release_thread_memory();
-        }
-        if quiet
-            && !self.house.server_released
-            && self.sessions.is_empty()
-            && self.zmtp.is_empty()
-            && self.shared.live_sessions.load(Ordering::Relaxed) == 0
-        {
-            self.house.server_released = true;
-            self.shared.pool.trim();
-            allocators::release_free_memory();
+            if self.sessions.is_empty()
+                && self.zmtp.is_empty()
+                && self.shared.live_sessions.load(Ordering::Relaxed) == 0
+            {
+                // No session anywhere: the depot and the allocator's free
+                // memory, process-wide, on each of these rounds (what other
+                // threads free after the first one is given back by the
+                // next).
+                self.shared.pool.trim();
+                allocators::release_free_memory();
+            }
         }
     }
 

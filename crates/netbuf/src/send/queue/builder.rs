@@ -6,7 +6,7 @@ use core::ptr;
 
 use super::block::{Block, Cursor, Slot};
 use super::consumer::ConsumerLock;
-use super::state::{IDLE, MAX_LIMIT};
+use super::state::{IDLE, MAX_LIMIT, START_INDEX, with_index};
 use super::waiters::Waiters;
 use super::{QueueItem, SendQueue};
 use crate::send::notify::Notify;
@@ -118,10 +118,12 @@ impl SendQueueBuilder {
             .entry_overhead
             .unwrap_or(core::mem::size_of::<Slot<T>>()) as u64;
         // No block yet: an idle session's queue holds no slot memory. The
-        // first push installs one (see `SendQueue::first_block`).
+        // tail index and the consumer's head sit on a boundary position
+        // with `first` null, as after `release_idle_blocks`: the first push
+        // installs a block (see `SendQueue::install_block`).
         let first: *mut Block<T> = ptr::null_mut();
         SendQueue {
-            state: AtomicU64::new(IDLE),
+            state: AtomicU64::new(with_index(IDLE, START_INDEX)),
             tail_block: AtomicPtr::new(first),
             first: AtomicPtr::new(first),
             spare: AtomicPtr::new(ptr::null_mut()),
@@ -134,7 +136,7 @@ impl SendQueueBuilder {
             notify: self.notify,
             waiters: Waiters::new(),
             consumer: ConsumerLock::new(Cursor {
-                head: 0,
+                head: START_INDEX,
                 block: first,
             }),
         }

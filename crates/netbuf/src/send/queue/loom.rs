@@ -1,9 +1,10 @@
 //! Loom models of the send queue's internals, beside the code: the
 //! recycled block reused as a third block, `Drop` walking several blocks,
-//! a drain callback that panics (issue 12), and the waiter list of
-//! producers waiting for space (a `Sink`-style `try_push_or_wait` that
-//! registers, or retries after its `WAITERS` CAS failed; a cancelled send
-//! racing a release). The public-API models (exactly-once delivery, smart
+//! a drain callback that panics (issue 12), the waiter list of producers
+//! waiting for space (a `Sink`-style `try_push_or_wait` that registers, or
+//! retries after its `WAITERS` CAS failed; a cancelled send racing a
+//! release), and pushes racing the consumer's release of an idle queue's
+//! blocks (issue 16). The public-API models (exactly-once delivery, smart
 //! notify, byte accounting, close, batches on a block's last slot, drains
 //! limited by `max`) are in `loom-tests/tests/send_queue.rs`; those of the
 //! waiting side (sends completing, cancellation, close and shutdown waking
@@ -13,6 +14,10 @@
 //! carries a `loom::alloc::Track` under loom, and so does every `Item`
 //! here: a block or an item leaked by any interleaving fails the model
 //! ("Allocation leaked"); the drop counters catch an item dropped twice.
+//! Every model here starts its executions with
+//! `quarantine::begin_execution()`: a block the queue frees stays
+//! allocated, marked, until the execution ends, and any access to it
+//! fails the model (a use after free; see `block.rs`).
 //!
 //! What loom cannot check here:
 //! * `compare_exchange_weak` never fails spuriously under loom. A spurious
@@ -43,6 +48,7 @@ use std::task::{Context, Poll, Waker};
 use loom::sync::Arc;
 use loom::thread;
 
+use super::block::quarantine;
 use super::state::{BLOCK_CAP, WAITERS};
 use super::{PushError, QueueItem, SendQueue};
 use crate::loom_support::{TrackedItem as Item, block_on, seqs};
@@ -116,6 +122,7 @@ fn third_block_reuses_the_recycled_spare() {
     static FRESH: AtomicUsize = AtomicUsize::new(0);
     assert_eq!(BLOCK_CAP, 3);
     loom::model(|| {
+        quarantine::begin_execution();
         let drops = StdArc::new(AtomicUsize::new(0));
         let q = Arc::new(queue());
         let mut got = Vec::new();
@@ -183,6 +190,7 @@ fn drop_walks_two_blocks() {
     static DROP_ON_PRODUCER: AtomicUsize = AtomicUsize::new(0);
     static DRAINED_A_PUSH: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
+        quarantine::begin_execution();
         let drops = StdArc::new(AtomicUsize::new(0));
         let q = Arc::new(queue());
         q.try_push(item(0, 0, &drops)).unwrap();
@@ -232,6 +240,7 @@ fn panicking_drain_callback_releases_bytes() {
     static FIT: AtomicUsize = AtomicUsize::new(0);
     static REFUSED: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
+        quarantine::begin_execution();
         let drops = StdArc::new(AtomicUsize::new(0));
         let q = Arc::new(
             SendQueue::builder()
@@ -315,6 +324,7 @@ fn sink_style_wait_registers_or_retries() {
     static RETRIED: AtomicUsize = AtomicUsize::new(0);
     static DIRECT: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
+        quarantine::begin_execution();
         let drops = StdArc::new(AtomicUsize::new(0));
         let q = Arc::new(
             SendQueue::builder()
@@ -381,6 +391,7 @@ fn cancelled_send_racing_release_deregisters() {
     static CANCELLED: AtomicUsize = AtomicUsize::new(0);
     static COMPLETED: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
+        quarantine::begin_execution();
         let drops = StdArc::new(AtomicUsize::new(0));
         let q = Arc::new(
             SendQueue::builder()
@@ -430,4 +441,137 @@ fn cancelled_send_racing_release_deregisters() {
     });
     assert!(CANCELLED.load(Relaxed) > 0);
     assert!(COMPLETED.load(Relaxed) > 0);
+}
+
+/// Issue 16: the consumer drains and releases the idle queue's blocks
+/// twice while a producer pushes twice, so each push may race a release:
+/// one that read the state word (and maybe the block pointer) before the
+/// release must fail its reservation and install a new block; one that
+/// arrives during the release must wait for it; the consumer must find the
+/// block installed after it. Every message comes out exactly once, in
+/// order, with exact bytes; no block leaks (loom's leak check) and none is
+/// used after being freed (the quarantine). Block 1 starts full and read,
+/// so the first release also frees a spare. Must occur: 0, 1 and 2
+/// successful releases, and a release made while a push was in progress.
+#[test]
+fn pushes_race_the_release_of_idle_blocks() {
+    static RELEASED: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+    static DURING_A_PUSH: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        quarantine::begin_execution();
+        // The producer's push in progress (its seq), 0 if none. A `std`
+        // atomic: the model's threads run on one OS thread, so it reads
+        // what the interleaving did, without adding synchronisation.
+        let in_push = StdArc::new(AtomicUsize::new(0));
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(queue());
+        let mut got = Vec::new();
+        // Block 1 (read, recycled as the spare), then seq 3 in block 2.
+        for seq in 0..4 {
+            q.try_push(item(0, seq, &drops)).unwrap();
+        }
+        q.drain_into(&mut got, 3);
+        assert_ne!(q.spare_addr(), 0);
+        let producer = {
+            let (q, drops, in_push) = (q.clone(), drops.clone(), in_push.clone());
+            thread::spawn(move || {
+                for seq in 4..6 {
+                    in_push.store(usize::from(seq), Relaxed);
+                    q.try_push(item(0, seq, &drops)).unwrap();
+                    in_push.store(0, Relaxed);
+                }
+            })
+        };
+        let mut released = 0;
+        for _ in 0..2 {
+            // Takes seq 3 the first time: an RMW on the state word (the
+            // bytes), so loom orders it against the pushes (loom#392).
+            q.drain_into(&mut got, usize::MAX);
+            let pushing = in_push.load(Relaxed);
+            let freed = q.release_idle_blocks();
+            if freed > 0 {
+                released += 1;
+                if pushing != 0 && in_push.load(Relaxed) == pushing {
+                    DURING_A_PUSH.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        producer.join().unwrap();
+        let d = q.drain_into(&mut got, usize::MAX);
+        assert!(d.idle);
+        assert_eq!(seqs(&got), [0, 1, 2, 3, 4, 5]);
+        assert_eq!(q.queued_bytes(), 0);
+        RELEASED[released].fetch_add(1, Relaxed);
+        // Quiet now: a release leaves no block and no spare (there was one
+        // unless the last release came after both pushes were read).
+        q.release_idle_blocks();
+        assert_eq!(q.first_block_addr(), 0);
+        assert_eq!(q.tail_block_addr(), 0);
+        assert_eq!(q.spare_addr(), 0);
+        // The queue works on.
+        q.try_push(item(0, 6, &drops)).unwrap();
+        assert_eq!(q.drain_into(&mut got, usize::MAX).items, 1);
+        assert_eq!(got.len(), 7);
+        drop(got);
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 7);
+    });
+    for (n, r) in RELEASED.iter().enumerate() {
+        assert!(r.load(Relaxed) > 0, "never {n} releases");
+    }
+    assert!(
+        DURING_A_PUSH.load(Relaxed) > 0,
+        "no release raced a push in progress"
+    );
+}
+
+/// A release, then a push (installing a new block) racing `close`, then
+/// the queue dropped: the message is dropped exactly once (by `close`, or
+/// by `Drop` if it was published after the close took the consumer lock,
+/// or refused) and the new block freed. `close` and the release share the
+/// consumer lock; `close`'s `CLOSED` is set outside it, so the push may
+/// install its block and then be refused. Must occur: the push refused,
+/// and pushed then dropped by `close`.
+#[test]
+fn close_races_the_push_after_a_release() {
+    static REFUSED: AtomicUsize = AtomicUsize::new(0);
+    static CLOSED_IT: AtomicUsize = AtomicUsize::new(0);
+    loom::model(|| {
+        quarantine::begin_execution();
+        let drops = StdArc::new(AtomicUsize::new(0));
+        let q = Arc::new(queue());
+        q.try_push(item(0, 0, &drops)).unwrap();
+        let mut got = Vec::new();
+        q.drain_into(&mut got, usize::MAX);
+        assert_ne!(q.release_idle_blocks(), 0);
+        let producer = {
+            let (q, drops) = (q.clone(), drops.clone());
+            thread::spawn(move || match q.try_push(item(0, 1, &drops)) {
+                Ok(()) => true,
+                Err(e) => {
+                    assert!(!e.is_full());
+                    false
+                }
+            })
+        };
+        let closed = q.close();
+        let pushed = producer.join().unwrap();
+        if !pushed {
+            REFUSED.fetch_add(1, Relaxed);
+        } else if closed == 1 {
+            CLOSED_IT.fetch_add(1, Relaxed);
+        }
+        assert!(closed <= usize::from(pushed));
+        let d = q.drain_into(&mut got, usize::MAX);
+        assert!(d.closed);
+        assert_eq!(got.len() + closed, 1 + usize::from(pushed));
+        // An empty closed queue gives its blocks back, and `Drop` frees
+        // whatever a push installed.
+        q.release_idle_blocks();
+        drop(got);
+        drop(q);
+        assert_eq!(drops.load(Relaxed), 2);
+    });
+    assert!(REFUSED.load(Relaxed) > 0);
+    assert!(CLOSED_IT.load(Relaxed) > 0);
 }

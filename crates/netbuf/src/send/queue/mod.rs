@@ -8,6 +8,8 @@
 //! * `block`: slots, blocks, the block list and the spare block, and the
 //!   [`Cursor`] a reader walks them with;
 //! * `consumer`: the lock that serialises the consumer side;
+//! * `release`: giving an idle queue's blocks back
+//!   ([`SendQueue::release_idle_blocks`]), and why producers may race it;
 //! * `guard`: the panic-safety guards of drains and batches;
 //! * `waiters`: the wakers of producers waiting for space;
 //! * `future`: [`SendFuture`], a push that waits for space;
@@ -23,6 +25,7 @@ mod guard;
 mod item;
 #[cfg(all(test, loom))]
 mod loom;
+mod release;
 mod state;
 mod waiters;
 
@@ -40,8 +43,8 @@ use self::block::{Block, Cursor, EMPTY, PARKED, READY, Remains};
 use self::consumer::ConsumerLock;
 use self::guard::{BatchGuard, Unreleased};
 use self::state::{
-    BLOCK_CAP, BYTES_MASK, CLOSED, IDLE, UNWRITABLE, WAITERS, backoff, index_of, offset_of,
-    released, reserved, spin,
+    BLOCK_CAP, BYTES_MASK, CLOSED, IDLE, UNWRITABLE, WAITERS, backoff, index_of, next_index,
+    offset_of, released, reserved, spin,
 };
 use self::waiters::{Share, WaitSlot, Waiters};
 use crate::message::Outgoing;
@@ -220,24 +223,39 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 ///
 /// [`CondvarNotify`]: crate::CondvarNotify
 ///
+/// # Idle memory
+///
+/// A new queue holds no block of slots: its first push installs one. When
+/// the queue has been quiet, the consumer can give its blocks back with
+/// [`release_idle_blocks`](Self::release_idle_blocks) (issue 16: a server
+/// holds one queue per connection); the next push installs a fresh block
+/// the same way. A release changes the state word (the tail index moves to
+/// the block's boundary position, never back), so a producer racing it with
+/// an older word fails its CAS; the protocol and its proof are in
+/// `release.rs`.
+///
 /// # Progress
 ///
-/// Pushes never take a lock and never wait for the consumer (only a
-/// producer that found the queue full and chose to wait takes the waiter
-/// list's mutex, briefly, to register). Like
+/// Pushes never take a lock (only a producer that found the queue full and
+/// chose to wait takes the waiter list's mutex, briefly, to register). Like
 /// `SegQueue`, a producer that arrives exactly while another one links the
-/// next block spins (with backoff) for those few instructions. The consumer
-/// side (`drain_*`, `close`) is serialised by a mutex that only the
-/// consumer and `close` take, so a misused second consumer is safe.
+/// next block spins (with backoff) for those few instructions; the only
+/// time a push waits for the consumer is the same kind of window, while
+/// the consumer releases an idle queue's blocks (between its CAS on the
+/// state word and its nulling of the block pointers). The consumer side
+/// (`drain_*`, `close`, `release_idle_blocks`) is serialised by a mutex
+/// that only the consumer and `close` take, so a misused second consumer
+/// is safe.
 ///
 /// # Limits
 ///
 /// The byte limit is at most [`MAX_LIMIT`] (256 MiB - 1). The tail index
 /// wraps at 2^32; a producer preempted between reading the state and its
-/// CAS (a reservation, or setting `WAITERS`) for 2^32 pushes by others,
-/// ending with identical byte count and flags, would be fooled (the same
-/// ABA window `SegQueue` has at 2^64 / 64 bits). At a million pushes per
-/// second to one queue, that is a preemption of over an hour.
+/// CAS (a reservation, or setting `WAITERS`) for 2^32 positions of pushes
+/// by others (a release of idle blocks skips at most 63), ending with
+/// identical byte count and flags, would be fooled (the same ABA window
+/// `SegQueue` has at 2^64 / 64 bits). At a million pushes per second to one
+/// queue, that is a preemption of over an hour.
 // Layout: one 64-byte line holds the state word and everything a push
 // reads (producers CAS the state, then read the block pointers and the
 // configuration: one line, not two); the consumer's lock, the notify and
@@ -253,8 +271,9 @@ pub struct SendQueue<T: QueueItem = Outgoing> {
     tail_block: AtomicPtr<Block<T>>,
     /// At most one reset block, ready to be linked as the next one.
     spare: AtomicPtr<Block<T>>,
-    /// The first block, installed by the first push; the consumer starts
-    /// from it (by then `tail_block` may have moved on).
+    /// The first block, installed by the first push (or the first after a
+    /// release of idle blocks), null before; the consumer starts from it
+    /// (by then `tail_block` may have moved on).
     first: AtomicPtr<Block<T>>,
     limit: u64,
     overhead: u64,
@@ -417,8 +436,9 @@ impl<T: QueueItem> SendQueue<T> {
     /// `fit(queued, room)` says how many of the caller's next items to
     /// reserve (at most `room`, the slots left in the block) and their
     /// entry bytes, given `queued` bytes in the queue; 0 items means the
-    /// next one does not fit. It runs again after a failed CAS, and only
-    /// before the CAS, so it may run user code that panics (`byte_size`).
+    /// next one does not fit. It runs again after a failed CAS (and also
+    /// before installing a block in a queue that has none), and only before
+    /// the CAS, so it may run user code that panics (`byte_size`).
     ///
     /// If the reservation is to include the block's last slot, a block for
     /// linking is taken into `*next` first (unless it holds one); the
@@ -436,8 +456,24 @@ impl<T: QueueItem> SendQueue<T> {
             }
             let off = offset_of(index_of(st));
             if off == BLOCK_CAP {
-                // Another producer is linking the next block.
-                backoff(&mut step);
+                if self.first.load(Ordering::Acquire).is_null() {
+                    // No block (a new queue, or its blocks were released):
+                    // install one, unless the items do not fit anyway. They
+                    // are sized as for a reservation at its first slot
+                    // (taking the block to link next if they fill it).
+                    let (n, _) = fit(st & BYTES_MASK, BLOCK_CAP);
+                    if n == 0 {
+                        return Err(Refused::Full { state: st });
+                    }
+                    if n == BLOCK_CAP && next.is_null() {
+                        *next = self.take_block();
+                    }
+                    self.install_block();
+                } else {
+                    // Another producer is linking the next block (or
+                    // installing one), or the consumer is releasing them.
+                    backoff(&mut step);
+                }
                 st = self.state.load(Ordering::Acquire);
                 continue;
             }
@@ -452,7 +488,10 @@ impl<T: QueueItem> SendQueue<T> {
             }
             let block = self.tail_block.load(Ordering::Acquire);
             if block.is_null() {
-                self.first_block();
+                // Nulled by a release after we read `st`, which is stale
+                // (the release moved the index on).
+                backoff(&mut step);
+                st = self.state.load(Ordering::Acquire);
                 continue;
             }
             match self.state.compare_exchange_weak(
@@ -462,8 +501,11 @@ impl<T: QueueItem> SendQueue<T> {
                 Ordering::Acquire,
             ) {
                 // The slots are those of our index: `block` was the tail
-                // block when we read `st`, and it only moves on once its
-                // last slot was reserved and the boundary passed.
+                // block when we read `st`, and it only changes (is linked,
+                // installed, or nulled by a release) after an RMW on the
+                // state word that moves the index, which would have failed
+                // this CAS (such a store is a release that our load
+                // acquires: see `release.rs`).
                 Ok(_) => {
                     return Ok(Reservation {
                         block,
@@ -888,9 +930,11 @@ impl<T: QueueItem> SendQueue<T> {
             closed,
         };
         if c.block.is_null() {
-            let b = self.first.load(Ordering::Acquire);
-            if b.is_null() {
-                // No block yet, so nothing was reserved before this load.
+            // No block adopted: `head` is the boundary position before the
+            // slots of the block a push installs.
+            if index_of(self.state.load(Ordering::Acquire)) == c.head {
+                // The index has not left the boundary: no block to read,
+                // nothing reserved.
                 if !arm {
                     return Drained::default();
                 }
@@ -898,12 +942,13 @@ impl<T: QueueItem> SendQueue<T> {
                 if r.idle {
                     return drained(0, 0, true, r.closed);
                 }
-                // A producer reserved meanwhile; it installed the block
-                // before its reservation, which the state load in `release`
-                // acquired, so the block is visible now.
+                // A push installed a block and moved the index past the
+                // boundary meanwhile (the state load in `release` acquired
+                // that), so the block is visible now.
             }
-            c.block = self.first.load(Ordering::Acquire);
-            debug_assert!(!c.block.is_null());
+            if !self.adopt_first(&mut c) {
+                return Drained::default();
+            }
         }
         loop {
             if items == max {
@@ -1073,17 +1118,19 @@ impl<T: QueueItem> Drop for SendQueue<T> {
             // gone, so nothing else references it.
             unsafe { Block::free(spare) };
         }
-        let (head, mut block) = {
+        let (mut head, mut block) = {
             let c = self.consumer.lock();
             (c.head, c.block)
         };
         if block.is_null() {
-            // The consumer never drained: start from the first block, if a
-            // push ever installed one.
+            // The consumer holds no block (it never drained since the queue
+            // was new or released): start from the first block, if a push
+            // installed one, at its first slot, past the boundary `head`.
             block = self.first.load(Ordering::Acquire);
             if block.is_null() {
                 return;
             }
+            head = next_index(head);
         }
         let end = index_of(self.state.load(Ordering::Acquire));
         // No producer is running (we are exclusive), so every reserved slot

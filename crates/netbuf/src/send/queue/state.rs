@@ -8,7 +8,11 @@
 //!
 //! The tail index counts positions: `LAP` per block, the last of which
 //! (the boundary, offset `BLOCK_CAP`) no slot uses; the index sits on it
-//! while the producer of the block's last slot links the next block.
+//! while the producer of the block's last slot links the next block, and
+//! while the queue has no block at all (a new queue starts on boundary
+//! [`START_INDEX`]; [`release_idle_blocks`](super::SendQueue::release_idle_blocks)
+//! moves the index of an empty queue onto the boundary of its block) until
+//! a push installs one (`first` is null then: see `release.rs`).
 
 /// Positions per block, including one "boundary" position that no slot
 /// uses (it marks "the next block is being linked"). Small under loom so
@@ -32,6 +36,9 @@ const INDEX_SHIFT: u32 = 32;
 /// One position of the tail index, in the state word.
 pub(super) const INDEX_ONE: u64 = 1 << INDEX_SHIFT;
 const INDEX_MASK: u64 = u64::MAX >> INDEX_SHIFT;
+/// The tail index of a new queue: the boundary position before the first
+/// block's slots (the queue has no block until its first push).
+pub(super) const START_INDEX: u64 = BLOCK_CAP as u64;
 
 /// The largest byte limit a [`SendQueue`](super::SendQueue) supports
 /// (256 MiB - 1).
@@ -53,6 +60,20 @@ pub(super) fn offset_of(index: u64) -> usize {
 #[inline(always)]
 pub(super) fn next_index(index: u64) -> u64 {
     (index + 1) & INDEX_MASK
+}
+
+/// The boundary position of `index`'s block (`index` itself if it is one).
+/// `LAP` divides 2^32, so it never wraps.
+#[inline]
+pub(super) fn boundary_of(index: u64) -> u64 {
+    index - offset_of(index) as u64 + BLOCK_CAP as u64
+}
+
+/// `st` with its tail index replaced by `index` (the flags and the byte
+/// count kept).
+#[inline]
+pub(super) fn with_index(st: u64, index: u64) -> u64 {
+    (st & (INDEX_ONE - 1)) | ((index & INDEX_MASK) << INDEX_SHIFT)
 }
 
 /// The state after reserving `n` slots and `bytes` bytes from `st`: the
@@ -126,5 +147,37 @@ pub(super) fn backoff(step: &mut u32) {
         } else {
             std::thread::yield_now();
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boundaries_and_index_replacement() {
+        assert_eq!(offset_of(START_INDEX), BLOCK_CAP);
+        assert_eq!(boundary_of(0), 63);
+        assert_eq!(boundary_of(62), 63);
+        assert_eq!(boundary_of(63), 63);
+        assert_eq!(boundary_of(64), 127);
+        // The last block before the 2^32 wrap: its boundary is the last
+        // index, and the position after it is 0, a block's first slot.
+        let last = u64::from(u32::MAX);
+        assert_eq!(boundary_of(last - 5), last);
+        assert_eq!(offset_of(last), BLOCK_CAP);
+        assert_eq!(next_index(last), 0);
+        let st = (7 << INDEX_SHIFT) | WAITERS | IDLE | 123;
+        assert_eq!(
+            with_index(st, last),
+            (last << INDEX_SHIFT) | WAITERS | IDLE | 123
+        );
+        assert_eq!(index_of(with_index(st, 64)), 64);
+        // The installer's `fetch_add` at the last boundary wraps to 0,
+        // keeping the flags and bytes.
+        assert_eq!(
+            with_index(st, last).wrapping_add(INDEX_ONE),
+            WAITERS | IDLE | 123
+        );
     }
 }

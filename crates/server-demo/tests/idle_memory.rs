@@ -6,10 +6,12 @@
 //! pool blocks (the depot and thread caches: server-wide, bounded, trimmed
 //! when the last session closes) are not a connection's and are left out.
 
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use server_demo::config::{Listen, StrategyArgs};
+use server_demo::protocol::{HEADER_LEN, Kind, encode_header};
 use server_demo::server::Server;
 
 allocators::global_allocator!();
@@ -85,6 +87,46 @@ fn an_idle_connection_costs_at_most_half_a_kib() {
     let after = settle(&server, CONNECTIONS as u64);
     let each = per_connection(before, after);
     assert!(each <= BUDGET, "{each:.0} B per idle connection");
+    drop(conns);
+    settle(&server, 0);
+    assert!(server.shutdown().is_clean());
+}
+
+/// A connection that talked and went quiet is parked by the sweep (about
+/// once a second: receive buffer, flusher and the queue's slot block
+/// given back): back under the budget, and it still works after.
+#[test]
+fn a_connection_that_went_quiet_gives_its_buffers_back() {
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let server = server();
+    let addr = server.tcp_addr().unwrap();
+    let mut conns = Vec::with_capacity(CONNECTIONS);
+    let before = settle(&server, 0);
+    let body = [7u8; 1000];
+    let mut frame = encode_header(Kind::EchoRequest, 0, body.len() as u32).to_vec();
+    frame.extend_from_slice(&body);
+    let mut reply = vec![0u8; HEADER_LEN + body.len()];
+    for _ in 0..CONNECTIONS {
+        let mut c = TcpStream::connect(addr).unwrap();
+        c.write_all(&frame).unwrap();
+        c.read_exact(&mut reply).unwrap();
+        conns.push(c);
+    }
+    let busy = settle(&server, CONNECTIONS as u64);
+    // The sweep runs about once a second; wait for it, up to 10 s.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut each = per_connection(before, busy);
+    while each > BUDGET && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        each = per_connection(before, heap(&server));
+    }
+    assert!(each <= BUDGET, "{each:.0} B per quiet connection");
+    // Parked sessions take their buffers again on the next frame.
+    for c in &mut conns {
+        c.write_all(&frame).unwrap();
+        c.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[HEADER_LEN..], &body[..]);
+    }
     drop(conns);
     settle(&server, 0);
     assert!(server.shutdown().is_clean());

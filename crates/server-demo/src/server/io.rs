@@ -240,7 +240,7 @@ impl Session {
     }
 
     /// Drops the receive buffer and flusher of a quiet session, counting
-    /// what the flusher sent; a session with a stream transform keeps its
+    /// what the flusher sent, and its queue's slot blocks; a session with a stream transform keeps its
     /// flusher (the cipher's position is in it). Returns whether it parked.
     fn park(&mut self, shared: &Shared) -> bool {
         if shared.cfg.transform != TransformMode::None || !self.is_quiet() {
@@ -249,6 +249,7 @@ impl Session {
         if let Some(io) = self.io.take() {
             count_flushed(shared, &io.flusher);
         }
+        self.shared.queue.release_idle_memory();
         true
     }
 

@@ -146,6 +146,24 @@ impl SessionQueue {
         }
     }
 
+    /// Gives back the queue's slot memory if it is empty (the consumer, the
+    /// session's IO thread, calls it when the session parks); returns the
+    /// bytes released.
+    pub fn release_idle_memory(&self) -> usize {
+        match self {
+            SessionQueue::Mpsc(q) => q.release_idle_blocks(),
+            SessionQueue::Mutex(q) => {
+                let mut inner = q.lock();
+                if !inner.items.is_empty() {
+                    return 0;
+                }
+                let n = inner.items.capacity() * std::mem::size_of::<OutFrame>();
+                inner.items = VecDeque::new();
+                n
+            }
+        }
+    }
+
     /// Refuses further pushes and frees what is queued.
     pub fn close(&self) {
         match self {

@@ -46,6 +46,19 @@ fn queue() -> SendQueue<Tagged> {
 /// Slots per block (63), as the queue documents it.
 const BLOCK_CAP: usize = 63;
 
+/// A queue (no entry overhead) whose notify counts its calls.
+fn counting_queue() -> (SendQueue<Tagged>, Arc<AtomicUsize>) {
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = notified.clone();
+    let q = SendQueue::builder()
+        .entry_overhead(0)
+        .notify(FnNotify(move || {
+            n.fetch_add(1, Ordering::SeqCst);
+        }))
+        .build::<Tagged>();
+    (q, notified)
+}
+
 /// The size of one block of a `SendQueue<Tagged>`: what its first push
 /// allocates.
 fn block_size() -> usize {
@@ -144,14 +157,7 @@ fn a_refused_push_installs_no_block() {
 /// drain in parts, a release. Order, bytes and notifications stay exact.
 #[test]
 fn pushes_after_release_keep_order_across_cycles() {
-    let notified = Arc::new(AtomicUsize::new(0));
-    let n = notified.clone();
-    let q = SendQueue::builder()
-        .entry_overhead(0)
-        .notify(FnNotify(move || {
-            n.fetch_add(1, Ordering::SeqCst);
-        }))
-        .build::<Tagged>();
+    let (q, notified) = counting_queue();
     let mut seq = 0;
     let mut released = 0;
     for cycle in 0..2_000usize {
@@ -196,14 +202,7 @@ fn pushes_after_release_keep_order_across_cycles() {
 /// the next push notifies once.
 #[test]
 fn release_keeps_the_wakeup_as_the_drains_left_it() {
-    let notified = Arc::new(AtomicUsize::new(0));
-    let n = notified.clone();
-    let q = SendQueue::builder()
-        .entry_overhead(0)
-        .notify(FnNotify(move || {
-            n.fetch_add(1, Ordering::SeqCst);
-        }))
-        .build::<Tagged>();
+    let (q, notified) = counting_queue();
     q.try_push(tagged(0, 0)).unwrap();
     assert_eq!(notified.load(Ordering::SeqCst), 1);
     let mut out = Vec::new();

@@ -247,7 +247,7 @@ impl Session {
             return false;
         }
         if let Some(io) = self.io.take() {
-            count_flushed(shared, &io.flusher);
+            shared.counters.add_flushed(&io.flusher.metrics());
         }
         self.shared.queue.release_idle_memory();
         true
@@ -661,7 +661,7 @@ impl IoThread {
         s.stream.shutdown();
         s.shared.queue.close();
         if let Some(mut io) = s.io.take() {
-            count_flushed(&self.shared, &io.flusher);
+            self.shared.counters.add_flushed(&io.flusher.metrics());
             io.flusher.clear();
         }
         c.sessions_closed.fetch_add(1, Ordering::Relaxed);
@@ -748,19 +748,6 @@ fn return_buffer(flusher: &mut Flusher<Outgoing>, spare: &mut Vec<u8>) {
     if flusher.allocated() > FLUSHER_KEEP {
         flusher.release_memory();
     }
-}
-
-/// Adds what a session's flusher sent to the server's counters (when the
-/// session closes or parks).
-fn count_flushed(shared: &Shared, flusher: &Flusher<Outgoing>) {
-    let (c, m) = (&shared.counters, flusher.metrics());
-    c.gather_frames
-        .fetch_add(m.gather_frames, Ordering::Relaxed);
-    c.linear_frames
-        .fetch_add(m.linear_frames, Ordering::Relaxed);
-    c.bytes_copied.fetch_add(m.bytes_copied, Ordering::Relaxed);
-    c.bytes_written
-        .fetch_add(m.bytes_written, Ordering::Relaxed);
 }
 
 /// Decodes every complete frame and hands it to its logic thread.

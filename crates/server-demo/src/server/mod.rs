@@ -92,6 +92,20 @@ pub struct ServerCounters {
     pub read_pauses: AtomicU64,
 }
 
+impl ServerCounters {
+    /// Adds what a session's flusher did (when it closes or parks).
+    pub(crate) fn add_flushed(&self, m: &netbuf::FlushMetrics) {
+        self.gather_frames
+            .fetch_add(m.gather_frames, Ordering::Relaxed);
+        self.linear_frames
+            .fetch_add(m.linear_frames, Ordering::Relaxed);
+        self.bytes_copied
+            .fetch_add(m.bytes_copied, Ordering::Relaxed);
+        self.bytes_written
+            .fetch_add(m.bytes_written, Ordering::Relaxed);
+    }
+}
+
 /// Everything the threads share.
 pub(crate) struct Shared {
     pub(crate) cfg: StrategyArgs,

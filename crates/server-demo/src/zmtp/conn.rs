@@ -552,14 +552,7 @@ impl ZmtpConn {
         let m = self.flusher.metrics();
         stats.add_flush(&m, &self.seen);
         self.seen = m;
-        let c = &server.counters;
-        c.gather_frames
-            .fetch_add(m.gather_frames, Ordering::Relaxed);
-        c.linear_frames
-            .fetch_add(m.linear_frames, Ordering::Relaxed);
-        c.bytes_copied.fetch_add(m.bytes_copied, Ordering::Relaxed);
-        c.bytes_written
-            .fetch_add(m.bytes_written, Ordering::Relaxed);
+        server.counters.add_flushed(&m);
         stats.sessions_closed.fetch_add(1, Ordering::Relaxed);
         self.flusher.clear();
         self.control.clear();

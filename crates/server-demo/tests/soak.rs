@@ -4,6 +4,11 @@
 
 use server_demo::soak::{SoakArgs, run};
 
+// The allocator the features select (the CI runs this test under each),
+// as the `server-demo` binary does: the soak's after-load check asks it
+// to give memory back.
+allocators::global_allocator!();
+
 #[test]
 fn short_soak_profile_passes_every_check() {
     let args = SoakArgs {

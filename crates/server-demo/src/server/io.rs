@@ -16,7 +16,6 @@ use netbuf::{
 };
 
 mod memory;
-pub(crate) use memory::ALLOCATOR_ROUNDS;
 mod zmtp;
 
 pub(crate) use zmtp::ZmtpListener;
@@ -343,6 +342,7 @@ impl IoThread {
     pub(crate) fn run(mut self) {
         CURRENT_IO.with(|c| c.set(self.index));
         let meter: Arc<ThreadMeter> = self.shared.meter();
+        let (mut turns, mut seen_epoch) = (0u32, 0u64);
         let mut events = Events::with_capacity(1024);
         let mut ready = Vec::new();
         loop {
@@ -430,8 +430,14 @@ impl IoThread {
             for id in ready.drain(..) {
                 self.process(id);
             }
-            self.housekeeping(events.is_empty() && !timeout.is_zero());
-            meter.update();
+            let quiet = events.is_empty() && !timeout.is_zero();
+            self.housekeeping(quiet);
+            turns = turns.wrapping_add(1);
+            let epoch = self.shared.meter_epoch.load(Ordering::Relaxed);
+            if quiet || epoch != seen_epoch || turns % super::ThreadMeter::METER_EVERY == 0 {
+                seen_epoch = epoch;
+                meter.update();
+            }
         }
         meter.update();
     }

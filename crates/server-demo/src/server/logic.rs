@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
 
 use crate::protocol::{FrameHeader, HEADER_LEN, Kind, encode_header};
 use netbuf::{CondvarNotify, Message, OutFrame, Outgoing, QueueItem, SendQueue, SharedMessage};
@@ -27,13 +26,18 @@ pub(crate) enum Job {
     },
     /// The session closed: forget its room memberships.
     Closed(Arc<SessionShared>),
+    /// The IO threads went quiet: give back this thread's pool caches and
+    /// what the allocator keeps for it (sent on their first quiet rounds,
+    /// so that a logic thread can sleep without a timeout: a timed wait
+    /// reads the clock on every sleep, a syscall on some machines).
+    Housekeeping,
 }
 
 impl QueueItem for Job {
     fn byte_size(&self) -> usize {
         match self {
             Job::Frame { body, .. } => HEADER_LEN + body.len(),
-            Job::Closed(_) => 0,
+            Job::Closed(_) | Job::Housekeeping => 0,
         }
     }
 }
@@ -106,35 +110,26 @@ impl Rooms {
 
 pub(crate) fn run(shared: Arc<Shared>, q: Arc<LogicQueue>) {
     let meter = shared.meter();
-    // This thread's pool caches were given back and not used since.
-    let mut released = false;
-    // Idle timeouts since the last job, for the allocator's release (see
-    // `io::memory::ALLOCATOR_ROUNDS`).
-    let mut quiet_rounds = 0u32;
+    let (mut drains, mut seen_epoch) = (0u32, 0u64);
     loop {
         let d = q.jobs.drain_each(256, |job| handle(&shared, job));
-        meter.update();
+        drains = drains.wrapping_add(1);
+        // When a report asks (it bumps the epoch and wakes the thread) and
+        // now and then: reading the thread's CPU time is a syscall.
+        let epoch = shared
+            .meter_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if epoch != seen_epoch || drains % super::ThreadMeter::METER_EVERY == 0 {
+            seen_epoch = epoch;
+            meter.update();
+        }
         if d.idle {
             if shared.shutdown.load(std::sync::atomic::Ordering::SeqCst) {
                 break;
             }
-            if q.wake.wait_timeout(Duration::from_millis(100)) {
-                released = false;
-                quiet_rounds = 0;
-            } else {
-                if !released {
-                    // Idle for 100 ms: no other thread can reach this
-                    // thread's pool caches, so give them back.
-                    released = true;
-                    netbuf::release_thread_caches();
-                }
-                if quiet_rounds < super::io::ALLOCATOR_ROUNDS {
-                    // And what the allocator keeps for this thread alone
-                    // (mimalloc's heap), a few times over.
-                    quiet_rounds += 1;
-                    allocators::release_thread_memory();
-                }
-            }
+            // No timeout: the IO threads send `Job::Housekeeping` when
+            // they go quiet, and shutdown notifies.
+            q.wake.wait();
         }
     }
     q.jobs.close();
@@ -169,6 +164,10 @@ pub(crate) fn handle(shared: &Shared, job: Job) {
             session.answered(bytes);
         }
         Job::Closed(session) => shared.rooms.leave_all(&session),
+        Job::Housekeeping => {
+            netbuf::release_thread_caches();
+            allocators::release_thread_memory();
+        }
     }
 }
 

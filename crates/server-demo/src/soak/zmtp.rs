@@ -271,7 +271,7 @@ impl ZConn {
         let (stop, answered) = (self.link.stop.clone(), self.link.answered.clone());
         self.reader = std::thread::Builder::new()
             .name(format!("soak-zrd-{}", self.id))
-            .spawn(move || f(&stop, &answered))
+            .spawn(move || super::tidy(|| f(&stop, &answered)))
             .ok();
     }
 

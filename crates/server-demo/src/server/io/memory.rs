@@ -22,7 +22,10 @@ pub(crate) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// over the start after the load matrix; its purge delay set to 0 left
 /// 1.2 MB, which is what repeated calls approach without that cost on the
 /// hot path.
-pub(crate) const ALLOCATOR_ROUNDS: u32 = 10;
+const ALLOCATOR_ROUNDS: u32 = 10;
+
+/// Busy loop turns between two reads of the clock for the sweep.
+const CLOCK_EVERY: u32 = 64;
 
 /// An IO thread's memory housekeeping state.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub(crate) struct Housekeeping {
     caches_released: bool,
     /// Quiet polls since the last event, up to [`ALLOCATOR_ROUNDS`].
     quiet_rounds: u32,
+    /// Loop turns, for [`CLOCK_EVERY`].
+    turns: u32,
 }
 
 impl Housekeeping {
@@ -40,6 +45,7 @@ impl Housekeeping {
             last_sweep: Instant::now(),
             caches_released: false,
             quiet_rounds: 0,
+            turns: 0,
         }
     }
 }
@@ -51,10 +57,16 @@ impl IoThread {
             self.house.caches_released = false;
             self.house.quiet_rounds = 0;
         }
-        let now = Instant::now();
-        if now.duration_since(self.house.last_sweep) >= SWEEP_EVERY || quiet {
-            self.house.last_sweep = now;
-            self.sweep_sessions();
+        // The clock is read when the poll was quiet or every
+        // `CLOCK_EVERY` turns, not on every turn (on some machines each read
+        // is a syscall, and a busy loop turns once per request).
+        self.house.turns = self.house.turns.wrapping_add(1);
+        if quiet || self.house.turns % CLOCK_EVERY == 0 {
+            let now = Instant::now();
+            if now.duration_since(self.house.last_sweep) >= SWEEP_EVERY || quiet {
+                self.house.last_sweep = now;
+                self.sweep_sessions();
+            }
         }
         if quiet && !self.house.caches_released {
             // Idle for a poll timeout: nothing else can reach this
@@ -65,6 +77,11 @@ impl IoThread {
         if quiet && self.house.quiet_rounds < ALLOCATOR_ROUNDS {
             self.house.quiet_rounds += 1;
             allocators::release_thread_memory();
+            // The logic threads sleep without a timeout: they do theirs
+            // when told (a full queue only skips a round).
+            for q in &self.shared.logic {
+                let _ = q.jobs.try_push(super::super::logic::Job::Housekeeping);
+            }
             if self.sessions.is_empty()
                 && self.zmtp.is_empty()
                 && self.shared.live_sessions.load(Ordering::Relaxed) == 0

@@ -173,6 +173,31 @@ unsafe impl netbuf::ReadUninit for Stream {
     }
 }
 
+/// A reader that remembers how many bytes the last read was offered: a
+/// read that returns fewer has drained the socket (edge-triggered
+/// readiness reports the next arrival), so no `WouldBlock` read follows.
+pub(crate) struct Offered<'a> {
+    pub(crate) stream: &'a mut Stream,
+    pub(crate) offered: usize,
+}
+
+impl io::Read for Offered<'_> {
+    #[inline]
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.offered = buf.len();
+        self.stream.read(buf)
+    }
+}
+
+// SAFETY: forwards to `Stream`'s `read_uninit`, which keeps the contract.
+unsafe impl netbuf::ReadUninit for Offered<'_> {
+    #[inline]
+    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
+        self.offered = buf.len();
+        self.stream.read_uninit(buf)
+    }
+}
+
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
@@ -204,6 +229,8 @@ struct Session {
     io: Option<Box<SessionIo>>,
     /// Readable edge seen and not yet read to `WouldBlock`.
     want_read: bool,
+    /// The peer closed its side (or the socket failed): read to the end.
+    read_closed: bool,
 }
 
 /// What a session needs only while it has traffic.
@@ -391,6 +418,9 @@ impl IoThread {
                             if readable {
                                 s.want_read = true;
                             }
+                            if ev.is_read_closed() || ev.is_error() {
+                                s.read_closed = true;
+                            }
                             self.process(id);
                         } else if let Some(c) = self.zmtp.get_mut(&id) {
                             if readable {
@@ -535,6 +565,7 @@ impl IoThread {
                 shared,
                 io: None,
                 want_read: true,
+                read_closed: false,
             }),
         );
         self.shared
@@ -611,7 +642,9 @@ impl IoThread {
             }
             s.shared.read_paused.store(false, Ordering::Release);
             let (io, stream, session) = s.io(&shared);
-            match io.recv.read_from(stream) {
+            let edges = !matches!(stream, Stream::Inproc(_));
+            let mut reader = Offered { stream, offered: 0 };
+            match io.recv.read_from(&mut reader) {
                 Ok(0) => {
                     return Err(match io.recv.finish() {
                         Ok(()) => Close::Quiet("peer closed".into()),
@@ -620,7 +653,16 @@ impl IoThread {
                 }
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
-                    decode_all(io, session, &shared)?
+                    let short = n < reader.offered;
+                    decode_all(io, session, &shared)?;
+                    // A short read drained the socket: the next arrival is
+                    // a new readiness edge, so no `WouldBlock` read follows
+                    // (one `recvfrom` less per request). Not after the peer
+                    // closed its side (read on to the end of stream), nor
+                    // for in-process streams (no readiness events).
+                    if short && edges && !s.read_closed {
+                        s.want_read = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     s.want_read = false;

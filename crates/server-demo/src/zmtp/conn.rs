@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 
 use netbuf::{
     DEFAULT_GATHER_THRESHOLD, FlushError, FlushMetrics, Flushed, Flusher, FrameSource, Message,
-    OutFrame, Outgoing, ReadUninit, ReceiveBuffer,
+    OutFrame, Outgoing, ReceiveBuffer,
 };
 
 use super::endpoint::Endpoint;
@@ -27,7 +27,7 @@ use super::session::{Step, ZmtpSession};
 use super::socket_type::EndpointKind;
 use super::{command, subscription};
 use crate::config::{RecvMode, SendMode};
-use crate::server::io::{DRAIN_BATCH, FLUSHER_HIGH, READ_BUDGET, Stream};
+use crate::server::io::{DRAIN_BATCH, FLUSHER_HIGH, Offered, READ_BUDGET, Stream};
 use crate::server::queue::Refusal;
 use crate::server::{SessionShared, Shared};
 
@@ -42,31 +42,6 @@ pub(crate) const DIRECT_RECV_THRESHOLD: usize = 32 << 10;
 /// noisy calibration measured (libzmq sends parts above its 8 KiB batch
 /// from their own buffer).
 pub(crate) const MAX_GATHER_THRESHOLD: usize = 32 << 10;
-
-/// A reader that remembers how many bytes the last read was offered: a
-/// read that returns fewer has drained the socket (edge-triggered
-/// readiness reports the next arrival), so no `WouldBlock` read follows.
-struct Offered<'a> {
-    stream: &'a mut Stream,
-    offered: usize,
-}
-
-impl io::Read for Offered<'_> {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.offered = buf.len();
-        self.stream.read(buf)
-    }
-}
-
-// SAFETY: forwards to `Stream`'s `read_uninit`, which keeps the contract.
-unsafe impl ReadUninit for Offered<'_> {
-    #[inline]
-    fn read_uninit(&mut self, buf: &mut [std::mem::MaybeUninit<u8>]) -> io::Result<usize> {
-        self.offered = buf.len();
-        self.stream.read_uninit(buf)
-    }
-}
 
 /// Why a ZMTP connection ends.
 #[derive(Debug)]

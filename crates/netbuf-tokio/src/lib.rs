@@ -69,4 +69,6 @@ mod writer;
 pub use codec::{CodecError, FramingCodec};
 pub use reader::{COOP_UNIT_BYTES, FrameReader, HeaderOf, ReadError};
 pub use sink::{QueueSink, SinkError};
-pub use writer::{DEFAULT_MAX_BUFFERED, FrameWriter, WriteError, WriterHandle, outbox};
+pub use writer::{
+    DEFAULT_KEEP_BUFFERED, DEFAULT_MAX_BUFFERED, FrameWriter, WriteError, WriterHandle, outbox,
+};

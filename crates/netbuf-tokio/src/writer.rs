@@ -20,6 +20,10 @@ const DRAIN_BATCH: usize = 64;
 /// draining: a slow peer pushes back on the queue's byte bound instead of
 /// growing the send buffer.
 pub const DEFAULT_MAX_BUFFERED: usize = 256 << 10;
+/// Send-buffer memory the writer keeps once everything was written and
+/// its queue is empty; a buffer grown past it by a burst goes back to the
+/// allocator (see [`FrameWriter::keep_buffered`]).
+pub const DEFAULT_KEEP_BUFFERED: usize = 32 << 10;
 
 /// A [`SendQueue`] of frames whose consumer is an async task: the queue's
 /// consumer notification is a [`WakerNotify`] that the [`FrameWriter`]
@@ -57,6 +61,7 @@ impl WriterHandle {
             queue: self.queue,
             wake: self.wake,
             max_buffered: DEFAULT_MAX_BUFFERED,
+            keep_buffered: DEFAULT_KEEP_BUFFERED,
             draining_done: false,
         }
     }
@@ -89,6 +94,7 @@ pub struct FrameWriter<W> {
     queue: Arc<SendQueue<OutFrame>>,
     wake: Arc<WakerNotify>,
     max_buffered: usize,
+    keep_buffered: usize,
     draining_done: bool,
 }
 
@@ -98,6 +104,24 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub fn max_buffered(mut self, bytes: usize) -> Self {
         self.max_buffered = bytes;
         self
+    }
+
+    /// Once everything was written and the queue is empty, gives the send
+    /// buffer back to the allocator if it holds more than this (default
+    /// [`DEFAULT_KEEP_BUFFERED`]): a burst grows it up to
+    /// [`max_buffered`](Self::max_buffered), and a server with many
+    /// connections should not keep that per connection after the burst (a
+    /// fan-out to 256 subscribers kept 92 MB). A small buffer is kept, so a
+    /// request-reply connection does not allocate per reply. `usize::MAX`
+    /// keeps everything.
+    pub fn keep_buffered(mut self, bytes: usize) -> Self {
+        self.keep_buffered = bytes;
+        self
+    }
+
+    /// Bytes of send buffer the writer holds now.
+    pub fn buffered_capacity(&self) -> usize {
+        self.flusher.allocated()
     }
 
     /// What the flusher did so far (large-path ratio, copies, writes).
@@ -177,6 +201,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             }
             if idle {
                 // Everything written, the queue empty and armed.
+                if self.flusher.allocated() > self.keep_buffered {
+                    self.flusher.release_memory();
+                }
                 return Poll::Pending;
             }
         }

@@ -306,3 +306,50 @@ async fn sink_backpressure_cancel_and_oversize() {
         "closed after the sink closed"
     );
 }
+
+/// After a burst the writer gives its grown send buffer back once
+/// everything was written and the queue is empty (unless told to keep it).
+#[tokio::test]
+async fn a_drained_writer_gives_its_burst_buffer_back() {
+    for keep in [netbuf_tokio::DEFAULT_KEEP_BUFFERED, usize::MAX] {
+        let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+        let io = Scripted {
+            chunk: usize::MAX,
+            vectored: true,
+            ..Default::default()
+        };
+        let (queue, handle) = outbox(SendQueue::builder().limit(4 << 20));
+        let mut writer = handle
+            .writer(io.clone(), Flusher::new(GatherThreshold::Never))
+            .keep_buffered(keep);
+        let framing = LengthDelimited::default();
+        // 2,000 frames of 104 bytes: one ~200 KiB batch in the flusher.
+        for _ in 0..2000 {
+            let m = pool.message_from(&[7u8; 100]).unwrap();
+            let f = OutFrame::encode(&framing, &HeaderBytes::EMPTY, m.into()).unwrap();
+            queue.try_push(f).unwrap();
+        }
+        // Drive it until it sleeps on the empty queue (Scripted says
+        // Pending every other call and wakes itself).
+        let mut polls = 0;
+        while std::future::poll_fn(|cx| Poll::Ready(writer.poll_run(cx).is_pending())).await
+            && !io.out.lock().unwrap().len().eq(&(2000 * 104))
+        {
+            polls += 1;
+            assert!(polls < 10_000, "the writer made no progress");
+            tokio::task::yield_now().await;
+        }
+        // One more round: it finds the queue empty and goes to sleep.
+        assert!(std::future::poll_fn(|cx| Poll::Ready(writer.poll_run(cx).is_pending())).await);
+        assert_eq!(io.out.lock().unwrap().len(), 2000 * 104);
+        if keep == usize::MAX {
+            assert!(writer.buffered_capacity() >= 200_000, "kept");
+        } else {
+            assert!(
+                writer.buffered_capacity() <= keep,
+                "{}",
+                writer.buffered_capacity()
+            );
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! The tokio peer and the tokio-with-netbuf server speak the wire format:
+//! The tokio peer, the tokio-with-netbuf server and mio-lean speak the wire format:
 //! echo (small and gathered sizes), a 3-subscriber room broadcast, and a
 //! `closing` frame for bad input. Started in-process, so they never rot.
 
@@ -126,4 +126,59 @@ fn tokio_peer_speaks_the_wire_format() {
 #[test]
 fn tokio_netbuf_speaks_the_wire_format() {
     check(PeerKind::TokioNetbuf);
+}
+
+#[test]
+fn mio_lean_speaks_the_wire_format() {
+    check(PeerKind::MioLean);
+}
+
+/// mio-lean closes a member that does not read as a slow consumer once its
+/// unsent output passes the send bound: the deliveries it is owed, then a
+/// `closing` frame with the reason, then end of stream; the publisher is
+/// unaffected.
+#[test]
+fn mio_lean_closes_slow_consumers() {
+    let server = PeerKind::MioLean
+        .start(PeerConfig {
+            worker_threads: Some(2),
+            send_queue_bytes: 256 << 10,
+            ..PeerConfig::default()
+        })
+        .expect("start");
+    let addr = server.addr();
+    let mut sub = connect(addr);
+    let mut sub_rb = buffer();
+    send(&mut sub, Kind::Join, 3, b"");
+    send(&mut sub, Kind::EchoRequest, 0, b"sync");
+    assert_eq!(recv(&mut sub, &mut sub_rb).0, Kind::EchoReply);
+    let mut publisher = connect(addr);
+    let mut pub_rb = buffer();
+    // 64 MiB published while the subscriber reads nothing: far more than
+    // the bound plus both kernels' socket buffers.
+    let body = vec![5u8; 64 << 10];
+    for _ in 0..1024 {
+        send(&mut publisher, Kind::Publish, 3, &body);
+    }
+    send(&mut publisher, Kind::EchoRequest, 0, b"still here");
+    let (k, _, b) = recv(&mut publisher, &mut pub_rb);
+    assert_eq!((k, &b[..]), (Kind::EchoReply, &b"still here"[..]));
+    let mut deliveries = 0;
+    let reason = loop {
+        let (k, room, b) = recv(&mut sub, &mut sub_rb);
+        match k {
+            Kind::Delivery => {
+                assert_eq!((room, b.len()), (3, body.len()));
+                deliveries += 1;
+            }
+            Kind::Closing => break String::from_utf8(b).unwrap(),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert!(reason.starts_with("slow consumer"), "{reason}");
+    assert!(deliveries < 1024, "{deliveries} deliveries before closing");
+    let mut rest = Vec::new();
+    let _ = sub.read_to_end(&mut rest);
+    assert!(rest.is_empty());
+    server.shutdown();
 }

@@ -5,7 +5,8 @@
 //!    `cargo bench -p benches --benches`).
 //! 2. Runs the end-to-end matrix in this process's children: the load
 //!    generator against `server-demo` (default strategies), the idiomatic
-//!    tokio peer and tokio-with-netbuf, same machine, same settings;
+//!    tokio peer, tokio-with-netbuf and the lean hand-written mio server
+//!    (the ceiling), same machine, same settings;
 //!    repeated (default 3 runs), medians quoted; with each server's RSS
 //!    at the start of a run, its peak and after it (`--rss-settle`).
 //! 3. Writes `REPORT.md`, `RESULTS-SECTION.md` (the README's "Results"
@@ -71,7 +72,7 @@ enum Cmd {
     /// Run one server until standard input closes (the report's children).
     #[command(hide = true)]
     Serve {
-        /// server-demo, tokio-peer or tokio-netbuf.
+        /// server-demo, tokio-peer, tokio-netbuf or mio-lean.
         server: String,
     },
     /// Run the libzmq reference server until standard input closes.
@@ -158,7 +159,8 @@ fn run(cli: &Cli) -> Result<(), String> {
     } else {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         eprintln!(
-            "end-to-end matrix: 3 servers x {} runs ...",
+            "end-to-end matrix: {} servers x {} runs ...",
+            ServerKind::ALL.len(),
             cli.repeats.max(1)
         );
         Some(
@@ -458,7 +460,10 @@ fn report_md(
          machine. Every server runs as a child process of `bench-report` with the same \
          global allocator, a 1 MiB body limit and a 64 MiB per-session send bound (65,536 messages per room for the tokio peer's `broadcast`); `server-demo` with its default strategies \
          (1 IO thread with inline handlers, pool, shared broadcast, auto gather threshold), the tokio \
-         servers on a multi-thread runtime with one worker per core.\n",
+         servers on a multi-thread runtime with one worker per core, `mio-lean` (a lean \
+         hand-written mio server: a poll per worker, one worker per core, plain `Vec<u8>` \
+         buffers, no pools; the ceiling for small messages) with the same 64 MiB bound on a \
+         connection's unsent output.\n",
     );
     match m {
         Some(m) => {
@@ -523,7 +528,9 @@ fn results_section(
             "\n### End to end: `server-demo` and tokio-with-netbuf against an idiomatic tokio \
              server\n\nSame load generator, loopback TCP, echo with 64 requests in flight on one \
              connection, ping-pong, and 1 KiB fan-out; the tokio peer is tokio + `tokio-util` \
-             `LengthDelimitedCodec` with `broadcast` rooms (`benches/src/peers/`).\n",
+             `LengthDelimitedCodec` with `broadcast` rooms, `mio-lean` a lean hand-written mio \
+             server with plain `Vec<u8>` buffers and no pools, the ceiling for small messages \
+             (`benches/src/peers/`).\n",
         );
         o.push_str(&render::e2e_tables(m));
         o.push_str("\n### Targets\n\n");

@@ -1,4 +1,4 @@
-//! The two tokio servers the end-to-end report compares with `server-demo`:
+//! The servers the end-to-end report compares with `server-demo`:
 //!
 //! * [`tokio_peer`]: the idiomatic peer a Rust user would write: tokio,
 //!   `tokio-util`'s `LengthDelimitedCodec` on a `Framed` split into sink and
@@ -8,13 +8,18 @@
 //!   `RecvBuffer`, `MessagePool`, `SharedMessage`, `SendQueue` and `Flusher`
 //!   on the data path, driven through `TcpStream::try_read` /
 //!   `try_write_vectored` on readiness.
+//! * [`mio_lean`]: no tokio and no netbuf: a lean hand-written mio server,
+//!   a poll per worker thread, plain `Vec<u8>` read and write buffers per
+//!   connection, rooms delivered directly on the publisher's worker and in
+//!   one batch per loop turn to the others. The ceiling for small messages.
 //!
-//! Both speak the suite's wire format (see `DESIGN.md`): echo, join / leave
+//! All speak the suite's wire format (see `DESIGN.md`): echo, join / leave
 //! / publish / delivery, and a `closing` frame with the reason before a
-//! session is closed for bad input. Both start in-process
-//! ([`tokio_peer::start`], [`tokio_netbuf::start`]: bind `127.0.0.1:0`,
-//! return a [`PeerHandle`] with the address) and as binaries
-//! (`tokio-peer --tcp ADDR`, `tokio-netbuf --tcp ADDR`, see [`run_main`]).
+//! session is closed for bad input. All start in-process
+//! ([`tokio_peer::start`], [`tokio_netbuf::start`], [`mio_lean::start`]:
+//! bind `127.0.0.1:0`, return a [`PeerHandle`] with the address) and as
+//! binaries (`tokio-peer --tcp ADDR`, `tokio-netbuf --tcp ADDR`,
+//! `mio-lean --tcp ADDR`, see [`run_main`]).
 //!
 //! ```no_run
 //! use benches::peers::{PeerConfig, tokio_peer};
@@ -33,17 +38,19 @@ use std::time::Duration;
 use server_demo::protocol::Kind;
 use tokio::sync::oneshot;
 
+pub mod mio_lean;
 pub mod tokio_netbuf;
 pub mod tokio_peer;
 
-/// Settings shared by both tokio servers.
+/// Settings shared by the peer servers.
 #[derive(Debug, Clone)]
 pub struct PeerConfig {
     /// Address to bind (default `127.0.0.1:0`).
     pub addr: SocketAddr,
     /// Body limit in bytes (default 1 MiB, as the main job's `server-demo`).
     pub max_body: usize,
-    /// Runtime worker threads (`None`: tokio's default, one per core).
+    /// Runtime worker threads (`None`: tokio's default, one per core), or
+    /// mio-lean's worker threads (`None`: one per CPU as well).
     pub worker_threads: Option<usize>,
     /// Messages a room buffers for its slowest member before that member
     /// is closed as a slow consumer (the `broadcast` channel capacity of the
@@ -53,7 +60,9 @@ pub struct PeerConfig {
     /// publish as fast as the socket takes them) never lag: with 4,096 the
     /// subscriber tasks fell behind the publisher and were closed.
     pub room_capacity: usize,
-    /// Byte bound of a session's send queue (tokio-netbuf).
+    /// Byte bound of a session's send queue (tokio-netbuf), or of a
+    /// connection's unsent output when a delivery is added (mio-lean):
+    /// beyond it the member is closed as a slow consumer.
     pub send_queue_bytes: usize,
 }
 
@@ -73,8 +82,8 @@ impl Default for PeerConfig {
 pub struct PeerHandle {
     addr: SocketAddr,
     name: &'static str,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    stop: Option<Box<dyn FnOnce() + Send>>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for PeerHandle {
@@ -87,26 +96,42 @@ impl fmt::Debug for PeerHandle {
 }
 
 impl PeerHandle {
+    /// A server listening on `addr`, stopped by calling `stop`, running on
+    /// `threads` (joined on shutdown).
+    pub(crate) fn new(
+        addr: SocketAddr,
+        name: &'static str,
+        stop: Box<dyn FnOnce() + Send>,
+        threads: Vec<JoinHandle<()>>,
+    ) -> PeerHandle {
+        PeerHandle {
+            addr,
+            name,
+            stop: Some(stop),
+            threads,
+        }
+    }
+
     /// The TCP address the server listens on.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Which server this is (`tokio-peer`, `tokio-netbuf`).
+    /// Which server this is (`tokio-peer`, `tokio-netbuf`, `mio-lean`).
     pub fn name(&self) -> &'static str {
         self.name
     }
 
-    /// Stops accepting, drops every session and joins the runtime thread.
+    /// Stops accepting, drops every session and joins the server's threads.
     pub fn shutdown(mut self) {
         self.stop_now();
     }
 
     fn stop_now(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
+        if let Some(stop) = self.stop.take() {
+            stop();
         }
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -163,12 +188,14 @@ where
             rt.shutdown_timeout(Duration::from_secs(2));
         })?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok(PeerHandle {
+        Ok(Ok(())) => Ok(PeerHandle::new(
             addr,
             name,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }),
+            Box::new(move || {
+                let _ = stop_tx.send(());
+            }),
+            vec![thread],
+        )),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -223,6 +250,8 @@ pub enum PeerKind {
     TokioPeer,
     /// [`tokio_netbuf`].
     TokioNetbuf,
+    /// [`mio_lean`].
+    MioLean,
 }
 
 impl PeerKind {
@@ -231,12 +260,14 @@ impl PeerKind {
         match self {
             PeerKind::TokioPeer => tokio_peer::start(cfg),
             PeerKind::TokioNetbuf => tokio_netbuf::start(cfg),
+            PeerKind::MioLean => mio_lean::start(cfg),
         }
     }
 }
 
-/// `main` of the `tokio-peer` / `tokio-netbuf` binaries:
-/// `--tcp ADDR [--max-body BYTES] [--workers N] [--stdin-control]`.
+/// `main` of the `tokio-peer` / `tokio-netbuf` / `mio-lean` binaries:
+/// `--tcp ADDR [--max-body BYTES] [--workers N] [--send-queue-bytes BYTES]
+/// [--stdin-control]`.
 /// Prints `listening tcp ADDR` and serves until killed, or with
 /// `--stdin-control` until standard input closes (answering a `stats` line
 /// with `stats allocations=N` from the counting global allocator, if the
@@ -264,13 +295,20 @@ pub fn run_main(kind: PeerKind) -> i32 {
                 cfg.worker_threads = Some(v.parse().map_err(|e| format!("--workers {v}: {e}"))?);
                 Ok(())
             }),
+            "--send-queue-bytes" => value("byte count").and_then(|v| {
+                cfg.send_queue_bytes = v
+                    .parse()
+                    .map_err(|e| format!("--send-queue-bytes {v}: {e}"))?;
+                Ok(())
+            }),
             "--stdin-control" => {
                 control = true;
                 Ok(())
             }
             "-h" | "--help" => {
                 println!(
-                    "usage: {} --tcp ADDR [--max-body BYTES] [--workers N] [--stdin-control]",
+                    "usage: {} --tcp ADDR [--max-body BYTES] [--workers N] \
+                     [--send-queue-bytes BYTES] [--stdin-control]",
                     std::env::args().next().unwrap_or_default()
                 );
                 return 0;

@@ -1,11 +1,11 @@
 //! The end-to-end matrix: the load generator of `server-demo` against
-//! `server-demo` (default strategies), the tokio peer and tokio-with-netbuf,
-//! same machine, same settings, each server a child process so that its
-//! CPU time (all threads, from `/proc`) and allocations (its counting
-//! global allocator) are its own.
+//! `server-demo` (default strategies), the tokio peer, tokio-with-netbuf
+//! and the lean hand-written mio server, same machine, same settings, each
+//! server a child process so that its CPU time (all threads, from `/proc`)
+//! and allocations (its counting global allocator) are its own.
 //!
 //! The children are this same binary (`bench-report serve NAME`), so one
-//! build runs everything and all three servers share one global allocator.
+//! build runs everything and all four servers share one global allocator.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Write};
@@ -27,14 +27,24 @@ pub enum ServerKind {
     TokioPeer,
     /// tokio with netbuf's data path.
     TokioNetbuf,
+    /// The lean hand-written mio server (no pools): the ceiling.
+    MioLean,
 }
 
 impl ServerKind {
-    /// All three, the baseline (tokio peer) first.
-    pub const ALL: [ServerKind; 3] = [
+    /// All four, the baseline (tokio peer) first.
+    pub const ALL: [ServerKind; 4] = [
         ServerKind::TokioPeer,
         ServerKind::Demo,
         ServerKind::TokioNetbuf,
+        ServerKind::MioLean,
+    ];
+
+    /// Every server but the baseline, in table order.
+    pub const OTHERS: [ServerKind; 3] = [
+        ServerKind::Demo,
+        ServerKind::TokioNetbuf,
+        ServerKind::MioLean,
     ];
 
     /// Name used on the command line and in tables.
@@ -43,6 +53,7 @@ impl ServerKind {
             ServerKind::Demo => "server-demo",
             ServerKind::TokioPeer => "tokio-peer",
             ServerKind::TokioNetbuf => "tokio-netbuf",
+            ServerKind::MioLean => "mio-lean",
         }
     }
 
@@ -98,17 +109,17 @@ pub fn serve_child(kind: ServerKind) -> i32 {
             let leaks = server.shutdown();
             i32::from(!leaks.is_clean())
         }
-        ServerKind::TokioPeer | ServerKind::TokioNetbuf => {
+        ServerKind::TokioPeer | ServerKind::TokioNetbuf | ServerKind::MioLean => {
             let cfg = crate::peers::PeerConfig {
                 addr,
                 max_body: MAX_BODY,
                 send_queue_bytes: SEND_QUEUE_BYTES,
                 ..Default::default()
             };
-            let peer = if kind == ServerKind::TokioPeer {
-                crate::peers::PeerKind::TokioPeer
-            } else {
-                crate::peers::PeerKind::TokioNetbuf
+            let peer = match kind {
+                ServerKind::TokioPeer => crate::peers::PeerKind::TokioPeer,
+                ServerKind::TokioNetbuf => crate::peers::PeerKind::TokioNetbuf,
+                _ => crate::peers::PeerKind::MioLean,
             };
             let server = match peer.start(cfg) {
                 Ok(s) => s,
@@ -612,7 +623,8 @@ pub fn run_matrix(
     for rep in 0..repeats {
         for (i, sc) in scenarios.iter().enumerate() {
             for j in 0..servers.len() {
-                let s = &mut servers[(j + rep + i) % 3];
+                let n = servers.len();
+                let s = &mut servers[(j + rep + i) % n];
                 let r = run_once(s, sc, rule);
                 if progress {
                     match &r {

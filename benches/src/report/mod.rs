@@ -1,6 +1,6 @@
 //! The `bench-report` machinery: read criterion's results for the whole
 //! suite ([`criterion`]), run the end-to-end matrix against `server-demo`
-//! and the two tokio servers ([`e2e`]; their resident sets through
+//! the two tokio servers and the lean mio server ([`e2e`]; their resident sets through
 //! [`rss`]), and write `REPORT.md`, `RESULTS-SECTION.md` and SVG plots
 //! ([`render`], [`plots`]).
 

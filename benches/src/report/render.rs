@@ -122,6 +122,7 @@ pub fn targets(m: &Matrix) -> Vec<TargetRow> {
             met,
         });
     };
+    // mio-lean is a reference (the ceiling), not ours: no targets.
     for server in [ServerKind::Demo, ServerKind::TokioNetbuf] {
         let demo = server == ServerKind::Demo;
         // tokio-netbuf's goal: ahead of plain tokio on the same rows.
@@ -180,17 +181,25 @@ pub fn targets(m: &Matrix) -> Vec<TargetRow> {
     rows
 }
 
+/// The header of a table with the baseline's column, then a value and a
+/// `vs peer` ratio column per other server.
+fn ratio_head(o: &mut String) {
+    let mut names = format!("| scenario | {} |", ServerKind::TokioPeer);
+    let mut rule = String::from("|---|---:|");
+    for k in ServerKind::OTHERS {
+        let _ = write!(names, " {k} | vs peer |");
+        rule.push_str("---:|---:|");
+    }
+    let _ = writeln!(o, "{names}\n{rule}");
+}
+
 /// The end-to-end tables.
 pub fn e2e_tables(m: &Matrix) -> String {
     let mut o = String::new();
-    let others = [ServerKind::Demo, ServerKind::TokioNetbuf];
+    let others = ServerKind::OTHERS;
     let head = |o: &mut String, metric: &str, note: &str| {
         let _ = writeln!(o, "\n**{metric}** ({note})\n");
-        let _ = writeln!(
-            o,
-            "| scenario | tokio-peer | server-demo | vs peer | tokio-netbuf | vs peer |"
-        );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+        ratio_head(o);
     };
     type Get = fn(&super::e2e::Cell) -> Option<f64>;
     let table = |o: &mut String,
@@ -281,15 +290,16 @@ pub fn e2e_tables(m: &Matrix) -> String {
         "\n**Run-to-run spread of the rate** (min - max over {} runs)\n",
         m.repeats
     );
-    let _ = writeln!(o, "| scenario | tokio-peer | server-demo | tokio-netbuf |");
-    let _ = writeln!(o, "|---|---:|---:|---:|");
+    let mut names = String::from("| scenario |");
+    let mut rule = String::from("|---|");
+    for k in ServerKind::ALL {
+        let _ = write!(names, " {k} |");
+        rule.push_str("---:|");
+    }
+    let _ = writeln!(o, "{names}\n{rule}");
     for (i, sc) in m.scenarios.iter().enumerate() {
         let mut line = format!("| {} |", sc.label());
-        for k in [
-            ServerKind::TokioPeer,
-            ServerKind::Demo,
-            ServerKind::TokioNetbuf,
-        ] {
+        for k in ServerKind::ALL {
             let cell = m.cell(i, k);
             let s = match cell.and_then(|c| c.per_sec_range()) {
                 Some((a, b)) => format!("{} - {}", rate(a), rate(b)),
@@ -332,11 +342,7 @@ fn rss_table(o: &mut String, m: &Matrix) {
         m.rss.peak.describe(),
         m.rss.settle.describe()
     );
-    let _ = writeln!(
-        o,
-        "| scenario | tokio-peer | server-demo | vs peer | tokio-netbuf | vs peer |"
-    );
-    let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|");
+    ratio_head(o);
     let mb = |v: Option<f64>| opt(v, |b| format!("{:.1}", b / 1e6));
     let cell = |c: Option<&super::e2e::Cell>| {
         format!(
@@ -350,7 +356,7 @@ fn rss_table(o: &mut String, m: &Matrix) {
         let peer = m.cell(i, ServerKind::TokioPeer);
         let base = peer.and_then(|c| c.rss_peak());
         let mut line = format!("| {} | {} |", sc.label(), cell(peer));
-        for k in [ServerKind::Demo, ServerKind::TokioNetbuf] {
+        for k in ServerKind::OTHERS {
             let c = m.cell(i, k);
             let r = c.and_then(|c| c.rss_peak()).zip(base).map(|(v, b)| v / b);
             let _ = write!(line, " {} | {} |", cell(c), ratio(r));
@@ -535,4 +541,46 @@ pub fn machine_block(m: &Machine, command: &str) -> String {
         m.date,
         command
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::e2e::{Cell, Sample};
+
+    #[test]
+    fn every_server_gets_a_column_and_a_ratio() {
+        let mut m = Matrix {
+            scenarios: vec![Scenario::Echo {
+                size: 64,
+                messages: 10,
+            }],
+            servers: ServerKind::ALL.to_vec(),
+            repeats: 1,
+            ..Default::default()
+        };
+        for (j, k) in ServerKind::ALL.into_iter().enumerate() {
+            let sample = Sample {
+                per_sec: 1000.0 * (j + 1) as f64,
+                cpu_ns_per_msg: 100.0,
+                ..Sample::default()
+            };
+            m.cells.insert(
+                (0, k),
+                Cell {
+                    samples: vec![sample],
+                    errors: Vec::new(),
+                },
+            );
+        }
+        let md = e2e_tables(&m);
+        assert!(md.contains(
+            "| scenario | tokio-peer | server-demo | vs peer | tokio-netbuf | vs peer | mio-lean | vs peer |"
+        ));
+        // Rates 1, 2, 3 and 4 k/s: ratios 2x, 3x and 4x against the peer.
+        assert!(md.contains(
+            "| echo 64 B | 1.0 k/s | 2.0 k/s | 2.00x | 3.0 k/s | 3.00x | 4.0 k/s | 4.00x |"
+        ));
+        assert!(md.contains("| scenario | tokio-peer | server-demo | tokio-netbuf | mio-lean |"));
+    }
 }

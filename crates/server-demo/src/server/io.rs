@@ -369,7 +369,7 @@ impl IoThread {
     pub(crate) fn run(mut self) {
         CURRENT_IO.with(|c| c.set(self.index));
         let meter: Arc<ThreadMeter> = self.shared.meter();
-        let (mut turns, mut seen_epoch) = (0u32, 0u64);
+        let (mut turns, mut seen_epoch, mut spins) = (0u32, 0u64, 0u32);
         let mut events = Events::with_capacity(1024);
         let mut ready = Vec::new();
         loop {
@@ -390,7 +390,12 @@ impl IoThread {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .is_empty();
-            let timeout = if self.again.is_empty() && !self_queued {
+            let idle = self.again.is_empty() && !self_queued;
+            // Busy-poll (`--busy-poll N`): up to N non-blocking polls after
+            // the last event before sleeping, so a request that arrives
+            // meanwhile is seen without a wakeup. Counted in polls, not
+            // time: reading the clock is a syscall on some machines.
+            let timeout = if idle && spins >= self.shared.cfg.busy_poll {
                 Duration::from_millis(100)
             } else {
                 Duration::ZERO
@@ -400,6 +405,11 @@ impl IoThread {
                     tracing::error!(thread = self.index, error = %e, "poll failed");
                     break;
                 }
+            }
+            if events.is_empty() && idle {
+                spins = spins.saturating_add(1);
+            } else {
+                spins = 0;
             }
             for ev in events.iter() {
                 match ev.token() {

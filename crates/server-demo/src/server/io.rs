@@ -664,6 +664,13 @@ impl IoThread {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     let short = n < reader.offered;
+                    // Echo replies may go straight into the flusher (see
+                    // `decode_all`): lend it the thread's send buffer first.
+                    if io.flusher.is_empty()
+                        && self.send_spare.capacity() > io.flusher.buffer_capacity()
+                    {
+                        io.flusher.swap_buffer(&mut self.send_spare);
+                    }
                     decode_all(io, session, &shared)?;
                     // A short read drained the socket: the next arrival is
                     // a new readiness edge, so no `WouldBlock` read follows
@@ -831,6 +838,22 @@ fn decode_all(
                     k.as_u8()
                 )));
             }
+        }
+        // Inline handlers, an echo, nothing queued for the session and room
+        // in its flusher: the reply goes straight into the flusher (written
+        // at the end of this turn), skipping the send queue's push and
+        // drain and the ready list. Only with the queue empty, so replies
+        // keep their order behind any reply already queued; and below
+        // FLUSHER_HIGH, so a peer that does not read fills the queue, whose
+        // bound pauses reading (backpressure), instead of the flusher.
+        if header.kind == Kind::EchoRequest
+            && shared.logic.is_empty()
+            && io.flusher.pending_bytes() < FLUSHER_HIGH
+            && session.queue.queued_bytes() == 0
+        {
+            io.flusher.push(super::logic::echo_reply(body));
+            shared.counters.frames_out.fetch_add(1, Ordering::Relaxed);
+            continue;
         }
         // Count the memory the request holds (its block), not its length:
         // a 64 B request in a 4 KiB block costs 4 KiB until answered.

@@ -146,14 +146,7 @@ pub(crate) fn handle(shared: &Shared, job: Job) {
             let bytes = HEADER_LEN + body.capacity();
             match header.kind {
                 Kind::EchoRequest => {
-                    // The request's message becomes the reply's body: the
-                    // payload is copied once, from the socket buffer.
-                    let h = encode_header(Kind::EchoReply, 0, body.len() as u32);
-                    push(
-                        &session,
-                        OutFrame::new(h.into(), Outgoing::Owned(body)),
-                        "send queue overflow",
-                    );
+                    push(&session, echo_reply(body), "send queue overflow");
                 }
                 Kind::Join => shared.rooms.join(header.room, &session),
                 Kind::Leave => shared.rooms.leave(header.room, &session),
@@ -169,6 +162,13 @@ pub(crate) fn handle(shared: &Shared, job: Job) {
             allocators::release_thread_memory();
         }
     }
+}
+
+/// The reply to an echo request: the request's message becomes the
+/// reply's body (the payload is copied once, from the socket buffer).
+pub(crate) fn echo_reply(body: Message) -> OutFrame {
+    let h = encode_header(Kind::EchoReply, 0, body.len() as u32);
+    OutFrame::new(h.into(), Outgoing::Owned(body))
 }
 
 fn push(session: &SessionShared, frame: OutFrame, overflow_reason: &str) {

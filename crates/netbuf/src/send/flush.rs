@@ -328,10 +328,9 @@ impl<B: AsRef<[u8]>> Flusher<B> {
     /// until it is written.
     pub fn push(&mut self, frame: OutFrame<B>) {
         let body_len = frame.body.as_ref().len();
-        let header_len = frame.header.len();
-        let total = header_len + body_len;
-        self.pending += total;
         if self.transform.is_none() && body_len >= self.threshold {
+            let total = frame.header.len() + body_len;
+            self.pending += total;
             self.metrics.gather_frames += 1;
             self.metrics.gather_bytes += total as u64;
             self.segments.push_back(Segment::Large {
@@ -340,6 +339,28 @@ impl<B: AsRef<[u8]>> Flusher<B> {
             });
             return;
         }
+        self.push_copy(frame.header.as_slice(), frame.body.as_ref());
+    }
+
+    /// Queues a frame given as borrowed bytes: header and body are copied
+    /// into the send buffer now, whatever the body's size (no body is kept
+    /// alive). For a reply built from a frame still in a receive buffer
+    /// ([`FrameSource::next_frame`](crate::FrameSource::next_frame)): one
+    /// copy, and no message allocated for it. Use [`push`](Self::push) for
+    /// bodies at or above the gather threshold, which it never copies.
+    ///
+    /// ```
+    /// use netbuf::{Flusher, GatherThreshold};
+    ///
+    /// let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Never);
+    /// f.push_copy(&[0, 0, 0, 5], b"hello");
+    /// let mut wire = Vec::new();
+    /// f.flush(&mut wire).unwrap();
+    /// assert_eq!(wire, b"\0\0\0\x05hello");
+    /// ```
+    pub fn push_copy(&mut self, header: &[u8], body: &[u8]) {
+        let total = header.len() + body.len();
+        self.pending += total;
         self.metrics.linear_frames += 1;
         self.metrics.linear_bytes += total as u64;
         self.metrics.bytes_copied += total as u64;
@@ -347,16 +368,16 @@ impl<B: AsRef<[u8]>> Flusher<B> {
         let start = self.buf.len();
         match &mut self.transform {
             None => {
-                self.buf.extend_from_slice(frame.header.as_slice());
-                self.buf.extend_from_slice(frame.body.as_ref());
+                self.buf.extend_from_slice(header);
+                self.buf.extend_from_slice(body);
             }
             Some(t) => {
                 // Fused: the copy into the send buffer is the transform's
                 // output, no intermediate copy.
                 self.buf.resize(start + total, 0);
-                let (h, b) = self.buf[start..].split_at_mut(header_len);
-                t.apply(frame.header.as_slice(), h);
-                t.apply(frame.body.as_ref(), b);
+                let (h, b) = self.buf[start..].split_at_mut(header.len());
+                t.apply(header, h);
+                t.apply(body, b);
             }
         }
         let end = self.buf.len();

@@ -7,17 +7,20 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::protocol::{DemoFraming, HEADER_LEN, Kind, encode_header};
+use crate::protocol::{DemoFraming, Kind, encode_header};
 use mio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 use netbuf::{
-    ChaCha20Transform, Flushed, Flusher, FrameSource, OutFrame, Outgoing, ReceiveBuffer, Transport,
-    framing::DecodeError,
+    ChaCha20Transform, Flusher, FrameSource, OutFrame, Outgoing, ReceiveBuffer, Transport,
 };
 
+mod input;
 mod memory;
+mod output;
 mod zmtp;
 
+use input::{decode_all, dispatch};
+use output::pump_output;
 pub(crate) use zmtp::ZmtpListener;
 
 use super::inproc::ServerEnd;
@@ -733,211 +736,4 @@ impl IoThread {
         self.shared.live_sessions.fetch_sub(1, Ordering::Relaxed);
         dispatch(&self.shared, Job::Closed(s.shared.clone()), id);
     }
-}
-
-/// Moves queued frames into the flusher and writes until done or
-/// `WouldBlock` (a writable event resumes it). Frames stay in the send
-/// queue, where its byte bound counts them, while the flusher already holds
-/// [`FLUSHER_HIGH`] bytes: a slow peer pushes back on producers instead of
-/// growing the flusher.
-///
-/// The flusher's send buffer is the IO thread's `spare`, lent for the turn
-/// and taken back once everything was written: N sessions flushed in turn
-/// hold one buffer, not N (fan-out to 256 subscribers held 256 x 16 KiB),
-/// and a request-reply session allocates nothing per reply. A session whose
-/// write stopped short keeps the buffer until it drains (the next turn
-/// lends the thread a new one).
-fn pump_output(
-    s: &mut Session,
-    shared: &Shared,
-    spare: &mut Vec<u8>,
-) -> Result<(), netbuf::FlushError> {
-    if s.io.is_none() && (s.shared.queue.queued_bytes() == 0) {
-        // Parked with nothing to send: stays parked.
-        return Ok(());
-    }
-    let (io, stream, session) = s.io(shared);
-    if spare.capacity() > io.flusher.buffer_capacity() {
-        io.flusher.swap_buffer(spare);
-    }
-    loop {
-        let mut idle = false;
-        if io.flusher.pending_bytes() < FLUSHER_HIGH {
-            // In small chunks, stopping at FLUSHER_HIGH: the flusher's
-            // buffer holds at most that plus a chunk's last frame, whatever
-            // the frame size.
-            let mut n = 0u64;
-            let flusher = &mut io.flusher;
-            let mut budget = DRAIN_BATCH;
-            while budget > 0 {
-                let chunk = DRAIN_CHUNK.min(budget);
-                budget -= chunk;
-                idle = session.queue.drain_each(chunk, |f| {
-                    n += 1;
-                    flusher.push(f);
-                });
-                if idle || flusher.pending_bytes() >= FLUSHER_HIGH {
-                    break;
-                }
-            }
-            shared.counters.frames_out.fetch_add(n, Ordering::Relaxed);
-        }
-        if io.flusher.is_empty() {
-            if idle {
-                return_buffer(&mut io.flusher, spare);
-                return Ok(());
-            }
-            continue;
-        }
-        match io.flusher.flush(stream)? {
-            Flushed::Done if idle => {
-                return_buffer(&mut io.flusher, spare);
-                return Ok(());
-            }
-            Flushed::Done => {}
-            Flushed::WouldBlock => return Ok(()),
-        }
-    }
-}
-
-/// Everything sent: the flusher's send buffer goes back to the IO thread's
-/// spare (whichever of the two is larger is kept there). One grown past
-/// [`FLUSHER_KEEP`] by a burst goes back to the allocator instead.
-fn return_buffer(flusher: &mut Flusher<Outgoing>, spare: &mut Vec<u8>) {
-    if flusher.buffer_capacity() > spare.capacity() {
-        flusher.swap_buffer(spare);
-    }
-    if spare.capacity() > FLUSHER_KEEP {
-        *spare = Vec::new();
-    }
-    if flusher.allocated() > FLUSHER_KEEP {
-        flusher.release_memory();
-    }
-}
-
-/// Decodes every complete frame and hands it to its logic thread.
-fn decode_all(
-    io: &mut SessionIo,
-    session: &Arc<SessionShared>,
-    shared: &Shared,
-) -> Result<(), Close> {
-    loop {
-        if let Some(done) = echo_direct(io, session, shared)? {
-            if done {
-                return Ok(());
-            }
-            continue;
-        }
-        let next = io.recv.next_message(&shared.pool);
-        let (header, body) = match next {
-            Ok(Some(f)) => f,
-            Ok(None) => return Ok(()),
-            Err(e) => return Err(Close::Protocol(decode_reason(&e))),
-        };
-        shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-        check_kind(header.kind)?;
-        handle_owned(session, shared, header, body)?;
-    }
-}
-
-/// The kinds a client may send; anything else closes the session.
-fn check_kind(kind: Kind) -> Result<(), Close> {
-    match kind {
-        Kind::EchoRequest | Kind::Join | Kind::Leave | Kind::Publish => Ok(()),
-        Kind::Closing => Err(Close::Quiet("peer sent closing".into())),
-        k => Err(Close::Protocol(format!(
-            "protocol error: unexpected kind {} from a client",
-            k.as_u8()
-        ))),
-    }
-}
-
-/// The inline echo fast path. With handlers inline, nothing queued for the
-/// session and room in its flusher, the next frame is decoded in place
-/// (borrowed from the linear receive buffer) and, if it is an echo request
-/// under the gather threshold, its reply is copied straight into the
-/// flusher: no pooled message, no send-queue push or drain, no ready-list
-/// entry. Only with the queue empty, so replies keep their order behind
-/// any reply already queued; only below `FLUSHER_HIGH`, so a peer that does
-/// not read fills the queue, whose bound pauses reading (backpressure), not
-/// the flusher.
-///
-/// `Ok(None)`: not applicable, decode the usual way. `Ok(Some(true))`: no
-/// complete frame buffered. `Ok(Some(false))`: a frame was handled.
-fn echo_direct(
-    io: &mut SessionIo,
-    session: &Arc<SessionShared>,
-    shared: &Shared,
-) -> Result<Option<bool>, Close> {
-    if !shared.logic.is_empty()
-        || io.flusher.pending_bytes() >= FLUSHER_HIGH
-        || session.queue.queued_bytes() != 0
-    {
-        return Ok(None);
-    }
-    let ReceiveBuffer::Linear(recv) = &mut io.recv else {
-        return Ok(None);
-    };
-    let threshold = io.flusher.threshold();
-    let frame = match recv.next_frame() {
-        Ok(Some(f)) => f,
-        Ok(None) => return Ok(Some(true)),
-        Err(e) => return Err(Close::Protocol(decode_reason(&e))),
-    };
-    shared.counters.frames_in.fetch_add(1, Ordering::Relaxed);
-    check_kind(frame.header.kind)?;
-    if frame.header.kind == Kind::EchoRequest && frame.body.len() < threshold {
-        let h = encode_header(Kind::EchoReply, 0, frame.body.len() as u32);
-        io.flusher.push_copy(&h, frame.body);
-        shared.counters.frames_out.fetch_add(1, Ordering::Relaxed);
-        return Ok(Some(false));
-    }
-    // Another kind, or a large echo (sent without a copy through the queue
-    // path): into a message, as `next_message` would have done.
-    let header = frame.header;
-    let body = shared.pool.message_from(frame.body).map_err(|e| {
-        Close::Protocol(format!("cannot take a {} B message: {e}", frame.body.len()))
-    })?;
-    handle_owned(session, shared, header, body)?;
-    Ok(Some(false))
-}
-
-/// Hands a decoded frame to its handler, counting the request's memory
-/// while it is in flight.
-fn handle_owned(
-    session: &Arc<SessionShared>,
-    shared: &Shared,
-    header: crate::protocol::FrameHeader,
-    body: netbuf::Message,
-) -> Result<(), Close> {
-    // Count the memory the request holds (its block), not its length:
-    // a 64 B request in a 4 KiB block costs 4 KiB until answered.
-    let bytes = HEADER_LEN + body.capacity();
-    session.inflight.fetch_add(bytes, Ordering::AcqRel);
-    let job = Job::Frame {
-        session: session.clone(),
-        header,
-        body,
-    };
-    if !dispatch(shared, job, session.id) {
-        session.inflight.fetch_sub(bytes, Ordering::AcqRel);
-        return Err(Close::Protocol("server overloaded".into()));
-    }
-    Ok(())
-}
-
-/// Hands a job to the session's logic thread, or runs it right here with
-/// `--logic-threads 0` (handlers inline on the IO thread: no handoff, no
-/// wakeup). Returns `false` if the logic thread's queue refused it.
-fn dispatch(shared: &Shared, job: Job, session: u64) -> bool {
-    if shared.logic.is_empty() {
-        super::logic::handle(shared, job);
-        return true;
-    }
-    let logic = &shared.logic[(session as usize) % shared.logic.len()];
-    logic.jobs.try_push(job).is_ok()
-}
-
-fn decode_reason(e: &DecodeError) -> String {
-    format!("protocol error: {e}")
 }

@@ -780,13 +780,19 @@ fn settle_rss(bound: u64) -> (u64, Duration) {
 /// a run) stays resident, which `malloc_trim` does not reach. That is
 /// memory of the harness, not of the server (whose own after-load RSS,
 /// measured in a process of its own, is in the README), so the soak pins
-/// the thresholds to check the after-load bound on what the server holds.
+/// the thresholds, and caps the arenas, to check the after-load bound on
+/// what the server holds.
 fn pin_glibc_thresholds() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     if allocators::active() == allocators::AllocatorKind::System {
         // SAFETY: `mallopt` takes no pointer; M_MMAP_THRESHOLD (-3) with a
         // value within glibc's limits only changes its policy.
         unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10) };
+        // And at most 4 arenas: each of the harness's dozens of threads
+        // would otherwise get one (up to 8 per core), each keeping its
+        // fragments and a top below the trim threshold after the run.
+        // SAFETY: as above; M_ARENA_MAX (-8) only caps future arenas.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, 4) };
     }
 }
 

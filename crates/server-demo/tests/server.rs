@@ -466,3 +466,30 @@ fn a_connection_dropped_mid_write_closes_only_itself() {
     wait_until("all closed", || s.live_sessions() == 0);
     assert!(s.shutdown().is_clean());
 }
+
+/// A session parks when quiet (its buffers dropped): never while a frame
+/// is half-way, even when the receive buffer holds no byte of it (the
+/// chained buffer stages a large body after consuming its header). The
+/// header arrives, the server sweeps (about once a second) while the body
+/// is late, then the body arrives: the echo comes back whole.
+#[test]
+fn a_frame_split_across_a_sweep_survives_parking() {
+    for recv in [RecvMode::Linear, RecvMode::Chained] {
+        let s = start(StrategyArgs {
+            recv,
+            ..StrategyArgs::default()
+        });
+        let mut c = tcp(&s);
+        let body = payload(8 << 10, 3);
+        let f = frame(Kind::EchoRequest, 0, &body);
+        c.write_all(&f[..HEADER_LEN]).unwrap();
+        c.flush().unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        c.write_all(&f[HEADER_LEN..]).unwrap();
+        let (kind, _, got) = read_frame(&mut c).expect("the echo comes back");
+        assert_eq!(kind, Kind::EchoReply.as_u8(), "{recv:?}");
+        assert!(got == body, "{recv:?}: body differs");
+        drop(c);
+        assert!(s.shutdown().is_clean());
+    }
+}

@@ -148,10 +148,14 @@ impl<F: Framing, A: Allocator + Send + Sync + 'static> ChainedBuffer<F, A> {
         self.len
     }
 
-    /// Whether no byte is buffered.
+    /// Whether nothing is held: no byte buffered and no frame half-way
+    /// (a large body being received into its own block has had its header
+    /// consumed, so [`buffered`](Self::buffered) can be 0 while the frame
+    /// is still incomplete). Only then may the buffer be dropped without
+    /// losing stream position.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len == 0 && self.staged.is_none()
     }
 
     /// Blocks held right now (0 for an idle session).

@@ -27,6 +27,10 @@ pub const DIRECT_HEAD_READ: usize = 512;
 /// [`LinearBuffer::release_if_empty`]).
 pub const PROBE_READ: usize = 512;
 
+// `read_probe` does not apply the short read after a direct body: it never
+// reads more than the short read would.
+const _: () = assert!(PROBE_READ <= DIRECT_HEAD_READ);
+
 /// When a [`LinearBuffer`] moves buffered bytes to the front.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compaction {

@@ -236,6 +236,16 @@ struct Session {
     read_closed: bool,
 }
 
+/// Nothing held by the receive buffer: no byte and no frame half-way (a
+/// staged large body has had its header consumed; dropping the buffer then
+/// would lose the stream's framing).
+fn recv_is_empty(recv: &ReceiveBuffer<DemoFraming>) -> bool {
+    match recv {
+        ReceiveBuffer::Linear(b) => b.is_empty(),
+        ReceiveBuffer::Chained(b) => b.is_empty(),
+    }
+}
+
 /// What a session needs only while it has traffic.
 struct SessionIo {
     recv: ReceiveBuffer<DemoFraming>,
@@ -265,7 +275,7 @@ impl Session {
             && self
                 .io
                 .as_ref()
-                .is_none_or(|io| io.recv.buffered() == 0 && io.flusher.is_empty())
+                .is_none_or(|io| recv_is_empty(&io.recv) && io.flusher.is_empty())
     }
 
     /// Drops the receive buffer and flusher of a quiet session, counting
@@ -667,9 +677,12 @@ impl IoThread {
                 Ok(n) => {
                     budget = budget.saturating_sub(n);
                     let short = n < reader.offered;
-                    // Echo replies may go straight into the flusher (see
-                    // `decode_all`): lend it the thread's send buffer first.
-                    if io.flusher.is_empty()
+                    // Inline echo replies may go straight into the flusher
+                    // (see `decode_all`): lend it the thread's send buffer
+                    // first (not with logic threads: the reply comes later,
+                    // and the buffer would sit idle meanwhile).
+                    if shared.logic.is_empty()
+                        && io.flusher.is_empty()
                         && self.send_spare.capacity() > io.flusher.buffer_capacity()
                     {
                         io.flusher.swap_buffer(&mut self.send_spare);

@@ -21,7 +21,7 @@ use super::rss::{self, PeakMethod, PeakProbe, Settle};
 /// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServerKind {
-    /// `server-demo` with its default strategies (1 IO thread, handlers inline).
+    /// `server-demo` with its default strategies (1 IO + 1 logic thread).
     Demo,
     /// The idiomatic tokio + `LengthDelimitedCodec` peer.
     TokioPeer,

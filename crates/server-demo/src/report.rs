@@ -319,7 +319,7 @@ pub fn strategies() -> Vec<StrategyArgs> {
             ..base.clone()
         },
         StrategyArgs {
-            logic_threads: 1,
+            logic_threads: 0,
             ..base
         },
     ]

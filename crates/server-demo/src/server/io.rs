@@ -285,9 +285,12 @@ impl Session {
         if shared.cfg.transform != TransformMode::None || !self.is_quiet() {
             return false;
         }
-        if let Some(io) = self.io.take() {
-            shared.counters.add_flushed(&io.flusher.metrics());
-        }
+        // Already parked: its queue's block went back then, and a push
+        // since would have taken the session out of the parked state.
+        let Some(io) = self.io.take() else {
+            return true;
+        };
+        shared.counters.add_flushed(&io.flusher.metrics());
         self.shared.queue.release_idle_memory();
         true
     }
@@ -382,7 +385,7 @@ impl IoThread {
     pub(crate) fn run(mut self) {
         CURRENT_IO.with(|c| c.set(self.index));
         let meter: Arc<ThreadMeter> = self.shared.meter();
-        let (mut turns, mut seen_epoch, mut spins) = (0u32, 0u64, 0u32);
+        let (mut seen_epoch, mut spins) = (0u64, 0u32);
         let mut events = Events::with_capacity(1024);
         let mut ready = Vec::new();
         loop {
@@ -485,9 +488,11 @@ impl IoThread {
             }
             let quiet = events.is_empty() && !timeout.is_zero();
             self.housekeeping(quiet);
-            turns = turns.wrapping_add(1);
             let epoch = self.shared.meter_epoch.load(Ordering::Relaxed);
-            if quiet || epoch != seen_epoch || turns % super::ThreadMeter::METER_EVERY == 0 {
+            if quiet
+                || epoch != seen_epoch
+                || self.house.turns() % super::ThreadMeter::METER_EVERY == 0
+            {
                 seen_epoch = epoch;
                 meter.update();
             }
@@ -681,11 +686,8 @@ impl IoThread {
                     // (see `decode_all`): lend it the thread's send buffer
                     // first (not with logic threads: the reply comes later,
                     // and the buffer would sit idle meanwhile).
-                    if shared.logic.is_empty()
-                        && io.flusher.is_empty()
-                        && self.send_spare.capacity() > io.flusher.buffer_capacity()
-                    {
-                        io.flusher.swap_buffer(&mut self.send_spare);
+                    if shared.logic.is_empty() {
+                        output::lend_buffer(&mut io.flusher, &mut self.send_spare);
                     }
                     decode_all(io, session, &shared)?;
                     // A short read drained the socket: the next arrival is

@@ -50,6 +50,13 @@ impl Housekeeping {
     }
 }
 
+impl Housekeeping {
+    /// Loop turns so far (wrapping): the IO loop's one turn counter.
+    pub(crate) fn turns(&self) -> u32 {
+        self.turns
+    }
+}
+
 impl IoThread {
     /// Called once per loop turn; `quiet` when the poll returned no event.
     pub(crate) fn housekeeping(&mut self, quiet: bool) {

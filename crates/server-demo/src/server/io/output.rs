@@ -30,9 +30,7 @@ pub(super) fn pump_output(
         return Ok(());
     }
     let (io, stream, session) = s.io(shared);
-    if spare.capacity() > io.flusher.buffer_capacity() {
-        io.flusher.swap_buffer(spare);
-    }
+    lend_buffer(&mut io.flusher, spare);
     loop {
         let mut idle = false;
         if io.flusher.pending_bytes() < FLUSHER_HIGH {
@@ -70,6 +68,15 @@ pub(super) fn pump_output(
             Flushed::Done => {}
             Flushed::WouldBlock => return Ok(()),
         }
+    }
+}
+
+/// Lends the IO thread's spare send buffer to a flusher holding nothing
+/// pending, if the spare is the larger (a flusher with pending bytes keeps
+/// its own: `swap_buffer` refuses).
+pub(super) fn lend_buffer(flusher: &mut Flusher<Outgoing>, spare: &mut Vec<u8>) {
+    if spare.capacity() > flusher.buffer_capacity() {
+        flusher.swap_buffer(spare);
     }
 }
 

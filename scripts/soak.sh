@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The 60-second soak / chaos profile (release build): server-demo's server
+# The 60-second soak / chaos run (release build), in two 30-second profiles
+# (handlers inline, then on logic threads): server-demo's server
 # in-process on loopback under 16 client threads that connect and
 # disconnect at random, mix valid echo / room traffic with faults (garbage,
 # oversize frames, slow readers, drops mid-frame), plus 6 ZMTP client
@@ -12,7 +13,13 @@
 #   SOAK_SEED=42 scripts/soak.sh          # replay a seed's choices
 set -euo pipefail
 cd "$(dirname "$0")/.."
-args=(soak --seconds "${SOAK_SECONDS:-60}" --clients "${SOAK_CLIENTS:-16}")
-[ -n "${SOAK_SEED:-}" ] && args+=(--seed "$SOAK_SEED")
-# One log line per closed session would drown the summary.
-RUST_LOG="${RUST_LOG:-warn}" cargo run --release -q -p server-demo -- "${args[@]}" "$@"
+# Two profiles of half the time each: handlers inline on the IO threads
+# (the server's default) and on two logic threads.
+half=$(( (${SOAK_SECONDS:-60} + 1) / 2 ))
+for logic in 0 2; do
+  echo "-- soak profile: --logic-threads $logic ($([ "$logic" = 0 ] && echo "handlers inline, the default" || echo "logic threads")), $half s"
+  args=(soak --seconds "$half" --clients "${SOAK_CLIENTS:-16}" --logic-threads "$logic")
+  [ -n "${SOAK_SEED:-}" ] && args+=(--seed "$SOAK_SEED")
+  # One log line per closed session would drown the summary.
+  RUST_LOG="${RUST_LOG:-warn}" cargo run --release -q -p server-demo -- "${args[@]}" "$@"
+done

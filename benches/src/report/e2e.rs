@@ -21,8 +21,12 @@ use super::rss::{self, PeakMethod, PeakProbe, Settle};
 /// The servers compared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ServerKind {
-    /// `server-demo` with its default strategies (1 IO + 1 logic thread).
+    /// `server-demo` with its default strategies (1 IO thread, handlers
+    /// inline).
     Demo,
+    /// `server-demo` with one logic thread (`--logic-threads 1`: the mode
+    /// for handlers that may block), to show what the default gains.
+    DemoLogic,
     /// The idiomatic tokio + `LengthDelimitedCodec` peer.
     TokioPeer,
     /// tokio with netbuf's data path.
@@ -32,17 +36,19 @@ pub enum ServerKind {
 }
 
 impl ServerKind {
-    /// All four, the baseline (tokio peer) first.
-    pub const ALL: [ServerKind; 4] = [
+    /// All five, the baseline (tokio peer) first.
+    pub const ALL: [ServerKind; 5] = [
         ServerKind::TokioPeer,
         ServerKind::Demo,
+        ServerKind::DemoLogic,
         ServerKind::TokioNetbuf,
         ServerKind::MioLean,
     ];
 
     /// Every server but the baseline, in table order.
-    pub const OTHERS: [ServerKind; 3] = [
+    pub const OTHERS: [ServerKind; 4] = [
         ServerKind::Demo,
+        ServerKind::DemoLogic,
         ServerKind::TokioNetbuf,
         ServerKind::MioLean,
     ];
@@ -51,6 +57,7 @@ impl ServerKind {
     pub fn name(self) -> &'static str {
         match self {
             ServerKind::Demo => "server-demo",
+            ServerKind::DemoLogic => "server-demo-logic1",
             ServerKind::TokioPeer => "tokio-peer",
             ServerKind::TokioNetbuf => "tokio-netbuf",
             ServerKind::MioLean => "mio-lean",
@@ -86,11 +93,17 @@ pub const SEND_QUEUE_BYTES: usize = 64 << 20;
 pub fn serve_child(kind: ServerKind) -> i32 {
     let addr: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
     match kind {
-        ServerKind::Demo => {
+        ServerKind::Demo | ServerKind::DemoLogic => {
+            let d = server_demo::config::StrategyArgs::default();
             let strategy = server_demo::config::StrategyArgs {
                 max_frame: MAX_BODY,
                 send_queue_bytes: SEND_QUEUE_BYTES,
-                ..Default::default()
+                logic_threads: if kind == ServerKind::DemoLogic {
+                    1
+                } else {
+                    d.logic_threads
+                },
+                ..d
             };
             let listen = server_demo::config::Listen {
                 tcp: Some(addr),

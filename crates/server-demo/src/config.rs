@@ -92,16 +92,15 @@ pub struct StrategyArgs {
     /// IO threads (each runs a mio event loop).
     #[arg(long, default_value_t = 1)]
     pub io_threads: usize,
-    /// Logic threads (handlers). 0 runs the handlers inline on the IO
-    /// threads: no thread handoff per request, 3 syscalls per 64 B round
-    /// trip against 6.2 with one logic thread, 335 instructions per
-    /// pipelined echo against 1,185, and no futex in pipelined echo; but a
-    /// slow inline handler stalls every session of its IO thread, and a
-    /// publish to many subscribers is handled and flushed by one thread
-    /// (fan-out x256 at 1 KiB peaked 1.03-1.05x the tokio peer's RSS
-    /// inline, 0.83-0.92x with a logic thread). The default keeps one
-    /// logic thread; choose 0 for cheap request-reply handlers.
-    #[arg(long, default_value_t = 1)]
+    /// Logic threads (handlers). 0 (the default) runs the handlers inline
+    /// on the IO threads: no thread handoff per request (3 syscalls per
+    /// 64 B round trip against 6.2 with one logic thread, 335 instructions
+    /// per pipelined echo against 1,185, no futex), and a publish's
+    /// deliveries are flushed by the thread that queued them, at most
+    /// 1,024 per turn. Choose 1 or more when a handler may block or take
+    /// long: an inline handler that stalls stalls every session of its IO
+    /// thread, a logic thread only the requests queued behind it.
+    #[arg(long, default_value_t = 0)]
     pub logic_threads: usize,
     /// Busy-poll: after the last event an IO thread polls this many more
     /// times without sleeping (each a non-blocking `epoll_wait`, about a
@@ -132,7 +131,7 @@ impl Default for StrategyArgs {
             recv: RecvMode::Linear,
             transform: TransformMode::None,
             io_threads: 1,
-            logic_threads: 1,
+            logic_threads: 0,
             busy_poll: 0,
             max_frame: crate::protocol::DEFAULT_MAX_BODY,
             send_queue_bytes: 8 << 20,

@@ -97,8 +97,9 @@ pub struct SoakArgs {
     /// Server IO threads.
     #[arg(long, default_value_t = 2)]
     pub io_threads: usize,
-    /// Server logic threads.
-    #[arg(long, default_value_t = 2)]
+    /// Server logic threads (0: handlers inline on the IO threads, the
+    /// server's default).
+    #[arg(long, default_value_t = 0)]
     pub logic_threads: usize,
     /// Message memory of the server.
     #[arg(long, value_enum, default_value_t = PoolMode::Pooled)]
@@ -124,7 +125,7 @@ impl Default for SoakArgs {
             seed: None,
             max_frame: (1 << 20) + (64 << 10),
             io_threads: 2,
-            logic_threads: 2,
+            logic_threads: 0,
             pool: PoolMode::Pooled,
             recv: RecvMode::Linear,
             queue: QueueMode::Mpsc,
@@ -1355,7 +1356,7 @@ pub fn run(args: &SoakArgs) -> SoakReport {
         recv: args.recv,
         queue: args.queue,
         io_threads: args.io_threads.max(1),
-        logic_threads: args.logic_threads.max(1),
+        logic_threads: args.logic_threads,
         max_frame,
         ..StrategyArgs::default()
     };

@@ -206,7 +206,10 @@ impl<F: Framing> LinearBuffer<F> {
     }
 
     /// Bytes of storage held now: 0 before the first read and after
-    /// [`release_if_empty`](Self::release_if_empty), else the capacity.
+    /// [`release_if_empty`](Self::release_if_empty); [`PROBE_READ`] after a
+    /// first read that brought fewer bytes than that (the next read takes
+    /// the capacity); else the capacity, or more while a frame larger than
+    /// the capacity is received.
     #[inline]
     pub fn allocated(&self) -> usize {
         self.buf.len()
@@ -457,6 +460,11 @@ impl<F: Framing> LinearBuffer<F> {
                 self.compact();
             }
         }
+        // Small storage taken by a probe read (`read_probe`): the full
+        // capacity once a read would be offered less than `min_read`.
+        if self.buf.len() < self.cap && self.buf.len() - self.end < self.min_read.max(1) {
+            self.grow(self.cap);
+        }
         // A partial frame at the front that the storage cannot hold: grow
         // (never past one maximal frame).
         if self.start == 0 && self.end > 0 && self.buf.len() < self.max_frame() {
@@ -597,9 +605,20 @@ impl<F: Framing> LinearBuffer<F> {
             ));
         }
         if n > 0 {
-            let tail = self.prepare_tail();
-            tail[..n].copy_from_slice(&probe[..n]);
-            self.end += n;
+            if n < room {
+                // The read drained the socket: a hello, a request, a join.
+                // Storage the size of the probe holds it; the next read
+                // takes the full capacity (`prepare_tail`). A burst of new
+                // connections that each send a few bytes then costs
+                // `PROBE_READ` each, not the capacity, until they send more.
+                self.buf = probe[..room].into();
+                self.start = 0;
+                self.end = n;
+            } else {
+                let tail = self.prepare_tail();
+                tail[..n].copy_from_slice(&probe[..n]);
+                self.end += n;
+            }
             self.stats.bytes_read += n as u64;
             self.after_direct = false;
         }

@@ -66,6 +66,17 @@ pub(crate) const FLUSHER_KEEP: usize = 32 << 10;
 /// client that never stops sending must not starve the rest).
 pub(crate) const READ_BUDGET: usize = 256 << 10;
 
+/// Deliveries inline handlers may queue for other sessions from one
+/// session's reads before the loop flushes them (the rest of the input
+/// waits for the next turn). Without it, one turn of a publisher's input
+/// (up to `READ_BUDGET`: 250 publishes of 1 KiB) queued 250 deliveries for
+/// each of 256 subscribers before any was written: they sat in send-queue
+/// blocks instead of the kernel's socket buffers. Measured (fan-out x256,
+/// inline, one run each on 2 cores): 1024 peaked at 7.6-7.8 MB RSS where no
+/// budget peaked at 13.7-14.1 MB, at the same or higher deliveries/s
+/// (1 KiB: 1.68-1.77 M/s against 1.66-1.69 M/s).
+pub(crate) const INLINE_DELIVERY_BUDGET: usize = 1024;
+
 /// The part of an IO thread other threads reach: its waker, the sessions
 /// that have something for it, and connections handed to it.
 pub(crate) struct IoShared {
@@ -647,8 +658,14 @@ impl IoThread {
         let limit = shared.cfg.send_queue_bytes / 2;
         let mut budget = READ_BUDGET;
         let was_parked = s.io.is_none();
+        let inline = shared.logic.is_empty();
+        let deliveries = super::logic::deliveries_queued();
         while s.want_read {
-            if budget == 0 {
+            if budget == 0
+                || (inline
+                    && super::logic::deliveries_queued().wrapping_sub(deliveries)
+                        >= INLINE_DELIVERY_BUDGET)
+            {
                 self.again.push(id);
                 return Ok(());
             }
@@ -686,7 +703,7 @@ impl IoThread {
                     // (see `decode_all`): lend it the thread's send buffer
                     // first (not with logic threads: the reply comes later,
                     // and the buffer would sit idle meanwhile).
-                    if shared.logic.is_empty() {
+                    if inline {
                         output::lend_buffer(&mut io.flusher, &mut self.send_spare);
                     }
                     decode_all(io, session, &shared)?;

@@ -179,11 +179,23 @@ fn push(session: &SessionShared, frame: OutFrame, overflow_reason: &str) {
     }
 }
 
+std::thread_local! {
+    /// Deliveries this thread's handlers queued (wrapping): an IO thread
+    /// running handlers inline reads it to bound what one turn queues.
+    static DELIVERIES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Deliveries queued by handlers on this thread so far (wrapping).
+pub(crate) fn deliveries_queued() -> usize {
+    DELIVERIES.with(|d| d.get())
+}
+
 fn publish(shared: &Shared, room: u16, body: Message) {
     let h = encode_header(Kind::Delivery, room, body.len() as u32);
     let msg: SharedMessage = body.freeze();
     let members = shared.rooms.room(room);
     let members = members.lock().unwrap_or_else(|p| p.into_inner());
+    DELIVERIES.with(|d| d.set(d.get().wrapping_add(members.len())));
     for s in members.iter() {
         let out = match shared.cfg.broadcast {
             BroadcastMode::Shared => Outgoing::Shared(msg.clone()),

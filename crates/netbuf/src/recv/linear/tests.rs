@@ -311,6 +311,82 @@ fn reads_without_storage_allocate_only_when_bytes_come() {
     assert!(b.finish().is_ok());
 }
 
+/// A first read that brings fewer bytes than the probe (a hello, a join)
+/// takes storage of the probe's size, not the capacity; the next read
+/// takes the capacity, keeping what is buffered, and frames that span the
+/// two decode whole.
+#[test]
+fn a_short_first_read_takes_small_storage_until_more_comes() {
+    let wire = frames(&[3, 700, 5]);
+    let mut b = LinearBuffer::with_config(4096, eight(800), Compaction::Lazy);
+    // 11 bytes of the first frame, then 20 of the second frame's 708.
+    let mut r = Chunks {
+        wire: &wire[..31],
+        chunk: 11,
+        block: false,
+    };
+    assert_eq!(b.read_from(&mut r).unwrap(), 11);
+    assert_eq!(b.allocated(), PROBE_READ);
+    assert_eq!(b.next_frame().unwrap().unwrap().body, &[0u8, 1, 2][..]);
+    // Storage stays small while empty; the next read takes the capacity.
+    assert_eq!(b.allocated(), PROBE_READ);
+    assert_eq!(b.read_from(&mut r).unwrap(), 11);
+    assert_eq!(b.allocated(), 4096);
+    assert!(b.next_frame().unwrap().is_none());
+    let mut r = Chunks {
+        wire: &wire[22..],
+        chunk: usize::MAX,
+        block: false,
+    };
+    let mut bodies = Vec::new();
+    while b.read_from(&mut r).unwrap() > 0 {
+        while let Some(f) = b.next_frame().unwrap() {
+            bodies.push(f.body.len());
+        }
+    }
+    assert_eq!(bodies, [700, 5]);
+    assert_eq!(b.stats().probe_reads, 1);
+    assert_eq!(b.release_if_empty(), 4096);
+
+    // A partial frame in small storage: the next read grows and keeps it.
+    let mut r = Chunks {
+        wire: &wire[11..],
+        chunk: 100,
+        block: false,
+    };
+    assert_eq!(b.read_from(&mut r).unwrap(), 100);
+    assert_eq!(b.allocated(), PROBE_READ);
+    while b.read_from(&mut r).unwrap() > 0 {}
+    let mut bodies = Vec::new();
+    while let Some(f) = b.next_frame().unwrap() {
+        bodies.push(f.body.len());
+    }
+    assert_eq!(bodies, [700, 5]);
+}
+
+/// With `min_read` 0, small storage grows only when full: by doubling or
+/// to the pending frame, as a frame larger than the capacity does.
+#[test]
+fn small_storage_with_a_strict_min_read_grows_to_the_frame() {
+    let wire = frames(&[700]);
+    let mut b = LinearBuffer::with_config(4096, eight(800), Compaction::Lazy);
+    b.set_min_read(0);
+    let mut r = Chunks {
+        wire: &wire,
+        chunk: 300,
+        block: false,
+    };
+    assert_eq!(b.read_from(&mut r).unwrap(), 300);
+    assert_eq!(b.allocated(), PROBE_READ);
+    while b.read_from(&mut r).unwrap() > 0 {}
+    assert_eq!(b.next_frame().unwrap().unwrap().body.len(), 700);
+    assert!(
+        b.allocated() >= 708 && b.allocated() <= 4096,
+        "{}",
+        b.allocated()
+    );
+}
+
 /// A probe read that claims more bytes than the stack buffer is an error,
 /// not a panic.
 #[test]

@@ -350,7 +350,7 @@ fn draw_plots(
                 x_label: "subscribers",
                 y_label: "us per publish",
                 series: by_server(
-                    |s| matches!(s, Scenario::FanOut { .. }),
+                    |s| matches!(s, Scenario::FanOut { size: 1024, .. }),
                     |s| match s {
                         Scenario::FanOut { subscribers, .. } => *subscribers as f64,
                         _ => 0.0,
@@ -472,7 +472,7 @@ fn report_md(
                 m.repeats,
                 m.elapsed.as_secs_f64()
             ));
-            o.push_str("\n### Targets (issue 8)\n\n");
+            o.push_str("\n### Targets (issue 17)\n\n");
             o.push_str(&render::targets_table(&render::targets(m)));
             o.push_str(&render::e2e_tables(m));
         }

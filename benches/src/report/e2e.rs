@@ -355,6 +355,16 @@ pub fn matrix(quick: bool) -> Vec<Scenario> {
             subscribers: 256,
             messages: k(2_000),
         },
+        Scenario::FanOut {
+            size: 64,
+            subscribers: 16,
+            messages: k(40_000),
+        },
+        Scenario::FanOut {
+            size: 64,
+            subscribers: 256,
+            messages: k(5_000),
+        },
     ]
 }
 

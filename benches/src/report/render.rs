@@ -43,142 +43,187 @@ pub fn ratio(v: Option<f64>) -> String {
     opt(v, |r| format!("{r:.2}x"))
 }
 
-/// The goal, evaluated.
+/// The goal, evaluated against a reference server's median.
 #[derive(Debug, Clone, Copy)]
 enum Goal {
-    /// Throughput ratio vs the peer at least this.
+    /// Rate ratio vs the reference at least this (`ahead`: above it).
     FasterBy(f64),
-    /// CPU per message at most this fraction of the peer's.
+    /// CPU per message at most this fraction of the reference's.
     CpuAtMost(f64),
-    /// p99 at most this multiple of the peer's.
+    /// Ping-pong p50 at most this multiple of the reference's.
+    P50AtMost(f64),
+    /// Ping-pong p99 at most this multiple of the reference's.
     P99AtMost(f64),
 }
 
-/// The targets of issue 8, evaluated on the medians.
+/// One target: `server` against `reference` on scenario `idx`.
+struct Target<'a> {
+    server: ServerKind,
+    reference: ServerKind,
+    idx: Option<usize>,
+    what: &'a str,
+    goal: Goal,
+    /// The goal is "ahead of" (strictly better than) the reference.
+    ahead: bool,
+}
+
+fn evaluate(m: &Matrix, t: Target<'_>) -> TargetRow {
+    let reference = t.reference;
+    let peer = t.idx.and_then(|i| m.cell(i, reference));
+    let me = t.idx.and_then(|i| m.cell(i, t.server));
+    type Metric = fn(&super::e2e::Cell) -> Option<f64>;
+    let (get, unit, lower_is_better, g): (Metric, &str, bool, f64) = match t.goal {
+        Goal::FasterBy(g) => (|c| c.per_sec(), "", false, g),
+        Goal::CpuAtMost(g) => (|c| c.cpu_ns(), " ns/msg", true, g),
+        Goal::P50AtMost(g) => (|c| c.p50_us(), " us", true, g),
+        Goal::P99AtMost(g) => (|c| c.p99_us(), " us", true, g),
+    };
+    let (a, b) = (me.and_then(get), peer.and_then(get));
+    let r = a.zip(b).map(|(a, b)| a / b);
+    let show = |v: Option<f64>| match t.goal {
+        Goal::FasterBy(_) => opt(v, rate),
+        Goal::CpuAtMost(_) => opt(v, |v| format!("{v:.0}")),
+        _ => opt(v, |v| format!("{v:.1}")),
+    };
+    let met = r.map(|r| match (lower_is_better, t.ahead) {
+        (false, true) => r > g,
+        (false, false) => r >= g,
+        (true, true) => r < g,
+        (true, false) => r <= g,
+    });
+    let what = match t.goal {
+        Goal::FasterBy(_) => "",
+        Goal::CpuAtMost(_) => "'s CPU/msg",
+        Goal::P50AtMost(_) => "'s p50",
+        Goal::P99AtMost(_) => "'s p99",
+    };
+    let goal = match (lower_is_better, t.ahead) {
+        (false, true) => format!("> {g:.1}x {reference}{what} (ahead)"),
+        (false, false) => format!(">= {g:.1}x {reference}{what}"),
+        (true, true) => format!("< {g:.2}x {reference}{what} (ahead)"),
+        (true, false) => format!("<= {g:.2}x {reference}{what}"),
+    };
+    TargetRow {
+        what: format!("{}: {}", t.server, t.what),
+        goal,
+        ratio: r,
+        detail: format!("{} vs {}{unit}", show(a), show(b)),
+        met,
+    }
+}
+
+/// The targets of issue 17 for `server-demo` (default configuration)
+/// against the tokio peer and the lean mio server, and tokio-netbuf's
+/// "ahead of plain tokio" rows, evaluated on the medians.
 pub fn targets(m: &Matrix) -> Vec<TargetRow> {
     let echo = |size: usize| m.find(|s| matches!(s, Scenario::Echo { size: z, .. } if *z == size));
     let ping =
         |size: usize| m.find(|s| matches!(s, Scenario::PingPong { size: z, .. } if *z == size));
-    let fan = m.find(|s| {
-        matches!(s, Scenario::FanOut { size, subscribers, .. } if *size == 1024 && *subscribers == 256)
-    });
-    let mut rows = Vec::new();
-    let mut add = |server: ServerKind, idx: Option<usize>, what: &str, goal: Goal, ahead: bool| {
-        let peer = idx.and_then(|i| m.cell(i, ServerKind::TokioPeer));
-        let me = idx.and_then(|i| m.cell(i, server));
-        let (r, detail, met, goal_s) = match goal {
-            Goal::FasterBy(g) => {
-                let (a, b) = (me.and_then(|c| c.per_sec()), peer.and_then(|c| c.per_sec()));
-                let r = a.zip(b).map(|(a, b)| a / b);
-                (
-                    r,
-                    format!("{} vs {}", opt(a, rate), opt(b, rate)),
-                    r.map(|r| if ahead { r > g } else { r >= g }),
-                    if ahead {
-                        "> 1.0x tokio-peer (ahead)".to_string()
-                    } else {
-                        format!(">= {g:.1}x tokio-peer")
-                    },
-                )
-            }
-            Goal::CpuAtMost(g) => {
-                let (a, b) = (me.and_then(|c| c.cpu_ns()), peer.and_then(|c| c.cpu_ns()));
-                let r = a.zip(b).map(|(a, b)| a / b);
-                (
-                    r,
-                    format!(
-                        "{} vs {} ns/msg",
-                        opt(a, |v| format!("{v:.0}")),
-                        opt(b, |v| format!("{v:.0}"))
-                    ),
-                    r.map(|r| if ahead { r < g } else { r <= g }),
-                    if ahead {
-                        "< 1.0x tokio-peer's CPU/msg (ahead)".to_string()
-                    } else {
-                        format!("<= {g:.2}x tokio-peer's CPU/msg")
-                    },
-                )
-            }
-            Goal::P99AtMost(g) => {
-                let (a, b) = (me.and_then(|c| c.p99_us()), peer.and_then(|c| c.p99_us()));
-                let r = a.zip(b).map(|(a, b)| a / b);
-                (
-                    r,
-                    format!(
-                        "{} vs {} us",
-                        opt(a, |v| format!("{v:.1}")),
-                        opt(b, |v| format!("{v:.1}"))
-                    ),
-                    r.map(|r| r <= g),
-                    format!("<= {g:.1}x tokio-peer's p99"),
-                )
-            }
-        };
-        rows.push(TargetRow {
-            what: format!("{server}: {what}"),
-            goal: goal_s,
-            ratio: r,
-            detail,
-            met,
-        });
+    let fan = |size: usize, subs: usize| {
+        m.find(|s| {
+            matches!(s, Scenario::FanOut { size: z, subscribers, .. } if *z == size && *subscribers == subs)
+        })
     };
-    // mio-lean is a reference (the ceiling), not ours: no targets.
-    for server in [ServerKind::Demo, ServerKind::TokioNetbuf] {
-        let demo = server == ServerKind::Demo;
-        // tokio-netbuf's goal: ahead of plain tokio on the same rows.
-        let ahead = !demo;
-        let t = |d: f64, n: f64| if demo { d } else { n };
-        add(
-            server,
-            echo(64),
-            "echo 64 B throughput",
-            Goal::FasterBy(t(1.5, 1.0)),
-            ahead,
-        );
-        add(
-            server,
+    let demo = ServerKind::Demo;
+    let (peer, lean) = (ServerKind::TokioPeer, ServerKind::MioLean);
+    let t = |reference, idx, what, goal| Target {
+        server: demo,
+        reference,
+        idx,
+        what,
+        goal,
+        ahead: false,
+    };
+    let mut list = vec![
+        t(peer, echo(64), "echo 64 B throughput", Goal::FasterBy(1.5)),
+        t(lean, echo(64), "echo 64 B throughput", Goal::FasterBy(0.9)),
+        t(
+            peer,
             echo(1024),
             "echo 1 KiB throughput",
-            Goal::FasterBy(t(1.5, 1.0)),
-            ahead,
-        );
-        add(
-            server,
+            Goal::FasterBy(1.5),
+        ),
+        t(
+            lean,
+            echo(1024),
+            "echo 1 KiB throughput",
+            Goal::FasterBy(0.9),
+        ),
+        t(
+            peer,
+            fan(64, 16),
+            "fan-out 64 B x16 deliveries",
+            Goal::FasterBy(2.0),
+        ),
+        t(
+            peer,
+            fan(64, 256),
+            "fan-out 64 B x256 deliveries",
+            Goal::FasterBy(2.0),
+        ),
+        t(peer, ping(64), "ping-pong 64 B p50", Goal::P50AtMost(0.8)),
+        t(peer, ping(64), "ping-pong 64 B p99", Goal::P99AtMost(0.8)),
+        t(
+            peer,
+            echo(64),
+            "echo 64 B server CPU/msg",
+            Goal::CpuAtMost(0.5),
+        ),
+        t(
+            peer,
+            echo(1024),
+            "echo 1 KiB server CPU/msg",
+            Goal::CpuAtMost(0.5),
+        ),
+        t(
+            peer,
             echo(256 << 10),
             "echo 256 KiB throughput",
             Goal::FasterBy(1.0),
-            ahead,
-        );
-        add(
-            server,
-            fan,
+        ),
+        t(
+            peer,
+            ping(256 << 10),
+            "ping-pong 256 KiB p50",
+            Goal::P50AtMost(1.0),
+        ),
+        t(
+            peer,
+            fan(1024, 256),
             "fan-out 1 KiB x256 deliveries",
-            Goal::FasterBy(t(2.0, 1.0)),
-            ahead,
-        );
-        add(
-            server,
-            echo(64),
-            "echo 64 B server CPU/msg",
-            Goal::CpuAtMost(t(0.5, 1.0)),
-            ahead,
-        );
-        add(
-            server,
+            Goal::FasterBy(1.0),
+        ),
+    ];
+    // tokio-netbuf: ahead of plain tokio on the same data path's rows.
+    let ahead = |idx, what, goal| Target {
+        server: ServerKind::TokioNetbuf,
+        reference: peer,
+        idx,
+        what,
+        goal,
+        ahead: true,
+    };
+    list.extend([
+        ahead(echo(64), "echo 64 B throughput", Goal::FasterBy(1.0)),
+        ahead(echo(1024), "echo 1 KiB throughput", Goal::FasterBy(1.0)),
+        ahead(
+            echo(256 << 10),
+            "echo 256 KiB throughput",
+            Goal::FasterBy(1.0),
+        ),
+        ahead(
+            fan(1024, 256),
+            "fan-out 1 KiB x256 deliveries",
+            Goal::FasterBy(1.0),
+        ),
+        ahead(echo(64), "echo 64 B server CPU/msg", Goal::CpuAtMost(1.0)),
+        ahead(
             echo(1024),
             "echo 1 KiB server CPU/msg",
-            Goal::CpuAtMost(t(0.5, 1.0)),
-            ahead,
-        );
-        add(
-            server,
-            ping(64),
-            "ping-pong 64 B p99",
-            Goal::P99AtMost(1.0),
-            ahead,
-        );
-    }
-    rows
+            Goal::CpuAtMost(1.0),
+        ),
+    ]);
+    list.into_iter().map(|t| evaluate(m, t)).collect()
 }
 
 /// The header of a table with the baseline's column, then a value and a
@@ -575,12 +620,31 @@ mod tests {
         }
         let md = e2e_tables(&m);
         assert!(md.contains(
-            "| scenario | tokio-peer | server-demo | vs peer | tokio-netbuf | vs peer | mio-lean | vs peer |"
+            "| scenario | tokio-peer | server-demo | vs peer | server-demo-logic1 | vs peer | \
+             tokio-netbuf | vs peer | mio-lean | vs peer |"
         ));
-        // Rates 1, 2, 3 and 4 k/s: ratios 2x, 3x and 4x against the peer.
+        // Rates 1-5 k/s: ratios 2x-5x against the peer.
         assert!(md.contains(
-            "| echo 64 B | 1.0 k/s | 2.0 k/s | 2.00x | 3.0 k/s | 3.00x | 4.0 k/s | 4.00x |"
+            "| echo 64 B | 1.0 k/s | 2.0 k/s | 2.00x | 3.0 k/s | 3.00x | 4.0 k/s | 4.00x | \
+             5.0 k/s | 5.00x |"
         ));
-        assert!(md.contains("| scenario | tokio-peer | server-demo | tokio-netbuf | mio-lean |"));
+        assert!(md.contains(
+            "| scenario | tokio-peer | server-demo | server-demo-logic1 | tokio-netbuf | mio-lean |"
+        ));
+        // The targets: server-demo at 2x the peer and 0.4x mio-lean.
+        let rows = targets(&m);
+        let row = |what: &str, goal: &str| {
+            rows.iter()
+                .find(|r| r.what == what && r.goal.starts_with(goal))
+                .unwrap_or_else(|| panic!("{what} / {goal}: {rows:?}"))
+                .clone()
+        };
+        let r = row("server-demo: echo 64 B throughput", ">= 1.5x tokio-peer");
+        assert_eq!((r.ratio, r.met), (Some(2.0), Some(true)));
+        let r = row("server-demo: echo 64 B throughput", ">= 0.9x mio-lean");
+        assert_eq!((r.ratio, r.met), (Some(0.4), Some(false)));
+        // No fan-out in this matrix: not measured.
+        let r = row("server-demo: fan-out 64 B x16 deliveries", ">= 2.0x");
+        assert_eq!((r.ratio, r.met), (None, None));
     }
 }

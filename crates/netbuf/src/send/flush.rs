@@ -517,6 +517,11 @@ impl<B: AsRef<[u8]>> Flusher<B> {
     /// which the caller bounds by draining only while `pending_bytes()` is
     /// small).
     fn reclaim_written_prefix(&mut self) {
+        // Nothing to reclaim below 16 KiB (the rule below): the common case
+        // of a small buffer skips the walk over the segments.
+        if self.buf.len() < 16 << 10 {
+            return;
+        }
         let first = self.segments.iter().find_map(|s| match s {
             Segment::Linear { start, .. } => Some(*start),
             Segment::Large { .. } => None,

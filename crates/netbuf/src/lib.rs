@@ -131,6 +131,10 @@
 //! [`SendQueue::shutdown`] stops accepting and lets the consumer drain
 //! what is queued; [`SendQueue::close`] drops it.
 //!
+//! [`event_loop`] shows how to drive a `SendQueue` and a [`Flusher`] from
+//! your own event loop (mio, epoll) with one wakeup per idle period and one
+//! write per drained batch, with a runnable example.
+//!
 //! ```
 //! use netbuf::{MessagePool, Outgoing, SendQueue};
 //!
@@ -187,6 +191,7 @@ pub use recv::{
 };
 #[cfg(feature = "chacha20")]
 pub use send::ChaCha20Transform;
+pub use send::event_loop;
 pub use send::{
     BatchError, Drained, MAX_LIMIT, PushError, QueueItem, SendFuture, SendQueue, SendQueueBuilder,
 };

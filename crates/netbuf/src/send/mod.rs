@@ -3,9 +3,11 @@
 //! [`Flusher`] that turns frames into as few writes as possible (small ones
 //! copied into one buffer, large ones gathered without a copy), with an
 //! optional per-session [`Transform`]; [`calibrate()`] measures where
-//! gathering starts to pay on this machine.
+//! gathering starts to pay on this machine. How to drive a queue and a
+//! flusher from an event loop without extra wakeups is in [`event_loop`].
 
 mod calibrate;
+pub mod event_loop;
 mod flush;
 mod notify;
 mod queue;

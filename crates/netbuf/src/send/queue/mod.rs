@@ -75,7 +75,10 @@ use crate::sync::{AtomicPtr, AtomicU64, Ordering};
 ///   waiting producer ("Closing" below).
 ///
 /// Items are [`Outgoing`] by default, or any [`QueueItem`]. The design and
-/// its invariants follow the example.
+/// its invariants follow the example. How to drive a queue and a
+/// [`Flusher`](crate::Flusher) from an event loop (when to sleep, one write
+/// per drained batch, waiting for writable, backpressure) is in
+/// [`netbuf::event_loop`](crate::event_loop).
 ///
 /// ```
 /// use netbuf::{MessagePool, Outgoing, PushError, SendQueue};

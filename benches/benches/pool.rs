@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use allocator_api2::alloc::Allocator;
 use allocators::{Counters, Counting, GlobalHandle};
-use benches::{Jemalloc, MiMalloc, Mimalloc, cross_thread, print_ratio_table};
+use benches::{Jemalloc, MiMalloc, MimallocCopy, cross_thread, print_ratio_table};
 use criterion::{BenchmarkId, Criterion};
 use netbuf::{MessagePool, SharedMessage};
 
@@ -34,10 +34,10 @@ static JE_C: Counters = Counters::new();
 
 type H<A> = GlobalHandle<Counting<A>>;
 
-fn handles() -> (H<System>, H<Mimalloc>, H<Jemalloc>) {
+fn handles() -> (H<System>, H<MimallocCopy>, H<Jemalloc>) {
     (
         GlobalHandle(Counting::with_counters(System, &SYS_C)),
-        GlobalHandle(Counting::with_counters(Mimalloc, &MI_C)),
+        GlobalHandle(Counting::with_counters(MimallocCopy, &MI_C)),
         GlobalHandle(Counting::with_counters(Jemalloc, &JE_C)),
     )
 }

@@ -31,23 +31,12 @@ pub fn criterion_dir() -> Option<PathBuf> {
 }
 
 /// The median time in nanoseconds criterion estimated for `group/id` in the
-/// latest run, if there is one.
+/// latest run, if there is one (read by the report's parser,
+/// [`report::criterion`]).
 pub fn median_ns(group: &str, id: &str) -> Option<f64> {
-    let path = criterion_dir()?
-        .join(sanitize(group))
-        .join(sanitize_id(id))
-        .join("new")
-        .join("estimates.json");
-    let text = std::fs::read_to_string(path).ok()?;
-    // {"mean":{...},"median":{"confidence_interval":{...},"point_estimate":123.4,...
-    let m = text.find("\"median\"")?;
-    let rest = &text[m..];
-    let p = rest.find("\"point_estimate\":")? + "\"point_estimate\":".len();
-    let num: String = rest[p..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
-        .collect();
-    num.parse().ok()
+    let root = criterion_dir()?;
+    let new = root.join(sanitize(group)).join(sanitize_id(id)).join("new");
+    report::criterion::read_one(&new, &root).map(|e| e.median_ns)
 }
 
 fn sanitize(s: &str) -> String {
@@ -103,25 +92,16 @@ pub fn print_ratio_table(group: &str, columns: &[&str], baseline: &str, rows: &[
     }
 }
 
-/// Formats nanoseconds with a unit that keeps 3-4 significant digits.
-pub fn fmt_ns(ns: f64) -> String {
-    if ns < 1_000.0 {
-        format!("{ns:.1} ns")
-    } else if ns < 1_000_000.0 {
-        format!("{:.2} us", ns / 1e3)
-    } else {
-        format!("{:.2} ms", ns / 1e6)
-    }
-}
+pub use report::criterion::fmt_ns;
 
 /// mimalloc as a `Copy` type (`mimalloc::MiMalloc` is not `Clone`), so it
 /// fits in a copyable `allocator-api2` handle like the other two.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Mimalloc;
+pub struct MimallocCopy;
 
 // SAFETY: every method forwards unchanged to `MiMalloc`, which upholds the
 // `GlobalAlloc` contract.
-unsafe impl GlobalAlloc for Mimalloc {
+unsafe impl GlobalAlloc for MimallocCopy {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         // SAFETY: forwarded with the caller's guarantees.

@@ -63,7 +63,10 @@ fn walk(dir: &Path, found: &mut Vec<PathBuf>) {
     }
 }
 
-fn read_one(new_dir: &Path, root: &Path) -> Option<Estimate> {
+/// The estimate in one benchmark's `new` directory (`benchmark.json` and
+/// `estimates.json`; criterion has no stable machine-readable output of
+/// its own, only cargo-criterion's JSON messages, so its files are read).
+pub(crate) fn read_one(new_dir: &Path, root: &Path) -> Option<Estimate> {
     let bench: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(new_dir.join("benchmark.json")).ok()?)
             .ok()?;
@@ -179,9 +182,15 @@ pub fn tables(estimates: &[Estimate]) -> Vec<GroupTable> {
         .collect()
 }
 
-/// Formats nanoseconds with a unit.
+/// Formats nanoseconds with a unit that keeps 3-4 significant digits.
 pub fn fmt_ns(ns: f64) -> String {
-    crate::fmt_ns(ns)
+    if ns < 1_000.0 {
+        format!("{ns:.1} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} us", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
 }
 
 #[cfg(test)]

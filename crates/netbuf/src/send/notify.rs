@@ -162,13 +162,6 @@ impl CondvarNotify {
         *pending = false;
         true
     }
-
-    /// Consumes a pending notification without blocking; returns whether
-    /// there was one.
-    pub fn try_take(&self) -> bool {
-        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        core::mem::replace(&mut *pending, false)
-    }
 }
 
 impl Notify for CondvarNotify {

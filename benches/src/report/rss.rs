@@ -228,6 +228,7 @@ impl Settle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use server_demo::sync::LockExt;
 
     /// The tests that move or reset this process's peak run one at a time.
     static PEAK: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -251,7 +252,7 @@ mod tests {
 
     #[test]
     fn clear_refs_resets_the_peak() {
-        let _one = PEAK.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = PEAK.locked();
         let pid = std::process::id();
         // 64 MiB touched then freed (an mmap of its own with glibc, so the
         // resident set comes down and only VmHWM remembers it).
@@ -278,7 +279,7 @@ mod tests {
 
     #[test]
     fn probe_sees_a_peak_either_way() {
-        let _one = PEAK.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = PEAK.locked();
         let pid = std::process::id();
         for method in [PeakMethod::ClearRefs, PeakMethod::Sampled] {
             let start = rss_bytes(pid).expect("VmRSS");

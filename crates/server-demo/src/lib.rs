@@ -22,4 +22,5 @@ pub mod protocol;
 pub mod report;
 pub mod server;
 pub mod soak;
+pub mod sync;
 pub mod zmtp;

@@ -10,6 +10,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use super::io::IoShared;
+use crate::sync::LockExt;
 
 /// Bytes each direction buffers before the writer sees `WouldBlock` (the
 /// server) or blocks (the client), like a socket buffer.
@@ -55,7 +56,7 @@ impl Pipe {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, PipeState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.locked()
     }
 
     fn close(&self) {

@@ -29,6 +29,7 @@ use super::queue::SessionQueue;
 use super::session::{SessionNotify, SessionShared};
 use super::{Shared, ThreadMeter};
 use crate::config::{RecvMode, TransformMode};
+use crate::sync::LockExt;
 
 /// The demo's ChaCha20 key and nonce: every session's outgoing stream is
 /// enciphered from its first byte with this keystream. It stands in for
@@ -107,7 +108,7 @@ impl IoShared {
     /// Session `id` has output queued or a close request.
     pub(crate) fn mark_ready(&self, id: u64) {
         let first = {
-            let mut r = self.ready.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.ready.locked();
             r.push(id);
             r.len() == 1
         };
@@ -411,12 +412,7 @@ impl IoThread {
             // Sessions that used their read budget, and work this thread
             // queued for itself (inline handlers mark their own sessions
             // ready without a wakeup), must not wait for a poll timeout.
-            let self_queued = !self
-                .me()
-                .ready
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_empty();
+            let self_queued = !self.me().ready.locked().is_empty();
             let idle = self.again.is_empty() && !self_queued;
             // Busy-poll (`--busy-poll N`): up to N non-blocking polls after
             // the last event before sleeping, so a request that arrives
@@ -471,25 +467,15 @@ impl IoThread {
                     }
                 }
             }
-            let incoming =
-                std::mem::take(&mut *self.me().incoming.lock().unwrap_or_else(|p| p.into_inner()));
+            let incoming = std::mem::take(&mut *self.me().incoming.locked());
             for s in incoming {
                 self.add_session(s);
             }
-            let incoming = std::mem::take(
-                &mut *self
-                    .me()
-                    .incoming_zmtp
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()),
-            );
+            let incoming = std::mem::take(&mut *self.me().incoming_zmtp.locked());
             for (s, ep) in incoming {
                 self.add_zmtp(s, ep);
             }
-            std::mem::swap(
-                &mut ready,
-                &mut *self.me().ready.lock().unwrap_or_else(|p| p.into_inner()),
-            );
+            std::mem::swap(&mut ready, &mut *self.me().ready.locked());
             for id in ready.drain(..) {
                 self.process(id);
             }
@@ -552,11 +538,7 @@ impl IoThread {
         if target == self.index {
             self.add_session(s);
         } else {
-            self.all[target]
-                .incoming
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(s);
+            self.all[target].incoming.locked().push(s);
             self.all[target].wake();
         }
     }

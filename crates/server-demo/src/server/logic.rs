@@ -9,6 +9,7 @@ use netbuf::{CondvarNotify, Message, OutFrame, Outgoing, QueueItem, SendQueue, S
 use super::queue::Refused;
 use super::{SessionShared, Shared};
 use crate::config::BroadcastMode;
+use crate::sync::{LockExt, RwLockExt};
 
 /// One logic thread's job queue (netbuf's MPSC queue, smart notify into a
 /// condvar the thread sleeps on).
@@ -53,57 +54,39 @@ pub(crate) struct Rooms {
 
 impl Rooms {
     fn room(&self, id: u16) -> Members {
-        if let Some(r) = self.map.read().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if let Some(r) = self.map.read_locked().get(&id) {
             return r.clone();
         }
-        self.map
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(id)
-            .or_default()
-            .clone()
+        self.map.write_locked().entry(id).or_default().clone()
     }
 
     fn join(&self, id: u16, s: &Arc<SessionShared>) {
-        let mut mine = s.rooms.lock().unwrap_or_else(|p| p.into_inner());
+        let mut mine = s.rooms.locked();
         if mine.contains(&id) {
             return;
         }
         mine.push(id);
-        self.room(id)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(s.clone());
+        self.room(id).locked().push(s.clone());
     }
 
     fn leave(&self, id: u16, s: &Arc<SessionShared>) {
-        s.rooms
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&r| r != id);
-        self.room(id)
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|m| m.id != s.id);
+        s.rooms.locked().retain(|&r| r != id);
+        self.room(id).locked().retain(|m| m.id != s.id);
     }
 
     fn leave_all(&self, s: &Arc<SessionShared>) {
-        let rooms = std::mem::take(&mut *s.rooms.lock().unwrap_or_else(|p| p.into_inner()));
+        let rooms = std::mem::take(&mut *s.rooms.locked());
         for id in rooms {
-            self.room(id)
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|m| m.id != s.id);
+            self.room(id).locked().retain(|m| m.id != s.id);
         }
     }
 
     /// Total memberships (for tests and reports).
     pub(crate) fn memberships(&self) -> usize {
         self.map
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
+            .read_locked()
             .values()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|m| m.locked().len())
             .sum()
     }
 }
@@ -194,7 +177,7 @@ fn publish(shared: &Shared, room: u16, body: Message) {
     let h = encode_header(Kind::Delivery, room, body.len() as u32);
     let msg: SharedMessage = body.freeze();
     let members = shared.rooms.room(room);
-    let members = members.lock().unwrap_or_else(|p| p.into_inner());
+    let members = members.locked();
     DELIVERIES.with(|d| d.set(d.get().wrapping_add(members.len())));
     for s in members.iter() {
         let out = match shared.cfg.broadcast {

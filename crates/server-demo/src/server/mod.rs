@@ -27,6 +27,7 @@ use std::thread::JoinHandle;
 use netbuf::{CondvarNotify, GatherThreshold, MessagePool, SendQueue, Transport};
 
 use crate::config::{Listen, PoolMode, StrategyArgs};
+use crate::sync::LockExt;
 
 pub use inproc::InprocClient;
 pub use io::{DEMO_KEY, DEMO_NONCE};
@@ -143,19 +144,13 @@ impl Shared {
 
     fn memory_meter(&self) -> Arc<memory::MemoryMeter> {
         let m = Arc::new(memory::MemoryMeter::default());
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(m.clone());
+        self.memory.locked().push(m.clone());
         m
     }
 
     fn meter(&self) -> Arc<ThreadMeter> {
         let m = Arc::new(ThreadMeter::default());
-        self.meters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(m.clone());
+        self.meters.locked().push(m.clone());
         m
     }
 }
@@ -405,8 +400,7 @@ impl Server {
         let ep = self.shared.zmtp.inproc(kind).clone();
         self.io[target]
             .incoming_zmtp
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .push((io::Stream::Inproc(end), ep));
         self.io[target].wake();
         client
@@ -436,8 +430,7 @@ impl Server {
             % n;
         self.io[target]
             .incoming
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .locked()
             .push(io::Stream::Inproc(end));
         self.io[target].wake();
         client
@@ -451,7 +444,7 @@ impl Server {
     /// Where the memory is: what sessions hold (as of the IO threads' last
     /// sweep, about once a second), the pool's blocks, the resident set.
     pub fn memory_report(&self) -> memory::MemoryReport {
-        let meters = self.shared.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let meters = self.shared.memory.locked();
         memory::MemoryReport::collect(meters.iter().map(|m| &**m), self.shared.pool.stats())
     }
 
@@ -487,7 +480,7 @@ impl Server {
             netbuf::Notify::notify(&*q.wake);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let meters = self.shared.meters.lock().unwrap_or_else(|p| p.into_inner());
+        let meters = self.shared.meters.locked();
         meters.iter().fold((0, 0), |(a, c), m| {
             (
                 a + m.allocations.load(Ordering::Relaxed),

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use netbuf::{Notify, OutFrame, PushError, QueueItem, SendQueue};
 
 use crate::config::QueueMode;
+use crate::sync::LockExt;
 
 /// Bytes counted per queued entry on top of the frame (both variants).
 pub const ENTRY_OVERHEAD: usize = 64;
@@ -199,7 +200,7 @@ struct MutexInner {
 
 impl MutexQueue {
     fn lock(&self) -> std::sync::MutexGuard<'_, MutexInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     fn try_push(&self, f: OutFrame) -> Result<(), Refused> {

@@ -7,6 +7,7 @@ use netbuf::Notify;
 
 use super::io::IoShared;
 use super::queue::SessionQueue;
+use crate::sync::LockExt;
 
 /// The shared half of a session: its send queue and the flags that logic
 /// threads use to ask its IO thread for something.
@@ -49,7 +50,7 @@ impl SessionShared {
     /// reason given wins).
     pub fn request_close(&self, reason: &str) {
         {
-            let mut r = self.close_reason.lock().unwrap_or_else(|p| p.into_inner());
+            let mut r = self.close_reason.locked();
             if r.is_none() {
                 *r = Some(reason.to_string());
             }
@@ -58,10 +59,7 @@ impl SessionShared {
     }
 
     pub(crate) fn take_close_reason(&self) -> Option<String> {
-        self.close_reason
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
+        self.close_reason.locked().take()
     }
 
     /// A request of `bytes` was answered (or dropped): if reading was paused,

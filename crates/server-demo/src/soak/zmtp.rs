@@ -40,6 +40,7 @@ use crate::zmtp::EndpointKind;
 use crate::zmtp::client::{self as zc, Client, Socket};
 
 mod chaos;
+use crate::sync::LockExt;
 use chaos::chaos;
 
 /// Magic of a ZMTP echo part.
@@ -333,10 +334,7 @@ impl ZConn {
             ));
         }
         let mut logs = out.logs;
-        ctx.logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut logs);
+        ctx.logs.locked().append(&mut logs);
         into.add(&self.totals);
     }
 }

@@ -30,6 +30,7 @@ use super::frame::{FrameFlags, encode_frame_header};
 use super::subscription::Subscriptions;
 use crate::server::SessionShared;
 use crate::server::queue::{ENTRY_OVERHEAD, Refused};
+use crate::sync::LockExt;
 
 /// A connected subscriber or publisher.
 struct Member {
@@ -77,7 +78,7 @@ impl Broker {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.locked()
     }
 
     /// A publisher finished its handshake: tell it every live prefix.

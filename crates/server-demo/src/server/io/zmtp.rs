@@ -11,6 +11,7 @@ use mio::{Interest, Registry, Token};
 use super::{IoThread, Stream};
 use crate::server::queue::SessionQueue;
 use crate::server::session::{SessionNotify, SessionShared};
+use crate::sync::LockExt;
 use crate::zmtp::EndpointAddr;
 use crate::zmtp::conn::{ZmtpClose, ZmtpConn};
 use crate::zmtp::endpoint::Endpoint;
@@ -103,11 +104,7 @@ impl IoThread {
         if target == self.index {
             self.add_zmtp(s, ep);
         } else {
-            self.all[target]
-                .incoming_zmtp
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((s, ep));
+            self.all[target].incoming_zmtp.locked().push((s, ep));
             self.all[target].wake();
         }
     }

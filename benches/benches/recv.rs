@@ -140,7 +140,7 @@ fn run_chained(buf: &mut ChainedBuffer<DemoFraming>, wire: &[u8], sizes: &[usize
     total
 }
 
-/// Our wire format with `LengthDelimitedCodec`, as DESIGN.md says: LE
+/// Our wire format with `LengthDelimitedCodec`, as `server_demo::protocol` documents: LE
 /// 4-byte length, `length_adjustment(4)`, `num_skip(4)`; the frame then
 /// holds kind, flags, room, body, and the body limit is checked by hand.
 fn tokio_codec() -> LengthDelimitedCodec {

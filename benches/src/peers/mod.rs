@@ -13,7 +13,7 @@
 //!   connection, rooms delivered directly on the publisher's worker and in
 //!   one batch per loop turn to the others. The ceiling for small messages.
 //!
-//! All speak the suite's wire format (see `DESIGN.md`): echo, join / leave
+//! All speak the suite's wire format (see `server_demo::protocol`): echo, join / leave
 //! / publish / delivery, and a `closing` frame with the reason before a
 //! session is closed for bad input. All start in-process
 //! ([`tokio_peer::start`], [`tokio_netbuf::start`], [`mio_lean::start`]:

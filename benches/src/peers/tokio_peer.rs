@@ -4,7 +4,7 @@
 //! * A multi-thread runtime, an accept loop, one task per connection.
 //! * `Framed<TcpStream, LengthDelimitedCodec>` split into a sink and a
 //!   stream (`futures::{SinkExt, StreamExt}`). The codec is configured as
-//!   `DESIGN.md` says: little-endian 4-byte length field,
+//!   `server_demo::protocol` documents: little-endian 4-byte length field,
 //!   `length_adjustment(4)` (kind, flags and room follow the length and are
 //!   not counted in it), `num_skip(4)`, so a frame comes out as
 //!   `kind, flags, room, body`; `max_frame_length` is compared with the raw
@@ -44,7 +44,7 @@ pub fn start(cfg: PeerConfig) -> io::Result<PeerHandle> {
     })
 }
 
-/// The codec of the wire format, configured as `DESIGN.md` describes.
+/// The codec of the wire format, configured as `server_demo::protocol` describes.
 pub fn codec(max_body: usize) -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .little_endian()

@@ -1,6 +1,6 @@
 //! Self-test of the load generator against a tiny reference server (std
 //! sockets, one thread per connection) that speaks the wire format of
-//! `DESIGN.md`: echo and rooms.
+//! `server_demo::protocol`: echo and rooms.
 
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Write};

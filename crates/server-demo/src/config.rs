@@ -104,7 +104,8 @@ pub struct StrategyArgs {
     pub logic_threads: usize,
     /// Busy-poll: after the last event an IO thread polls this many more
     /// times without sleeping (each a non-blocking `epoll_wait`, about a
-    /// microsecond) before it blocks. 0 (the default) blocks at once.
+    /// microsecond; the thread yields between polls, so a peer on the same
+    /// core runs first) before it blocks. 0 (the default) blocks at once.
     /// Lowers round-trip latency (no wakeup from sleep) when a core can be
     /// spared for each IO thread; costs that CPU while traffic lasts.
     #[arg(long, default_value_t = 0)]

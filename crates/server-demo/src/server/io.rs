@@ -423,6 +423,11 @@ impl IoThread {
             } else {
                 Duration::ZERO
             };
+            if idle && spins > 0 && spins < self.shared.cfg.busy_poll {
+                // Spinning for the next request: let a runnable thread on
+                // this core (the peer's, on a small machine) go first.
+                std::thread::yield_now();
+            }
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(thread = self.index, error = %e, "poll failed");

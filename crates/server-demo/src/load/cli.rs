@@ -2,6 +2,12 @@
 //! [`LoadPlan`] they describe with default counts per size, and
 //! [`run_load`].
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::protocol::HEADER_LEN;
+
 use super::error::LoadError;
 use super::fanout::FanOut;
 use super::latency::EchoLatency;
@@ -10,10 +16,6 @@ use super::table::{fmt_size, render_table, write_json};
 use super::throughput::EchoThroughput;
 use super::transport::Target;
 use super::{DEFAULT_WINDOW, FANOUT_BUFFER_LIMIT};
-use crate::protocol::HEADER_LEN;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::time::Duration;
 
 /// Which scenarios `server-demo load` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -3,15 +3,17 @@
 //! in [`IO_SLICE`] steps that check it, and the helpers that join worker
 //! threads and pick the error that caused a failed run.
 
-use super::error::LoadError;
-use super::transport::Stream;
-use crate::protocol::DemoFraming;
-use netbuf::LinearBuffer;
 use std::io::{self, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
+
+use crate::protocol::DemoFraming;
+use netbuf::LinearBuffer;
+
+use super::error::LoadError;
+use super::transport::Stream;
 
 /// How long one blocking socket call may wait before the deadline and the
 /// abort flag are checked again.

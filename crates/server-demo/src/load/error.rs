@@ -2,9 +2,10 @@
 //! fail (configuration, connect, I/O, deadline, a closed connection, a bad
 //! or mismatched frame, the fd limit, a panicked or aborted thread).
 
-use netbuf::framing::DecodeError;
 use std::io;
 use std::time::Duration;
+
+use netbuf::framing::DecodeError;
 
 /// Why a load run failed.
 #[derive(Debug, thiserror::Error)]

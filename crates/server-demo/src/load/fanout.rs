@@ -2,6 +2,17 @@
 //! are read non-blocking with `mio` from one thread while one publisher
 //! publishes (optionally paced), every delivery checked in order.
 
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crate::protocol::{DEFAULT_MAX_BODY, DemoFraming, FrameExt, HEADER_LEN, Kind, encode_header};
+use mio::{Events, Poll, Token};
+use netbuf::LinearBuffer;
+use serde::Serialize;
+
 use super::clock::{Clock, IO_SLICE, first_cause, join, ser_secs, write_all};
 use super::error::LoadError;
 use super::transport::{MioStream, Stream, Target, connect, raise_fd_limit};
@@ -9,15 +20,6 @@ use super::wire::{
     COALESCE, RECV_CAPACITY, check_size, expect_kind, recv_buffer, stamp, template, verify,
 };
 use super::{DEFAULT_TIMEOUT, FANOUT_BUFFER_LIMIT};
-use crate::protocol::{DEFAULT_MAX_BODY, DemoFraming, FrameExt, HEADER_LEN, Kind, encode_header};
-use mio::{Events, Poll, Token};
-use netbuf::LinearBuffer;
-use serde::Serialize;
-use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
 
 /// Body of the fan-out warm-up publish (never a valid measured body: those
 /// are `size` bytes long and carry a sequence number below `u64::MAX`).

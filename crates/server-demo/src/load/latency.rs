@@ -1,15 +1,17 @@
 //! The echo latency scenario, [`EchoLatency`]: ping-pong with one request
 //! in flight, round-trip percentiles from an [`hdrhistogram`].
 
+use std::time::{Duration, Instant};
+
+use crate::protocol::{HEADER_LEN, Kind, encode_header};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
 use super::DEFAULT_TIMEOUT;
 use super::clock::{Clock, IO_SLICE, read_some, write_all};
 use super::error::LoadError;
 use super::transport::{Target, connect};
 use super::wire::{check_size, expect_kind, recv_buffer, stamp, template, verify};
-use crate::protocol::{HEADER_LEN, Kind, encode_header};
-use hdrhistogram::Histogram;
-use serde::Serialize;
-use std::time::{Duration, Instant};
 
 /// Echo latency: ping-pong with one request in flight, `round_trips`
 /// measured after one unmeasured warm-up round trip.

@@ -2,14 +2,16 @@
 //! [`Measurement`], and the [`LoadPlan`] that runs a list of them (with a
 //! progress bar) into [`LoadRecord`]s.
 
+use std::io::{self, IsTerminal};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
 use super::error::LoadError;
 use super::fanout::{FanOut, FanOutResult};
 use super::latency::{EchoLatency, LatencyResult};
 use super::table::fmt_size;
 use super::throughput::{EchoThroughput, ThroughputResult};
-use indicatif::{ProgressBar, ProgressStyle};
-use serde::Serialize;
-use std::io::{self, IsTerminal};
 
 /// One scenario of a [`LoadPlan`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,9 +2,10 @@
 //! [`to_json`] / [`write_json`], with the number formatting they use
 //! ([`fmt_size`]).
 
+use std::path::Path;
+
 use super::error::LoadError;
 use super::plan::{LoadRecord, Measurement};
-use std::path::Path;
 
 /// `64 B`, `1 KiB`, `1.5 KiB`, `1 MiB`.
 pub fn fmt_size(n: usize) -> String {

@@ -2,18 +2,20 @@
 //! flight per connection, a writer and a reader thread per connection,
 //! timed on the receiver from the first reply to the last.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+use crate::protocol::{DEFAULT_MAX_BODY, DemoFraming, HEADER_LEN, Kind, encode_header};
+use netbuf::{Compaction, LinearBuffer};
+use serde::Serialize;
+
 use super::clock::{Clock, IO_SLICE, first_cause, join, read_some, ser_secs, write_all};
 use super::error::LoadError;
 use super::transport::{Stream, Target, connect};
 use super::wire::{COALESCE, check_size, expect_kind, stamp, template, verify};
 use super::{DEFAULT_TIMEOUT, DEFAULT_WINDOW};
-use crate::protocol::{DEFAULT_MAX_BODY, DemoFraming, HEADER_LEN, Kind, encode_header};
-use netbuf::{Compaction, LinearBuffer};
-use serde::Serialize;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread::{self, JoinHandle, Thread};
-use std::time::{Duration, Instant};
 
 /// Minimum receive-buffer capacity of an echo-throughput reader (one per
 /// connection, so it can afford fewer, larger reads).

@@ -3,15 +3,17 @@
 //! non-blocking `mio` stream the fan-out subscribers are read through, and
 //! [`raise_fd_limit`] for runs with many sockets.
 
-use super::error::LoadError;
-use mio::{Interest, Poll, Token};
-use serde::Serialize;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use mio::{Interest, Poll, Token};
+use serde::Serialize;
+
+use super::error::LoadError;
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]

@@ -2,9 +2,10 @@
 //! a sequence number, the byte-by-byte [`verify`] of a returned body, the
 //! frame-kind checks, and the receive buffers the scenarios read into.
 
-use super::error::LoadError;
 use crate::protocol::{DEFAULT_MAX_BODY, DemoFraming, Frame, FrameExt, Kind};
 use netbuf::{Compaction, LinearBuffer};
+
+use super::error::LoadError;
 
 /// Small frames are coalesced into writes of up to this many bytes.
 pub(super) const COALESCE: usize = 64 << 10;

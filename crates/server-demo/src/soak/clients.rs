@@ -205,10 +205,34 @@ impl Conn {
         if let Some(e) = out.error {
             ctx.fail(e);
         }
+        self.judge(ctx, expect, answered_all, out.closed_by_server, &checker);
+        // A stream cut inside a frame is only acceptable when the server
+        // closed it (it may stop mid-frame) or we did.
+        if out.truncated && expect == Expect::Normal && out.closed_by_server {
+            ctx.fail(format!("conn {id}: stream ended inside a frame"));
+        }
+        ctx.logs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .append(&mut checker.epochs);
+        into.add(&self.totals);
+    }
+
+    /// Judges how the connection ended (closed by the server or not, with
+    /// which reason, every echo answered or not) against `expect`.
+    fn judge(
+        &mut self,
+        ctx: &Ctx,
+        expect: Expect,
+        answered_all: bool,
+        closed_by_server: bool,
+        checker: &ConnChecker,
+    ) {
+        let id = self.id;
         let reason = checker.closing.clone();
         match expect {
             Expect::Normal | Expect::WeDrop => {
-                if out.closed_by_server || reason.is_some() {
+                if closed_by_server || reason.is_some() {
                     ctx.fail(format!(
                         "conn {id}: closed by the server though it behaved (closing: {reason:?}, \
                          {} of {} echoes answered)",
@@ -223,7 +247,7 @@ impl Conn {
                 }
             }
             Expect::MayBeSlowConsumer => {
-                if out.closed_by_server || reason.is_some() {
+                if closed_by_server || reason.is_some() {
                     match reason.as_deref() {
                         None | Some("slow consumer") => {
                             self.totals.faults.slow_subscribers_closed += 1
@@ -240,7 +264,7 @@ impl Conn {
                 }
             }
             Expect::ServerCloses => {
-                if !out.closed_by_server && reason.is_none() {
+                if !closed_by_server && reason.is_none() {
                     ctx.fail(format!(
                         "conn {id}: the server did not close a connection that sent a bad frame \
                          within 20 s ({} of {} echoes answered before; write error: {:?}; sent {})",
@@ -253,16 +277,6 @@ impl Conn {
                 }
             }
         }
-        // A stream cut inside a frame is only acceptable when the server
-        // closed it (it may stop mid-frame) or we did.
-        if out.truncated && expect == Expect::Normal && out.closed_by_server {
-            ctx.fail(format!("conn {id}: stream ended inside a frame"));
-        }
-        ctx.logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut checker.epochs);
-        into.add(&self.totals);
     }
 }
 

@@ -141,6 +141,39 @@ pub(super) fn mib(b: u64) -> f64 {
     b as f64 / (1 << 20) as f64
 }
 
+impl Memory {
+    /// The summary's two memory lines: peaks against bounds, and what was
+    /// given back after the load.
+    fn fmt_summary(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self;
+        writeln!(
+            f,
+            "  memory ({} samples): peak RSS {:.1} MiB (baseline {:.1}, bound {:.1}; the \
+             process: server + client threads), pool live peak {:.1} MiB / {} msgs (bound \
+             {:.1} MiB), pool cache peak {:.1} MiB (bound {:.1} MiB)",
+            m.samples,
+            mib(m.peak_rss),
+            mib(m.baseline_rss),
+            mib(m.rss_bound),
+            mib(m.peak_live_bytes),
+            m.peak_live_messages,
+            mib(m.live_bytes_bound),
+            mib(m.peak_cached),
+            mib(m.cached_bound)
+        )?;
+        writeln!(
+            f,
+            "  memory given back: RSS {:.1} MiB {:.1} s after the last session closed \
+             (bound: baseline + {} MiB within {} s); largest: {}",
+            mib(m.after_rss),
+            m.after_wait.as_secs_f64(),
+            AFTER_LOAD_SLACK >> 20,
+            AFTER_LOAD_WAIT.as_secs(),
+            m.after_where
+        )
+    }
+}
+
 impl fmt::Display for SoakReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let t = &self.totals;
@@ -181,31 +214,7 @@ impl fmt::Display for SoakReport {
         if t.zmtp.connections > 0 {
             writeln!(f, "{}", t.zmtp)?;
         }
-        writeln!(
-            f,
-            "  memory ({} samples): peak RSS {:.1} MiB (baseline {:.1}, bound {:.1}; the \
-             process: server + client threads), pool live peak {:.1} MiB / {} msgs (bound \
-             {:.1} MiB), pool cache peak {:.1} MiB (bound {:.1} MiB)",
-            m.samples,
-            mib(m.peak_rss),
-            mib(m.baseline_rss),
-            mib(m.rss_bound),
-            mib(m.peak_live_bytes),
-            m.peak_live_messages,
-            mib(m.live_bytes_bound),
-            mib(m.peak_cached),
-            mib(m.cached_bound)
-        )?;
-        writeln!(
-            f,
-            "  memory given back: RSS {:.1} MiB {:.1} s after the last session closed \
-             (bound: baseline + {} MiB within {} s); largest: {}",
-            mib(m.after_rss),
-            m.after_wait.as_secs_f64(),
-            AFTER_LOAD_SLACK >> 20,
-            AFTER_LOAD_WAIT.as_secs(),
-            m.after_where
-        )?;
+        m.fmt_summary(f)?;
         writeln!(
             f,
             "  server: sessions opened {}, closed {}; after the clients left: live sessions {}, \

@@ -1,7 +1,7 @@
 //! The demo-protocol clients: each client thread opens connection after
 //! connection until the deadline, each playing one scenario (echo, garbage
 //! / oversize, rooms) through a [`Conn`] whose reader thread feeds a
-//! [`ConnChecker`](super::ConnChecker).
+//! [`ConnChecker`].
 
 use std::collections::HashMap;
 use std::io::{self, Write};

@@ -91,7 +91,7 @@ pub struct Memory {
     pub after_rss: u64,
     /// How long after the last session closed `after_rss` was read.
     pub after_wait: Duration,
-    /// Where `after_rss` sits ([`rss_breakdown`]).
+    /// Where `after_rss` sits ([`rss_breakdown`](super::rss_breakdown)).
     pub after_where: String,
     /// Highest pool live bytes.
     pub peak_live_bytes: u64,

@@ -113,7 +113,6 @@ impl Scenario {
 }
 
 fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError> {
-    let tcp = Target::Tcp(server.tcp_addr().expect("tcp listener"));
     let c = server.counters();
     let (a0, cpu0) = server.thread_totals();
     let pool_allocs = |s: &Server| {
@@ -136,7 +135,32 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
         cpu_ns_per_msg: 0.0,
         large_path_ratio: 0.0,
     };
-    let messages = match sc {
+    let messages = measure(server, sc, &mut row)?;
+    // Sessions of the run close (their flusher metrics are folded in then).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.live_sessions() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let (a1, cpu1) = server.thread_totals();
+    let m = messages.max(1) as f64;
+    row.allocs_per_msg = a1.saturating_sub(a0) as f64 / m;
+    row.pool_msgs_per_msg = pool_allocs(server).saturating_sub(p0) as f64 / m;
+    row.cpu_ns_per_msg = cpu1.saturating_sub(cpu0) as f64 / m;
+    let g = c.gather_frames.load(Ordering::Relaxed) - g0;
+    let l = c.linear_frames.load(Ordering::Relaxed) - l0;
+    row.large_path_ratio = if g + l == 0 {
+        0.0
+    } else {
+        g as f64 / (g + l) as f64
+    };
+    Ok(row)
+}
+
+/// Runs one scenario against `server`, fills the row's rates (and
+/// percentiles); returns the messages it counted.
+fn measure(server: &Server, sc: &Scenario, row: &mut Row) -> Result<u64, LoadError> {
+    let tcp = Target::Tcp(server.tcp_addr().expect("tcp listener"));
+    Ok(match sc {
         Scenario::Echo {
             size,
             messages,
@@ -190,25 +214,7 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
             row.mb_per_sec = r.deliveries_per_sec * *size as f64 / 1e6;
             r.deliveries
         }
-    };
-    // Sessions of the run close (their flusher metrics are folded in then).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while server.live_sessions() > 0 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let (a1, cpu1) = server.thread_totals();
-    let m = messages.max(1) as f64;
-    row.allocs_per_msg = a1.saturating_sub(a0) as f64 / m;
-    row.pool_msgs_per_msg = pool_allocs(server).saturating_sub(p0) as f64 / m;
-    row.cpu_ns_per_msg = cpu1.saturating_sub(cpu0) as f64 / m;
-    let g = c.gather_frames.load(Ordering::Relaxed) - g0;
-    let l = c.linear_frames.load(Ordering::Relaxed) - l0;
-    row.large_path_ratio = if g + l == 0 {
-        0.0
-    } else {
-        g as f64 / (g + l) as f64
-    };
-    Ok(row)
+    })
 }
 
 fn io_err(source: std::io::Error) -> LoadError {

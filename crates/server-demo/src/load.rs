@@ -1,5 +1,5 @@
 //! The load generator: drives any server that speaks the suite's wire
-//! format (see `DESIGN.md`) over TCP or a Unix-domain socket and measures
+//! format (see [`crate::protocol`]) over TCP or a Unix-domain socket and measures
 //! it.
 //!
 //! Three scenarios, each a plain struct with a `run` method:

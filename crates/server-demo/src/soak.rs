@@ -73,6 +73,7 @@ pub use stamp::{
     ECHO_MAGIC, PUB_MAGIC, Rng, STAMP_LEN, Stamp, checksum, make_body, mix64, parse_body,
 };
 
+use crate::sync::LockExt;
 use clients::{client, echo_size, pub_size};
 use memory::{monitor, pin_glibc_thresholds, settle_rss, tidy};
 use report::mib;
@@ -150,7 +151,7 @@ struct Ctx {
 
 impl Ctx {
     fn fail(&self, e: String) {
-        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = self.failures.locked();
         if f.len() < 200 {
             f.push(e);
         }
@@ -299,7 +300,7 @@ pub fn run(args: &SoakArgs) -> SoakReport {
         totals
     });
     report.totals = totals;
-    report.memory = memory.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    report.memory = memory.locked().clone();
     let room_failures = after_load(&ctx, &mut report.memory);
     final_checks(server, &ctx, room_failures, setup.zmtp_clients, &mut report);
     report.elapsed = started.elapsed();
@@ -374,7 +375,7 @@ fn after_load(ctx: &Ctx, memory: &mut Memory) -> Vec<String> {
     // run them now and drop the logs, so the bound below is on what the
     // server holds, not on the harness's records.
     let room_failures = {
-        let logs = std::mem::take(&mut *ctx.logs.lock().unwrap_or_else(|p| p.into_inner()));
+        let logs = std::mem::take(&mut *ctx.logs.locked());
         check_rooms(&logs)
     };
     // Those records were allocated by the harness's client threads and
@@ -414,7 +415,7 @@ fn final_checks(
         c.sessions_opened.load(Ordering::Relaxed),
         c.sessions_closed.load(Ordering::Relaxed),
     );
-    let mut failures = std::mem::take(&mut *ctx.failures.lock().unwrap_or_else(|p| p.into_inner()));
+    let mut failures = std::mem::take(&mut *ctx.failures.locked());
     failures.extend(room_failures);
     if report.final_state.0 != 0 {
         failures.push(format!(

@@ -18,6 +18,7 @@ use super::checks::{ConnChecker, Sent};
 use super::memory::tidy;
 use super::report::Totals;
 use super::stamp::{ECHO_MAGIC, PUB_MAGIC, Rng, le_u32, make_body};
+use crate::sync::LockExt;
 
 /// Rooms the room clients use (1..=ROOMS).
 const ROOMS: u16 = 3;
@@ -211,10 +212,7 @@ impl Conn {
         if out.truncated && expect == Expect::Normal && out.closed_by_server {
             ctx.fail(format!("conn {id}: stream ended inside a frame"));
         }
-        ctx.logs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .append(&mut checker.epochs);
+        ctx.logs.locked().append(&mut checker.epochs);
         into.add(&self.totals);
     }
 

@@ -12,6 +12,7 @@ use crate::server::Server;
 use super::Ctx;
 use super::report::{Memory, mib};
 use super::rss::rss_bytes;
+use crate::sync::LockExt;
 
 /// RSS the process may keep over its baseline once every session closed
 /// (issue 16: the server gives its memory back).
@@ -76,7 +77,7 @@ pub(super) fn monitor(server: &Server, memory: &Mutex<Memory>, stop: &AtomicBool
     while !stop.load(Ordering::Acquire) {
         let rss = rss_bytes();
         let st = server.pool().stats();
-        let mut m = memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut m = memory.locked();
         m.samples += 1;
         m.peak_rss = m.peak_rss.max(rss);
         m.peak_live_bytes = m.peak_live_bytes.max(st.live_bytes);

@@ -11,5 +11,5 @@ export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 # A separate target dir: --cfg loom rebuilds every crate.
 export RUSTFLAGS="--cfg loom -C debug-assertions=on"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target/loom}"
-cargo test --release -p netbuf --lib "$@"
+cargo test --release -p nbsuite-netbuf --lib "$@"
 cargo test --release -p loom-tests "$@"

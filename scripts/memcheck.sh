@@ -9,7 +9,7 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (scripts/tes
 # A separate target dir keeps these debug builds from invalidating the
 # regular ones; no debug assertions are lost (dev profile).
 export CARGO_TARGET_DIR=target/memcheck
-mapfile -t bins < <(cargo test -p netbuf -p allocators --lib --tests --no-run --message-format=json 2>/dev/null \
+mapfile -t bins < <(cargo test -p nbsuite-netbuf -p nbsuite-allocators --lib --tests --no-run --message-format=json 2>/dev/null \
   | python3 -c 'import json,sys
 for line in sys.stdin:
     try: m = json.loads(line)

@@ -39,12 +39,12 @@ ALLOCATORS_EXPECT=system cargo test --workspace --all-targets
 ALLOCATORS_EXPECT=system cargo test --workspace --doc
 
 stage "tests: netbuf with the leak-trace feature"
-cargo test -p netbuf --features leak-trace --test leak_trace --test pool
+cargo test -p nbsuite-netbuf --features leak-trace --test leak_trace --test pool
 
 # Under the other allocators: the library crates and the server (every test
 # of theirs); the benches' peers and the loom crate do not depend on the
 # global allocator's behaviour and would only add two more builds.
-LIB_CRATES="-p allocators -p netbuf -p netbuf-tokio -p server-demo"
+LIB_CRATES="-p nbsuite-allocators -p nbsuite-netbuf -p nbsuite-netbuf-tokio -p server-demo"
 
 stage "tests: mimalloc"
 ALLOCATORS_EXPECT=mimalloc cargo test $LIB_CRATES --lib --bins --tests --features allocators/mimalloc
@@ -53,7 +53,7 @@ stage "tests: jemalloc"
 ALLOCATORS_EXPECT=jemalloc cargo test $LIB_CRATES --lib --bins --tests --features allocators/jemalloc
 
 stage "tests: --all-features (precedence picks jemalloc)"
-ALLOCATORS_EXPECT=jemalloc cargo test -p allocators --all-features
+ALLOCATORS_EXPECT=jemalloc cargo test -p nbsuite-allocators --all-features
 
 if [ -x scripts/soak.sh ]; then
   stage "soak / chaos: 60-second profile (release)"

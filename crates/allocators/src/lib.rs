@@ -12,10 +12,11 @@
 //!   "0 allocations in this loop" or "3.0 allocations per message";
 //!   [`counted()`] measures a future (an async task) across the threads it
 //!   is polled on.
-//! * [`handle`] and [`arena`]: per-container allocators through
+//! * [`handle`] and `arena`: per-container allocators through
 //!   `allocator-api2`'s [`Allocator`](allocator_api2::alloc::Allocator) trait:
 //!   a handle on any global allocator, a counting adapter for any `Allocator`,
-//!   and a per-tick [`FrameArena`] over `bumpalo`.
+//!   and a per-tick `FrameArena` over `bumpalo` (the `arena` feature, on by
+//!   default).
 //! * [`release`]: [`release_free_memory()`] asks whichever allocator is
 //!   selected to return its free memory to the operating system.
 //!
@@ -41,9 +42,10 @@
 //! ```
 //!
 //! A per-tick scratch vector that is thrown away wholesale at the end of the
-//! tick:
+//! tick (the `arena` feature):
 //!
 //! ```
+//! # #[cfg(feature = "arena")] {
 //! use allocators::FrameArena;
 //! use allocator_api2::vec::Vec;
 //!
@@ -56,8 +58,27 @@
 //!     let released = arena.reset();
 //!     assert!(released.bytes_released >= 128);
 //! }
+//! # }
 //! ```
+//!
+//! # Cargo features
+//!
+//! * `arena` (**on by default**): the `arena` module, `FrameArena` and
+//!   `ArenaReset`, and the re-export of `bumpalo`. Turn it off
+//!   (`default-features = false`) when you only select or count the global
+//!   allocator and do not want the `bumpalo` dependency.
+//! * `mimalloc`: the global allocator is mimalloc (builds its C sources).
+//! * `jemalloc`: the global allocator is jemalloc through
+//!   `tikv-jemallocator` (builds jemalloc's C sources).
+//!
+//! With neither allocator feature the system allocator is selected. The
+//! allocator features are additive: when both are on, jemalloc wins (see
+//! [`selected`]). They change which allocator [`Selected`] is, not the API.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "arena")]
+#[cfg_attr(docsrs, doc(cfg(feature = "arena")))]
 pub mod arena;
 pub mod counting;
 pub mod handle;
@@ -65,8 +86,12 @@ pub mod release;
 pub mod selected;
 
 pub use allocator_api2;
+#[cfg(feature = "arena")]
+#[cfg_attr(docsrs, doc(cfg(feature = "arena")))]
 pub use bumpalo;
 
+#[cfg(feature = "arena")]
+#[cfg_attr(docsrs, doc(cfg(feature = "arena")))]
 pub use arena::{ArenaReset, FrameArena};
 pub use counting::{
     AllocDelta, AllocStats, CountedFuture, Counters, Counting, CountingAllocator, GLOBAL_COUNTERS,

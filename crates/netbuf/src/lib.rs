@@ -164,6 +164,7 @@
 //! No feature is on by default.
 
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(loom))]
 #[doc(hidden)]
@@ -190,6 +191,7 @@ pub use recv::{
     LinearBuffer, PROBE_READ, ReadUninit, ReceiveBuffer, RecvStats, read_zeroed,
 };
 #[cfg(feature = "chacha20")]
+#[cfg_attr(docsrs, doc(cfg(feature = "chacha20")))]
 pub use send::ChaCha20Transform;
 pub use send::event_loop;
 pub use send::{

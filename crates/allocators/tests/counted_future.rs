@@ -68,7 +68,7 @@ fn spawn_noise(tasks: usize) -> (Arc<AtomicBool>, Arc<AtomicU64>) {
                 }
                 allocations.fetch_add(100, Ordering::Relaxed);
                 round += 1;
-                if (round + t as u64) % 8 == 0 {
+                if (round + t as u64).is_multiple_of(8) {
                     tokio::time::sleep(Duration::from_micros(200)).await;
                 } else {
                     yield_now().await;

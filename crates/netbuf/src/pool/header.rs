@@ -53,7 +53,7 @@ pub(crate) struct Header {
     pub(crate) flags: u8,
 }
 
-const _: () = assert!(HEADER_SIZE % BLOCK_ALIGN == 0);
+const _: () = assert!(HEADER_SIZE.is_multiple_of(BLOCK_ALIGN));
 
 impl Header {
     /// The payload of the block whose header is at `hdr`.

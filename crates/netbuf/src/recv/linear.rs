@@ -792,12 +792,11 @@ impl<F: Framing> LinearBuffer<F> {
             return self.take_direct();
         }
         let Some((frame, used)) = framing::decode_frame(&self.framing, self.as_slice())? else {
-            if self.direct_threshold != usize::MAX {
-                if let Some(info) = framing::decode_checked(&self.framing, self.as_slice())? {
-                    if info.body_len >= self.direct_threshold {
-                        self.stage_direct(info, pool)?;
-                    }
-                }
+            if self.direct_threshold != usize::MAX
+                && let Some(info) = framing::decode_checked(&self.framing, self.as_slice())?
+                && info.body_len >= self.direct_threshold
+            {
+                self.stage_direct(info, pool)?;
             }
             return Ok(None);
         };
@@ -812,12 +811,12 @@ impl<F: Framing> LinearBuffer<F> {
     /// At end of stream: `Ok(())` if no partial frame is left, else
     /// [`DecodeError::Truncated`] (or the header's error).
     pub fn finish(&self) -> Result<(), DecodeError> {
-        if let Some(d) = &self.direct {
-            if d.msg.len() < d.need {
-                return Err(DecodeError::Truncated {
-                    buffered: self.buffered(),
-                });
-            }
+        if let Some(d) = &self.direct
+            && d.msg.len() < d.need
+        {
+            return Err(DecodeError::Truncated {
+                buffered: self.buffered(),
+            });
         }
         framing::decode_checked(&self.framing, self.as_slice())?;
         if self.is_empty() {

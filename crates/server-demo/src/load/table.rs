@@ -12,7 +12,7 @@ pub fn fmt_size(n: usize) -> String {
     const UNITS: [(usize, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
     for (u, name) in UNITS {
         if n >= u {
-            return if n % u == 0 {
+            return if n.is_multiple_of(u) {
                 format!("{} {name}", n / u)
             } else {
                 format!("{:.1} {name}", n as f64 / u as f64)

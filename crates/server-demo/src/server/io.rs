@@ -428,11 +428,11 @@ impl IoThread {
                 // this core (the peer's, on a small machine) go first.
                 std::thread::yield_now();
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(thread = self.index, error = %e, "poll failed");
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(thread = self.index, error = %e, "poll failed");
+                break;
             }
             if events.is_empty() && idle {
                 spins = spins.saturating_add(1);
@@ -493,7 +493,10 @@ impl IoThread {
             let epoch = self.shared.meter_epoch.load(Ordering::Relaxed);
             if quiet
                 || epoch != seen_epoch
-                || self.house.turns() % super::ThreadMeter::METER_EVERY == 0
+                || self
+                    .house
+                    .turns()
+                    .is_multiple_of(super::ThreadMeter::METER_EVERY)
             {
                 seen_epoch = epoch;
                 meter.update();

@@ -186,17 +186,17 @@ pub fn check_rooms(logs: &[EpochLog]) -> Vec<String> {
     for log in logs {
         let mut last: HashMap<u64, u64> = HashMap::new();
         for &(p, s) in &log.entries {
-            if let Some(prev) = last.insert(p, s) {
-                if s != prev.wrapping_add(1) {
-                    push(
-                        &mut errors,
-                        format!(
-                            "room {}: subscriber {} got publisher {}'s seq {} after seq {} \
+            if let Some(prev) = last.insert(p, s)
+                && s != prev.wrapping_add(1)
+            {
+                push(
+                    &mut errors,
+                    format!(
+                        "room {}: subscriber {} got publisher {}'s seq {} after seq {} \
                              (gap, duplicate or reordering)",
-                            log.room, log.conn, p, s, prev
-                        ),
-                    );
-                }
+                        log.room, log.conn, p, s, prev
+                    ),
+                );
             }
         }
     }

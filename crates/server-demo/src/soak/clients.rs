@@ -268,10 +268,10 @@ impl Conn {
                          within 20 s ({} of {} echoes answered before; write error: {:?}; sent {})",
                         checker.answered, self.totals.echo_sent, self.write_failed, self.note
                     ));
-                } else if let Some(r) = &reason {
-                    if !r.starts_with("protocol error") {
-                        ctx.fail(format!("conn {id}: bad frame closed with reason {r:?}"));
-                    }
+                } else if let Some(r) = &reason
+                    && !r.starts_with("protocol error")
+                {
+                    ctx.fail(format!("conn {id}: bad frame closed with reason {r:?}"));
                 }
             }
         }
@@ -304,14 +304,14 @@ fn read_loop(
     loop {
         // Decode and check every complete frame.
         loop {
-            if let Some((after, dur)) = pause {
-                if frames >= after {
-                    // A slow consumer: stop reading for a while.
-                    pause = None;
-                    let end = Instant::now() + dur;
-                    while Instant::now() < end && !stop.load(Ordering::Acquire) {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
+            if let Some((after, dur)) = pause
+                && frames >= after
+            {
+                // A slow consumer: stop reading for a while.
+                pause = None;
+                let end = Instant::now() + dur;
+                while Instant::now() < end && !stop.load(Ordering::Acquire) {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
             while let Ok(s) = rx.try_recv() {

@@ -248,7 +248,7 @@ impl ZConn {
         let w = sock.try_clone()?;
         let mut c = Client::new(sock);
         c.max_part = ctx.max_frame;
-        let identity = (id % 3 == 0).then(|| id.to_be_bytes());
+        let identity = id.is_multiple_of(3).then(|| id.to_be_bytes());
         c.handshake_v(socket_type, identity.as_ref().map(|i| &i[..]), minor)
             .map_err(|e| io::Error::new(e.kind(), format!("{socket_type} handshake: {e}")))?;
         let link = Link {

@@ -469,10 +469,10 @@ impl<S: Read + Write> Client<S> {
     pub fn error_then_close(&mut self) -> Option<String> {
         let mut reason = None;
         while let Ok(Some(f)) = self.read_frame() {
-            if f.is_command() {
-                if let Some(r) = error_reason(&f.body) {
-                    reason = Some(r);
-                }
+            if f.is_command()
+                && let Some(r) = error_reason(&f.body)
+            {
+                reason = Some(r);
             }
         }
         reason

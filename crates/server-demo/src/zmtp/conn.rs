@@ -116,10 +116,11 @@ impl ZmtpConn {
         };
         recv.set_direct_threshold(DIRECT_RECV_THRESHOLD);
         let mut threshold = server.threshold(stream.transport());
-        if cfg.send == SendMode::Auto && cfg.gather_threshold.is_none() {
-            if let netbuf::GatherThreshold::Bytes(b) = &mut threshold {
-                *b = (*b).min(MAX_GATHER_THRESHOLD);
-            }
+        if cfg.send == SendMode::Auto
+            && cfg.gather_threshold.is_none()
+            && let netbuf::GatherThreshold::Bytes(b) = &mut threshold
+        {
+            *b = (*b).min(MAX_GATHER_THRESHOLD);
         }
         let mut flusher = Flusher::new(threshold);
         if cfg.transform == crate::config::TransformMode::Chacha20 {

@@ -119,12 +119,12 @@ pub fn check_prefix(src: &[u8]) -> Result<Option<u8>, DecodeError> {
             "not a ZMTP 3 greeting (unversioned ZMTP 1.0 peer or garbage)",
         ));
     }
-    if let Some(&b9) = src.get(9) {
-        if b9 & 1 == 0 {
-            return Err(DecodeError::malformed(
-                "not a ZMTP 3 greeting (unversioned ZMTP 1.0 peer)",
-            ));
-        }
+    if let Some(&b9) = src.get(9)
+        && b9 & 1 == 0
+    {
+        return Err(DecodeError::malformed(
+            "not a ZMTP 3 greeting (unversioned ZMTP 1.0 peer)",
+        ));
     }
     match src.get(10) {
         None => Ok(None),

@@ -71,23 +71,23 @@ impl Waiters {
     pub(super) fn register(&self, waker: &Waker, slot: &mut Option<WaitSlot>, share: Share) {
         let mut l = lock(&self.0);
         let generation = l.generation;
-        if let Some(s) = slot.filter(|s| s.generation == generation) {
-            if let Some(e) = l.entries.iter_mut().find(|e| e.id == s.id) {
-                if share == Share::Own && !e.waker.will_wake(waker) {
-                    e.waker.clone_from(waker);
-                }
-                return;
+        if let Some(s) = slot.filter(|s| s.generation == generation)
+            && let Some(e) = l.entries.iter_mut().find(|e| e.id == s.id)
+        {
+            if share == Share::Own && !e.waker.will_wake(waker) {
+                e.waker.clone_from(waker);
             }
+            return;
         }
-        if share == Share::SameTask {
-            if let Some(e) = l.entries.iter_mut().find(|e| e.waker.will_wake(waker)) {
-                e.refs += 1;
-                *slot = Some(WaitSlot {
-                    id: e.id,
-                    generation,
-                });
-                return;
-            }
+        if share == Share::SameTask
+            && let Some(e) = l.entries.iter_mut().find(|e| e.waker.will_wake(waker))
+        {
+            e.refs += 1;
+            *slot = Some(WaitSlot {
+                id: e.id,
+                generation,
+            });
+            return;
         }
         l.next_id += 1;
         let id = l.next_id;

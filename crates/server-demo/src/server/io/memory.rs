@@ -68,7 +68,7 @@ impl IoThread {
         // `CLOCK_EVERY` turns, not on every turn (on some machines each read
         // is a syscall, and a busy loop turns once per request).
         self.house.turns = self.house.turns.wrapping_add(1);
-        if quiet || self.house.turns % CLOCK_EVERY == 0 {
+        if quiet || self.house.turns.is_multiple_of(CLOCK_EVERY) {
             let now = Instant::now();
             if now.duration_since(self.house.last_sweep) >= SWEEP_EVERY || quiet {
                 self.house.last_sweep = now;
@@ -119,10 +119,10 @@ impl IoThread {
             let Some(io) = s.io.as_mut() else {
                 continue;
             };
-            if io.recv.buffered() == 0 {
-                if let netbuf::ReceiveBuffer::Linear(b) = &mut io.recv {
-                    b.release_if_empty();
-                }
+            if io.recv.buffered() == 0
+                && let netbuf::ReceiveBuffer::Linear(b) = &mut io.recv
+            {
+                b.release_if_empty();
             }
             if io.flusher.is_empty() {
                 io.flusher.release_memory();

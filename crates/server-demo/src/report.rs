@@ -324,8 +324,10 @@ pub fn strategies() -> Vec<StrategyArgs> {
             transform: TransformMode::Chacha20,
             ..base.clone()
         },
+        // The mode for handlers that may block (the default runs them
+        // inline on the IO thread).
         StrategyArgs {
-            logic_threads: 0,
+            logic_threads: 1,
             ..base
         },
     ]

@@ -18,8 +18,8 @@
 
 pub mod config;
 pub mod load;
+pub mod main_job;
 pub mod protocol;
-pub mod report;
 pub mod server;
 pub mod soak;
 pub mod sync;

@@ -127,7 +127,8 @@ fn main() {
                 1
             }
         },
-        Some(Cmd::Hold { tcp, count }) => match server_demo::report::hold_connections(tcp, count) {
+        Some(Cmd::Hold { tcp, count }) => match server_demo::main_job::hold_connections(tcp, count)
+        {
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("hold: {e}");
@@ -135,7 +136,7 @@ fn main() {
             }
         },
         Some(Cmd::Soak(args)) => server_demo::soak::main(&args),
-        None => server_demo::report::main_job(cli.json.as_deref()),
+        None => server_demo::main_job::main_job(cli.json.as_deref()),
     };
     std::process::exit(code);
 }

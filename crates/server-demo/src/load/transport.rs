@@ -144,7 +144,9 @@ pub fn connect(target: &Target, timeout: Duration) -> Result<Stream, LoadError> 
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to at least `wanted` (capped at the hard
-/// limit) and returns the soft limit now in force.
+/// limit; `u64::MAX`: to the hard limit) and returns the soft limit now in
+/// force. The one implementation: the server, the main job and the load
+/// generator all call it.
 #[allow(clippy::unnecessary_cast)] // `rlim_t` is `u64` on Linux, not everywhere
 pub fn raise_fd_limit(wanted: u64) -> io::Result<u64> {
     let mut lim = libc::rlimit {

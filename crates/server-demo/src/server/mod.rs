@@ -175,25 +175,6 @@ impl std::fmt::Debug for Server {
     }
 }
 
-/// Raises the open-file limit to the hard limit (10,000+ connections).
-pub fn raise_fd_limit() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid rlimit to fill / read.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 0;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
-    lim.rlim_cur
-}
-
 /// Raises a listener's accept backlog from the library default (128) so a
 /// burst of thousands of connects is not dropped (and retried by the client
 /// a second later) while the IO thread is busy.
@@ -235,7 +216,9 @@ impl Server {
         zmtp: &[crate::zmtp::EndpointSpec],
         cfg: StrategyArgs,
     ) -> stdio::Result<Server> {
-        raise_fd_limit();
+        // As many connections as the hard limit allows (10,000+ idle ones
+        // in the main job); a refusal leaves the soft limit as it is.
+        let _ = crate::load::raise_fd_limit(u64::MAX);
         // 256 B and 2 KiB classes beside the 4 KiB block: small requests
         // and replies (the common case) do not pin a whole page each, nor
         // does a 1 KiB message with its header (fan-out x256 at 1 KiB

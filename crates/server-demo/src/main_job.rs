@@ -476,7 +476,7 @@ pub fn render(rows: &[Row]) -> String {
 /// standard input closes (the `hold` subcommand the idle measurement
 /// spawns, so client and server sockets do not share one fd limit).
 pub fn hold_connections(addr: std::net::SocketAddr, count: usize) -> std::io::Result<()> {
-    crate::server::raise_fd_limit();
+    let _ = crate::load::raise_fd_limit(u64::MAX);
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
         held.push(std::net::TcpStream::connect(addr)?);

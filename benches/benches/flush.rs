@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use benches::print_ratio_table;
 use criterion::{BenchmarkId, Criterion, Throughput};
-use netbuf::{Flusher, GatherThreshold, MessagePool, OutFrame, Outgoing, Transport};
+use netbuf::test_util::quiet_pool;
+use netbuf::{Flusher, GatherThreshold, OutFrame, Outgoing, Transport};
 use server_demo::protocol::{Kind, encode_header};
 
 allocators::global_allocator!();
@@ -67,7 +68,7 @@ fn name(t: Transport) -> &'static str {
 }
 
 fn send_path(c: &mut Criterion) {
-    let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+    let pool = quiet_pool().build();
     for t in [Transport::Tcp, Transport::Unix] {
         let group = format!("send_{}", name(t));
         let mut g = c.benchmark_group(&group);

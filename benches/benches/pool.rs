@@ -24,6 +24,7 @@ use allocator_api2::alloc::Allocator;
 use allocators::{Counters, Counting, GlobalHandle};
 use benches::{Jemalloc, MiMalloc, MimallocCopy, cross_thread, print_ratio_table};
 use criterion::{BenchmarkId, Criterion};
+use netbuf::test_util::quiet_pool;
 use netbuf::{MessagePool, SharedMessage};
 
 allocators::global_allocator!();
@@ -53,9 +54,7 @@ const MSG_SIZES: [(usize, &str); 5] = [
 ];
 
 fn pool_in<A: Allocator + Clone + Send + Sync + 'static>(h: A) -> MessagePool<A> {
-    MessagePool::builder()
-        .report_leaks_on_drop(false)
-        .build_in(h)
+    quiet_pool().build_in(h)
 }
 
 /// One message's life: alloc, fill, free.
@@ -199,7 +198,7 @@ fn copy_round<A: Allocator + Copy>(
 
 fn broadcast(c: &mut Criterion) {
     let (sys, mi, je) = handles();
-    let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+    let pool = quiet_pool().build();
     let mut g = c.benchmark_group("broadcast");
     g.sample_size(10);
     for (size, label) in BCAST_SIZES {

@@ -8,13 +8,13 @@
 //! `cargo bench -p benches --bench recv` prints the tables at the end.
 
 use std::hint::black_box;
-use std::io::{self, Read};
 use std::time::Duration;
 
 use benches::print_ratio_table;
 use bytes::{BufMut, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput};
-use netbuf::{ChainedBuffer, DEFAULT_RECV_CAPACITY, LinearBuffer, MessagePool};
+use netbuf::test_util::{Rng, Script, ScriptedReader, Step, quiet_pool};
+use netbuf::{ChainedBuffer, DEFAULT_RECV_CAPACITY, LinearBuffer, MessagePool, ReadUninit};
 use server_demo::protocol::{DEFAULT_MAX_BODY, DemoFraming, HEADER_LEN, Kind, encode_frame_into};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
@@ -26,56 +26,10 @@ const STREAM_BYTES: usize = 256 << 10;
 /// Reads return 1..=MAX_READ bytes (capped by the buffer's free space).
 const MAX_READ: usize = 8192;
 
-/// xorshift64*: deterministic, so every variant sees the same read sizes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 /// An in-memory socket: hands out the stream in chunks of pre-drawn random
-/// sizes, capped by the space the reader offers.
-struct ChunkReader<'a> {
-    data: &'a [u8],
-    pos: usize,
-    sizes: &'a [usize],
-    i: usize,
-}
-
-impl<'a> ChunkReader<'a> {
-    fn new(data: &'a [u8], sizes: &'a [usize]) -> Self {
-        ChunkReader {
-            data,
-            pos: 0,
-            sizes,
-            i: 0,
-        }
-    }
-
-    /// The next chunk of at most `max` bytes (empty at end of stream).
-    #[inline]
-    fn next_chunk(&mut self, max: usize) -> &'a [u8] {
-        let want = self.sizes[self.i % self.sizes.len()];
-        self.i += 1;
-        let n = want.min(max).min(self.data.len() - self.pos);
-        let s = &self.data[self.pos..self.pos + n];
-        self.pos += n;
-        s
-    }
-}
-
-impl Read for ChunkReader<'_> {
-    #[inline]
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let c = self.next_chunk(buf.len());
-        buf[..c.len()].copy_from_slice(c);
-        Ok(c.len())
-    }
+/// sizes (cycled), capped by the space the reader offers.
+fn reader<'a>(wire: &'a [u8], sizes: &'a [Step]) -> ScriptedReader<'a> {
+    ScriptedReader::new(wire).with_script(Script::cycle(sizes))
 }
 
 fn stream(body: usize) -> Vec<u8> {
@@ -88,10 +42,11 @@ fn stream(body: usize) -> Vec<u8> {
     v
 }
 
-fn read_sizes() -> Vec<usize> {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+/// Seeded: every variant sees the same read sizes.
+fn read_sizes() -> Vec<Step> {
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     (0..4099)
-        .map(|_| 1 + (rng.next() % MAX_READ as u64) as usize)
+        .map(|_| Step::Take(1 + rng.below(MAX_READ)))
         .collect()
 }
 
@@ -102,8 +57,8 @@ fn handle(kind: u8, room: u16, body: &[u8]) -> usize {
     body.len()
 }
 
-fn run_linear(buf: &mut LinearBuffer<DemoFraming>, wire: &[u8], sizes: &[usize]) -> usize {
-    let mut r = ChunkReader::new(wire, sizes);
+fn run_linear(buf: &mut LinearBuffer<DemoFraming>, wire: &[u8], sizes: &[Step]) -> usize {
+    let mut r = reader(wire, sizes);
     let mut total = 0;
     while buf.read_from(&mut r).unwrap() > 0 {
         while let Some(f) = buf.next_frame().unwrap() {
@@ -117,9 +72,9 @@ fn run_linear_owned(
     buf: &mut LinearBuffer<DemoFraming>,
     pool: &MessagePool,
     wire: &[u8],
-    sizes: &[usize],
+    sizes: &[Step],
 ) -> usize {
-    let mut r = ChunkReader::new(wire, sizes);
+    let mut r = reader(wire, sizes);
     let mut total = 0;
     while buf.read_from(&mut r).unwrap() > 0 {
         while let Some((h, m)) = buf.next_message(pool).unwrap() {
@@ -129,8 +84,8 @@ fn run_linear_owned(
     total
 }
 
-fn run_chained(buf: &mut ChainedBuffer<DemoFraming>, wire: &[u8], sizes: &[usize]) -> usize {
-    let mut r = ChunkReader::new(wire, sizes);
+fn run_chained(buf: &mut ChainedBuffer<DemoFraming>, wire: &[u8], sizes: &[Step]) -> usize {
+    let mut r = reader(wire, sizes);
     let mut total = 0;
     while buf.read_from(&mut r).unwrap() > 0 {
         while let Some(f) = buf.next_frame().unwrap() {
@@ -155,18 +110,21 @@ fn tokio_codec() -> LengthDelimitedCodec {
 
 /// `BytesMut` filled the way `FramedRead` does (reserve, read into the
 /// spare capacity), decoded with `LengthDelimitedCodec`.
-fn run_tokio(codec: &mut LengthDelimitedCodec, wire: &[u8], sizes: &[usize]) -> usize {
-    let mut r = ChunkReader::new(wire, sizes);
+fn run_tokio(codec: &mut LengthDelimitedCodec, wire: &[u8], sizes: &[Step]) -> usize {
+    let mut r = reader(wire, sizes);
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut total = 0;
     loop {
         buf.reserve(1);
-        let spare = buf.capacity() - buf.len();
-        let chunk = r.next_chunk(spare);
-        if chunk.is_empty() {
+        // SAFETY: `read_uninit` writes only initialised bytes into the
+        // spare capacity (`ReadUninit`'s contract), never uninitialised ones.
+        let spare = unsafe { buf.chunk_mut().as_uninit_slice_mut() };
+        let n = r.read_uninit(spare).unwrap();
+        if n == 0 {
             break;
         }
-        buf.put_slice(chunk);
+        // SAFETY: `read_uninit` initialised the first `n` spare bytes.
+        unsafe { buf.advance_mut(n) };
         while let Some(frame) = codec.decode(&mut buf).unwrap() {
             let (kind, flags) = (frame[0], frame[1]);
             assert!((1..=7).contains(&kind) && flags == 0, "bad header");
@@ -268,10 +226,7 @@ fn per_session<S>(
 
 fn memory() {
     // The counting allocator is process-wide; run on a quiet process.
-    let pool = MessagePool::builder()
-        .extra_class(512)
-        .report_leaks_on_drop(false)
-        .build();
+    let pool = quiet_pool().extra_class(512).build();
     let mut rows: Vec<(String, [(f64, f64); 3])> = Vec::new();
     let mut full = Vec::new();
     encode_frame_into(&mut full, Kind::EchoRequest, 0, &[7u8; 100]).unwrap();

@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 
 use futures::StreamExt;
 use netbuf::framing::{Framing, HeaderBytes, LengthDelimited};
+use netbuf::test_util::quiet_pool;
 use netbuf::{Flusher, GatherThreshold, MessagePool, OutFrame, Outgoing, SendQueue};
 use netbuf_tokio::{FrameReader, outbox};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -89,7 +90,7 @@ fn framings() -> [LengthDelimited; 3] {
 async fn partial_writes_gather_and_free_bodies_only_once_written() {
     for framing in framings() {
         for vectored in [true, false] {
-            let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+            let pool = quiet_pool().build();
             let io = Scripted {
                 chunk: 7,
                 vectored,
@@ -215,7 +216,7 @@ impl AsyncRead for Trickle {
 #[tokio::test]
 async fn reader_over_every_framing_at_one_byte_per_read() {
     for framing in framings() {
-        let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+        let pool = quiet_pool().build();
         let bodies: Vec<Vec<u8>> = vec![vec![], b"x".to_vec(), vec![7; 5000]];
         let mut wire = Vec::new();
         for b in &bodies {
@@ -312,7 +313,7 @@ async fn sink_backpressure_cancel_and_oversize() {
 #[tokio::test]
 async fn a_drained_writer_gives_its_burst_buffer_back() {
     for keep in [netbuf_tokio::DEFAULT_KEEP_BUFFERED, usize::MAX] {
-        let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+        let pool = quiet_pool().build();
         let io = Scripted {
             chunk: usize::MAX,
             vectored: true,

@@ -160,15 +160,16 @@
 //! * `leak-trace`: records the allocation site (a backtrace) of sampled
 //!   messages, so [`MessagePool::leak_report`] can say where a leaked
 //!   message came from. Costs nothing when off.
+//! * `test-util`: the `test_util` module, test support for netbuf's
+//!   tests, the fuzz harness, the benches and the soak (scripted socket
+//!   doubles, a seeded PRNG, a quiet pool, the fuzz targets' logic). Not a
+//!   stable API; never needed in production.
 //!
 //! No feature is on by default.
 
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(not(loom))]
-#[doc(hidden)]
-pub mod fuzzing;
 #[cfg(loom)]
 #[doc(hidden)]
 pub mod loom_support;
@@ -177,6 +178,8 @@ mod pool;
 mod recv;
 mod send;
 mod sync;
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util;
 
 pub use message::{CapacityError, Message, Origin, Outgoing, SharedMessage};
 pub use pool::{

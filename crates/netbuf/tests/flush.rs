@@ -2,9 +2,10 @@
 //! body freed exactly once, nothing leaked when a session closes mid-frame,
 //! transforms, errors.
 
-use std::io::{self, IoSlice, Write};
+use std::io;
 
 use netbuf::framing::{Framing, HeaderBytes, LengthDelimited};
+use netbuf::test_util::{Script, ScriptedWriter, Step, quiet_pool};
 #[cfg(feature = "chacha20")]
 use netbuf::{ChaCha20Transform, Transform};
 use netbuf::{
@@ -12,67 +13,9 @@ use netbuf::{
 };
 use proptest::prelude::*;
 
-/// A writer that takes at most `limits[i]` bytes on call `i` (0 means
-/// `WouldBlock`), cycling.
-struct Choppy {
-    out: Vec<u8>,
-    limits: Vec<usize>,
-    call: usize,
-    vectored_calls: usize,
-}
-
-impl Choppy {
-    fn new(limits: Vec<usize>) -> Self {
-        Choppy {
-            out: Vec::new(),
-            limits,
-            call: 0,
-            vectored_calls: 0,
-        }
-    }
-    fn next_limit(&mut self) -> usize {
-        let l = self.limits[self.call % self.limits.len()];
-        self.call += 1;
-        l
-    }
-}
-
-impl Write for Choppy {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let l = self.next_limit();
-        if l == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = l.min(buf.len());
-        self.out.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        self.vectored_calls += 1;
-        let mut l = self.next_limit();
-        if l == 0 {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let mut n = 0;
-        for b in bufs {
-            let k = l.min(b.len());
-            self.out.extend_from_slice(&b[..k]);
-            n += k;
-            l -= k;
-            if l == 0 {
-                break;
-            }
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The framings the flusher runs under: 8-byte, 4-byte BE, 6-byte game.
 fn framing(which: usize) -> LengthDelimited {
-    netbuf::fuzzing::framings(usize::MAX)[which % 3]
+    netbuf::test_util::fuzz::framings(usize::MAX)[which % 3]
 }
 
 /// The header of a `len`-byte body under `framing(which)`.
@@ -95,10 +38,10 @@ fn run(
     shared: bool,
     which: usize,
 ) -> (Vec<u8>, Vec<u8>, netbuf::FlushMetrics) {
-    let pool = MessagePool::builder().report_leaks_on_drop(false).build();
+    let pool = quiet_pool().build();
     let mut f: Flusher = Flusher::new(threshold);
     let mut expected = Vec::new();
-    let mut w = Choppy::new(limits);
+    let mut w = ScriptedWriter::limits(&limits);
     for (i, &n) in sizes.iter().enumerate() {
         let body: Vec<u8> = (0..n).map(|k| (k * 31 + i) as u8).collect();
         expected.extend(frame_bytes(which, &body));
@@ -121,7 +64,7 @@ fn run(
         0,
         "every body freed once written"
     );
-    (w.out, expected, f.metrics())
+    (w.into_written(), expected, f.metrics())
 }
 
 proptest! {
@@ -161,12 +104,12 @@ fn large_bodies_are_not_copied_and_live_until_written() {
         1,
         "the small body was copied and freed"
     );
-    let mut w = Choppy::new(vec![50_000, 0]);
+    let mut w = ScriptedWriter::limits(&[50_000, 0]);
     assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
     // The first call carried the small frame, the header and part of the
     // large body together.
-    assert_eq!(w.out.len(), 50_000);
-    assert_eq!(w.vectored_calls, 1);
+    assert_eq!(w.written().len(), 50_000);
+    assert_eq!(w.vectored_calls(), 1);
     assert_eq!(body.ref_count(), 2, "the flusher still holds the body");
     while f.flush(&mut w).unwrap() != Flushed::Done {}
     assert_eq!(body.ref_count(), 1);
@@ -185,7 +128,7 @@ fn closing_mid_frame_leaks_nothing() {
         let m = pool.message_from(&vec![9; n]).unwrap();
         f.push(OutFrame::new(hdr(0, n), m.into()));
     }
-    let mut w = Choppy::new(vec![4000, 0]);
+    let mut w = ScriptedWriter::limits(&[4000, 0]);
     assert_eq!(f.flush(&mut w).unwrap(), Flushed::WouldBlock);
     assert!(pool.stats().live_messages > 0);
     drop(f); // the session closes mid-frame
@@ -210,9 +153,9 @@ fn short_and_empty_headers_go_through_both_paths() {
             expected.extend_from_slice(&body);
             f.push(OutFrame::new(HeaderBytes::new(h), body));
         }
-        let mut w = Choppy::new(vec![3, 0, 1, 50]);
+        let mut w = ScriptedWriter::limits(&[3, 0, 1, 50]);
         while f.flush(&mut w).unwrap() != Flushed::Done {}
-        assert!(w.out == expected, "{threshold:?}");
+        assert!(w.written() == expected, "{threshold:?}");
     }
 }
 
@@ -229,27 +172,23 @@ fn chacha20_transform_is_fused_and_decrypts() {
         expected.extend(frame_bytes(0, &body));
         f.push(OutFrame::new(hdr(0, n), body));
     }
-    let mut w = Choppy::new(vec![777]);
+    let mut w = ScriptedWriter::limits(&[777]);
     while f.flush(&mut w).unwrap() != Flushed::Done {}
-    assert_ne!(w.out, expected);
-    let mut plain = vec![0u8; w.out.len()];
-    ChaCha20Transform::new(key, nonce).apply(&w.out, &mut plain);
+    assert_ne!(w.written(), expected);
+    let mut plain = vec![0u8; w.written().len()];
+    ChaCha20Transform::new(key, nonce).apply(w.written(), &mut plain);
     assert_eq!(plain, expected);
     // A transform sends nothing by the gather path.
     assert_eq!(f.metrics().gather_frames, 0);
 }
 
-struct Broken(io::ErrorKind);
-impl Write for Broken {
-    fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-        match self.0 {
-            io::ErrorKind::WriteZero => Ok(0),
-            k => Err(k.into()),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// A writer failing every call: `Ok(0)` for `WriteZero`, else the error.
+fn broken(kind: io::ErrorKind) -> ScriptedWriter<'static> {
+    let step = match kind {
+        io::ErrorKind::WriteZero => Step::Take(0),
+        k => Step::Fail(k),
+    };
+    ScriptedWriter::new().with_script(Script::cycle(vec![step]))
 }
 
 #[test]
@@ -257,10 +196,10 @@ fn errors_are_typed() {
     let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Never);
     f.push(OutFrame::new(hdr(0, 1), vec![1]));
     assert!(matches!(
-        f.flush(&mut Broken(io::ErrorKind::WriteZero)),
+        f.flush(&mut broken(io::ErrorKind::WriteZero)),
         Err(FlushError::WriteZero)
     ));
-    match f.flush(&mut Broken(io::ErrorKind::ConnectionReset)) {
+    match f.flush(&mut broken(io::ErrorKind::ConnectionReset)) {
         Err(FlushError::Io(e)) => assert_eq!(e.kind(), io::ErrorKind::ConnectionReset),
         other => panic!("{other:?}"),
     }
@@ -269,26 +208,6 @@ fn errors_are_typed() {
         9,
         "nothing was lost from the pending stream"
     );
-}
-
-/// A writer that claims `extra` bytes more than it was given.
-struct Overclaiming {
-    extra: usize,
-    out: Vec<u8>,
-}
-impl Write for Overclaiming {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.extend_from_slice(buf);
-        Ok(buf.len() + self.extra)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let n: usize = bufs.iter().map(|b| b.len()).sum();
-        bufs.iter().for_each(|b| self.out.extend_from_slice(b));
-        Ok(n + self.extra)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A `Write` that returns more than it was given is a typed error, in
@@ -300,10 +219,7 @@ fn a_writer_claiming_more_than_offered_is_an_error() {
         f.push(OutFrame::new(hdr(0, 3), vec![1; 3]));
         f.push(OutFrame::new(hdr(0, 64), vec![2; 64]));
         let pending = f.pending_bytes();
-        let mut w = Overclaiming {
-            extra: 5,
-            out: Vec::new(),
-        };
+        let mut w = ScriptedWriter::new().overclaim(5);
         match f.flush(&mut w) {
             Err(FlushError::WriterOverclaimed { claimed, offered }) => {
                 assert_eq!((claimed, offered), (pending + 5, pending));

@@ -1,8 +1,8 @@
-//! A bounded, deterministic run of the fuzz targets (`netbuf::fuzzing`, the
-//! same functions the `cargo fuzz` targets in `fuzz/` call): pseudo-random
-//! inputs, valid frame streams with mutations, and the committed seed
-//! corpus (`fuzz/corpus/*`) with mutations. Fixed seeds: every run feeds the
-//! same inputs.
+//! A bounded, deterministic run of the fuzz targets
+//! (`netbuf::test_util::fuzz`, the same functions the `cargo fuzz` targets
+//! in `fuzz/` call): pseudo-random inputs, valid frame streams with
+//! mutations, and the committed seed corpus (`fuzz/corpus/*`) with
+//! mutations. Fixed seeds: every run feeds the same inputs.
 //!
 //! `FUZZ_ITERS` sets the inputs per generator (default 300); when only
 //! `PROPTEST_CASES` is set (`scripts/memcheck.sh` runs this binary under
@@ -10,7 +10,7 @@
 
 use std::path::PathBuf;
 
-use netbuf::fuzzing;
+use netbuf::test_util::{Rng, fuzz};
 
 fn iters() -> usize {
     let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
@@ -20,9 +20,6 @@ fn iters() -> usize {
         (None, None) => 300,
     }
 }
-
-// The fuzz targets' own SplitMix64.
-use netbuf::fuzzing::Mix as Rng;
 
 fn mutate(rng: &mut Rng, mut v: Vec<u8>) -> Vec<u8> {
     for _ in 0..1 + rng.below(4) {
@@ -66,7 +63,7 @@ fn frame_stream(rng: &mut Rng) -> Vec<u8> {
     let mut v = rng.bytes(7);
     let which = rng.below(3) as u8 | if rng.below(4) == 0 { 0x80 } else { 0 };
     v.push(which);
-    let framing = fuzzing::framings(usize::MAX)[(which % 3) as usize];
+    let framing = fuzz::framings(usize::MAX)[(which % 3) as usize];
     for _ in 0..rng.below(12) {
         let len = match rng.below(10) {
             0 => rng.below(20_000),
@@ -101,35 +98,35 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
 
 #[test]
 fn decode_random_inputs() {
-    let mut rng = Rng(1);
+    let mut rng = Rng::new(1);
     for _ in 0..iters() {
         let n = rng.below(600);
-        fuzzing::decode(&rng.bytes(n));
+        fuzz::decode(&rng.bytes(n));
     }
 }
 
 #[test]
 fn decode_mutated_frame_streams() {
-    let mut rng = Rng(2);
+    let mut rng = Rng::new(2);
     for i in 0..iters() {
         let v = frame_stream(&mut rng);
         let v = if i % 4 == 0 { v } else { mutate(&mut rng, v) };
-        fuzzing::decode(&v);
+        fuzz::decode(&v);
     }
 }
 
 #[test]
 fn flush_random_inputs() {
-    let mut rng = Rng(3);
+    let mut rng = Rng::new(3);
     for _ in 0..iters() {
         let n = rng.below(300);
-        fuzzing::flush(&rng.bytes(n));
+        fuzz::flush(&rng.bytes(n));
     }
 }
 
 #[test]
 fn seed_corpus_and_mutations() {
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let decode = corpus("decode");
     let flush = corpus("flush");
     assert!(
@@ -138,15 +135,15 @@ fn seed_corpus_and_mutations() {
     );
     let rounds = (iters() / 50).max(2);
     for seed in &decode {
-        fuzzing::decode(seed);
+        fuzz::decode(seed);
         for _ in 0..rounds {
-            fuzzing::decode(&mutate(&mut rng, seed.clone()));
+            fuzz::decode(&mutate(&mut rng, seed.clone()));
         }
     }
     for seed in &flush {
-        fuzzing::flush(seed);
+        fuzz::flush(seed);
         for _ in 0..rounds {
-            fuzzing::flush(&mutate(&mut rng, seed.clone()));
+            fuzz::flush(&mutate(&mut rng, seed.clone()));
         }
     }
 }
@@ -169,7 +166,7 @@ fn regressions() {
         &[0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 9],
     ];
     for c in cases {
-        fuzzing::decode(c);
-        fuzzing::flush(c);
+        fuzz::decode(c);
+        fuzz::flush(c);
     }
 }

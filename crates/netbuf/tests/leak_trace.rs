@@ -2,6 +2,7 @@
 #![cfg(feature = "leak-trace")]
 
 use netbuf::MessagePool;
+use netbuf::test_util::quiet_pool;
 
 #[inline(never)]
 fn leaky_site(pool: &MessagePool) -> netbuf::Message {
@@ -11,10 +12,7 @@ fn leaky_site(pool: &MessagePool) -> netbuf::Message {
 #[test]
 fn sampled_sites_of_live_messages_are_reported() {
     // Trace every message.
-    let pool = MessagePool::builder()
-        .trace_sample(1)
-        .report_leaks_on_drop(false)
-        .build();
+    let pool = quiet_pool().trace_sample(1).build();
     let kept: Vec<_> = (0..3).map(|_| leaky_site(&pool)).collect();
     let freed = pool.alloc(10).unwrap();
     drop(freed);
@@ -31,10 +29,7 @@ fn sampled_sites_of_live_messages_are_reported() {
 
 #[test]
 fn sampling_traces_one_in_n() {
-    let pool = MessagePool::builder()
-        .trace_sample(10)
-        .report_leaks_on_drop(false)
-        .build();
+    let pool = quiet_pool().trace_sample(10).build();
     let kept: Vec<_> = (0..100).map(|_| pool.alloc(1).unwrap()).collect();
     let traced: u64 = pool
         .leak_report()

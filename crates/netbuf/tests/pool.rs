@@ -4,13 +4,10 @@
 use std::hint::black_box;
 
 use bytes::BufMut;
-use netbuf::{MessagePool, Origin, PoolError, SharedMessage};
+use netbuf::test_util::quiet_pool;
+use netbuf::{Origin, PoolError, SharedMessage};
 
 allocators::global_allocator!();
-
-fn quiet_pool() -> netbuf::PoolBuilder {
-    MessagePool::builder().report_leaks_on_drop(false)
-}
 
 #[test]
 fn routing_at_every_boundary() {

@@ -4,7 +4,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use netbuf::MessagePool;
+use netbuf::test_util::quiet_pool;
 
 allocators::global_allocator!();
 
@@ -14,10 +14,6 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn quiet() -> netbuf::PoolBuilder {
-    MessagePool::builder().report_leaks_on_drop(false)
 }
 
 /// A worker thread that runs closures sent to it and then waits, idle,
@@ -57,7 +53,7 @@ impl Worker {
 #[test]
 fn trim_returns_the_depot_and_the_callers_cache() {
     let _g = serial();
-    let pool = quiet().thread_cache_bytes(8 * 4096).build();
+    let pool = quiet_pool().thread_cache_bytes(8 * 4096).build();
     let ms: Vec<_> = (0..64).map(|_| pool.alloc(4096).unwrap()).collect();
     drop(ms);
     let s = pool.stats();
@@ -73,7 +69,7 @@ fn trim_returns_the_depot_and_the_callers_cache() {
 #[test]
 fn an_idle_thread_releases_its_caches_on_request() {
     let _g = serial();
-    let pool = quiet().build();
+    let pool = quiet_pool().build();
     let w = Worker::new();
     let p = pool.clone();
     w.run(move || drop((0..10).map(|_| p.alloc(100).unwrap()).collect::<Vec<_>>()));
@@ -100,7 +96,7 @@ fn dropped_pools_do_not_pile_up_in_a_workers_cache_list() {
     let w = Worker::new();
     let cycle = |n: usize| {
         for _ in 0..n {
-            let pool = quiet().build();
+            let pool = quiet_pool().build();
             let p = pool.clone();
             w.run(move || drop(p.alloc(64).unwrap()));
             drop(pool);

@@ -11,47 +11,18 @@ use bytes::{Buf, BufMut};
 use netbuf::framing::{
     DEFAULT_MAX_BODY, DecodeError, Framing, HeaderBytes, LengthDelimited, encode_frame_into,
 };
+use netbuf::test_util::{self, ScriptedReader};
 use netbuf::{ChainedBuffer, Compaction, FrameSource, LinearBuffer, MessagePool, ReceiveBuffer};
 use proptest::prelude::*;
 
 allocators::global_allocator!();
-
-/// A reader that hands out its bytes in chunks of the given sizes (cycled),
-/// capped by the buffer it is given, like a socket under load.
-struct SplitReader<'a> {
-    data: &'a [u8],
-    sizes: Vec<usize>,
-    i: usize,
-}
-
-impl<'a> SplitReader<'a> {
-    fn new(data: &'a [u8], sizes: &[usize]) -> Self {
-        let sizes = if sizes.is_empty() {
-            vec![usize::MAX]
-        } else {
-            sizes.to_vec()
-        };
-        SplitReader { data, sizes, i: 0 }
-    }
-}
-
-impl Read for SplitReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let want = self.sizes[self.i % self.sizes.len()].max(1);
-        self.i += 1;
-        let n = want.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
-}
 
 /// A decoded frame: the whole header as the framing decoded it, the body.
 type Owned = (HeaderBytes, Vec<u8>);
 
 /// The three framings every test runs over, with a body limit.
 fn framings(max_body: usize) -> [(&'static str, LengthDelimited); 3] {
-    let [eight, plain, game] = netbuf::fuzzing::framings(max_body);
+    let [eight, plain, game] = netbuf::test_util::fuzz::framings(max_body);
     [
         ("8-byte", eight),
         ("4-byte BE", plain),
@@ -63,11 +34,10 @@ fn framings(max_body: usize) -> [(&'static str, LengthDelimited); 3] {
 type Sent = (u8, Vec<u8>);
 
 fn quiet_pool() -> MessagePool {
-    MessagePool::builder()
+    test_util::quiet_pool()
         .extra_class(64)
         .extra_class(512)
         .max_message(8 << 20)
-        .report_leaks_on_drop(false)
         .build()
 }
 
@@ -187,7 +157,7 @@ proptest! {
         for (fname, framing) in framings(300) {
             let (wire, want) = encode(&framing, &frames);
             for (name, mut buf) in buffers(&pool, framing) {
-                let mut r = SplitReader::new(&wire, &sizes);
+                let mut r = ScriptedReader::chunks(&wire, &sizes);
                 let (got, end) = drive(&mut buf, &mut r, &pool, owned);
                 prop_assert_eq!(end, Ok(()), "{} {}", fname, name);
                 prop_assert_eq!(&got, &want, "{} {}", fname, name);
@@ -213,7 +183,7 @@ proptest! {
             wire.extend_from_slice(&data);
             let mut first: Option<(Vec<Owned>, Result<(), DecodeError>)> = None;
             for (name, mut buf) in buffers(&pool, framing) {
-                let mut r = SplitReader::new(&wire, &sizes);
+                let mut r = ScriptedReader::chunks(&wire, &sizes);
                 let got = drive(&mut buf, &mut r, &pool, false);
                 match &first {
                     None => first = Some(got),
@@ -239,7 +209,7 @@ proptest! {
             encode_frame_into(&framing, &mut wire, &HeaderBytes::EMPTY, &body).unwrap();
         }
         let mut buf = LinearBuffer::with_config(128, framing, Compaction::Lazy);
-        let mut r = SplitReader::new(&wire, &sizes);
+        let mut r = ScriptedReader::chunks(&wire, &sizes);
         let mut all = Vec::new();
         loop {
             while let Some(f) = buf.next_frame().unwrap() {
@@ -268,14 +238,14 @@ fn body_of_exactly_the_limit_and_one_more() {
         for (name, mut buf) in buffers(&pool, framing) {
             let body = vec![0xab; DEFAULT_MAX_BODY];
             let (wire, want) = encode(&framing, &[(1, body)]);
-            let mut r = SplitReader::new(&wire, &[1000]);
+            let mut r = ScriptedReader::chunks(&wire, &[1000]);
             let (got, end) = drive(&mut buf, &mut r, &pool, false);
             assert_eq!(end, Ok(()), "{fname} {name}");
             assert_eq!(got, want, "{fname} {name}");
 
             // max + 1: the error comes with the header, before any body byte.
             let hdr = header_for(&framing.with_max_body(usize::MAX), 1, DEFAULT_MAX_BODY + 1);
-            let mut r = SplitReader::new(hdr.as_slice(), &[3]);
+            let mut r = ScriptedReader::chunks(hdr.as_slice(), &[3]);
             let (got, end) = drive(&mut buf, &mut r, &pool, true);
             assert!(got.is_empty());
             assert_eq!(
@@ -305,7 +275,7 @@ fn zero_length_frames_and_header_split_byte_by_byte() {
     for (fname, framing) in framings(DEFAULT_MAX_BODY) {
         let (wire, want) = encode(&framing, &frames);
         for (name, mut buf) in buffers(&pool, framing) {
-            let mut r = SplitReader::new(&wire, &[1]);
+            let mut r = ScriptedReader::chunks(&wire, &[1]);
             let (got, end) = drive(&mut buf, &mut r, &pool, false);
             assert_eq!(end, Ok(()), "{fname} {name}");
             assert_eq!(got, want, "{fname} {name}");
@@ -319,14 +289,14 @@ fn zero_length_frames_and_header_split_byte_by_byte() {
 fn framing_errors_close_the_session_with_a_typed_error() {
     let pool = quiet_pool();
     for (fname, framing) in framings(DEFAULT_MAX_BODY) {
-        let strict = netbuf::fuzzing::Strict(framing);
+        let strict = netbuf::test_util::fuzz::Strict(framing);
         let (wire, _) = encode(&framing, &[(1, b"ok".to_vec()), (1, vec![0xBA; 13])]);
-        let bufs: Vec<(&str, ReceiveBuffer<netbuf::fuzzing::Strict>)> = vec![
+        let bufs: Vec<(&str, ReceiveBuffer<netbuf::test_util::fuzz::Strict>)> = vec![
             ("linear", ReceiveBuffer::linear(strict)),
             ("chained", ReceiveBuffer::chained(pool.clone(), strict)),
         ];
         for (name, mut buf) in bufs {
-            let mut r = SplitReader::new(&wire, &[5]);
+            let mut r = ScriptedReader::chunks(&wire, &[5]);
             let mut bodies = Vec::new();
             let err = loop {
                 match buf.next_frame() {
@@ -348,7 +318,7 @@ fn framing_errors_close_the_session_with_a_typed_error() {
         let (wire, _) = encode(&framing, &[(1, vec![1; 20])]);
         let cut = framing.header_len() + 9;
         for (name, mut buf) in buffers(&pool, framing) {
-            let mut r = SplitReader::new(&wire[..cut], &[4]);
+            let mut r = ScriptedReader::chunks(&wire[..cut], &[4]);
             let (_, end) = drive(&mut buf, &mut r, &pool, false);
             assert_eq!(
                 end,
@@ -372,7 +342,7 @@ fn one_mib_frames_across_many_blocks() {
         let (wire, want) = encode(&framing, &frames);
         for owned in [false, true] {
             for (name, mut buf) in buffers(&pool, framing) {
-                let mut r = SplitReader::new(&wire, &[65536, 1000, 7, 300_000]);
+                let mut r = ScriptedReader::chunks(&wire, &[65536, 1000, 7, 300_000]);
                 let (got, end) = drive(&mut buf, &mut r, &pool, owned);
                 assert_eq!(end, Ok(()), "{fname} {name}");
                 assert!(got == want, "{fname} {name}: 1 MiB frames differ");
@@ -398,7 +368,7 @@ fn chained_large_body_is_taken_without_a_copy() {
     let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
     let (wire, _) = encode(&plain, &[(0, body.clone()), (0, b"tail".to_vec())]);
     let mut c = ChainedBuffer::with_framing(pool.clone(), plain);
-    let mut r = SplitReader::new(&wire, &[4096, 65536]);
+    let mut r = ScriptedReader::chunks(&wire, &[4096, 65536]);
     let mut got = Vec::new();
     loop {
         while let Some((_, m)) = c.next_message(&pool).unwrap() {
@@ -424,7 +394,7 @@ fn linear_raw_peek_and_consume() {
     let mut wire = vec![9u8, 3, 0];
     wire.extend_from_slice(b"abc");
     wire.extend_from_slice(&[8, 0, 0]);
-    let mut r = SplitReader::new(&wire, &[2]);
+    let mut r = ScriptedReader::chunks(&wire, &[2]);
     let mut out = Vec::new();
     loop {
         while let Some(h) = buf.peek(3) {
@@ -451,7 +421,7 @@ fn chained_is_a_buf_for_write_vectored() {
     let [eight, ..] = framings(DEFAULT_MAX_BODY).map(|(_, f)| f);
     let mut c = ChainedBuffer::with_config(pool.clone(), 64, eight);
     let data: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
-    let mut r = SplitReader::new(&data, &[33, 100]);
+    let mut r = ScriptedReader::chunks(&data, &[33, 100]);
     while c.read_from(&mut r).unwrap() > 0 {}
     assert_eq!(c.remaining(), 1000);
     let mut out = Vec::new();
@@ -607,7 +577,7 @@ mod multipart {
             } else {
                 ReceiveBuffer::linear(f)
             };
-            let mut r = SplitReader::new(&wire, &sizes);
+            let mut r = ScriptedReader::chunks(&wire, &sizes);
             let (mut got, mut current) = (Vec::new(), Vec::new());
             loop {
                 while let Some((More(more), body)) = buf.next_message(&pool).unwrap() {

@@ -8,24 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
+use netbuf::test_util::{Tagged, quiet_pool};
 use netbuf::{
     BatchError, CondvarNotify, Drained, FnNotify, MessagePool, Outgoing, PushError, QueueItem,
     SendQueue,
 };
-
-/// A test item: who pushed it, its sequence number, and a claimed size.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Tagged {
-    producer: usize,
-    seq: usize,
-    size: usize,
-}
-
-impl QueueItem for Tagged {
-    fn byte_size(&self) -> usize {
-        self.size
-    }
-}
 
 fn counting_notify() -> (
     Arc<AtomicUsize>,
@@ -454,10 +441,7 @@ fn watermarks_have_hysteresis() {
 }
 
 fn pool() -> MessagePool {
-    MessagePool::builder()
-        .block_size(256)
-        .report_leaks_on_drop(false)
-        .build()
+    quiet_pool().block_size(256).build()
 }
 
 #[test]

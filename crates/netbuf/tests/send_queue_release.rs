@@ -12,31 +12,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Wake, Waker};
 use std::thread;
 
+use netbuf::test_util::Tagged;
 use netbuf::{BatchError, FnNotify, PushError, QueueItem, SendQueue};
 
 allocators::global_allocator!();
 
-/// A test item: who pushed it, its sequence number, and a claimed size. It
-/// holds no heap memory, so that allocation counts see only the queue's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Tagged {
-    producer: usize,
-    seq: usize,
-    size: usize,
-}
-
-impl QueueItem for Tagged {
-    fn byte_size(&self) -> usize {
-        self.size
-    }
-}
-
+/// An item of `producer`, number `seq`, claiming 1 to 7 bytes.
 fn tagged(producer: usize, seq: usize) -> Tagged {
-    Tagged {
-        producer,
-        seq,
-        size: 1 + seq % 7,
-    }
+    Tagged::new(producer, seq, 1 + seq % 7)
 }
 
 fn queue() -> SendQueue<Tagged> {

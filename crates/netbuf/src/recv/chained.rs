@@ -692,10 +692,7 @@ mod tests {
     }
 
     fn pool() -> MessagePool {
-        MessagePool::builder()
-            .extra_class(64)
-            .report_leaks_on_drop(false)
-            .build()
+        crate::test_util::quiet_pool().extra_class(64).build()
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::framing::{HeaderBytes, encode_frame_into};
+use crate::test_util::{Script, ScriptedReader, Step};
 
 /// An 8-byte header: u32 LE length, then 4 bytes of the protocol's own.
 fn eight(max_body: usize) -> LengthDelimited {
@@ -71,45 +72,6 @@ fn full_buffer_of_frames_is_an_error_not_eof() {
     assert_eq!(b.finish(), Err(DecodeError::Truncated { buffered: 1 }));
 }
 
-/// Reads at most `chunk` bytes per call, `WouldBlock` at each `stop`.
-struct Chunky {
-    data: Vec<u8>,
-    pos: usize,
-    chunk: usize,
-    stops: Vec<usize>,
-}
-
-impl Chunky {
-    /// The bytes the next read may return, or the `WouldBlock` due.
-    fn next_chunk(&mut self, room: usize) -> io::Result<&[u8]> {
-        if self.stops.first() == Some(&self.pos) {
-            self.stops.remove(0);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let end = self.stops.first().copied().unwrap_or(self.data.len());
-        let n = room.min(self.chunk).min(end - self.pos);
-        self.pos += n;
-        Ok(&self.data[self.pos - n..self.pos])
-    }
-}
-
-impl Read for Chunky {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let chunk = self.next_chunk(buf.len())?;
-        buf[..chunk.len()].copy_from_slice(chunk);
-        Ok(chunk.len())
-    }
-}
-
-// SAFETY: `&[u8]`'s `read_uninit` writes the chunk (at most `buf.len()`
-// bytes) at the front of `buf` and returns its length; `buf` is never read.
-unsafe impl ReadUninit for Chunky {
-    fn read_uninit(&mut self, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
-        let mut chunk = self.next_chunk(buf.len())?;
-        chunk.read_uninit(buf)
-    }
-}
-
 #[test]
 fn direct_bodies_are_not_copied_past_the_short_read() {
     for uninit in [false, true] {
@@ -132,12 +94,7 @@ fn direct_bodies_with(uninit: bool) -> RecvStats {
     b.set_direct_threshold(32 << 10);
     // A WouldBlock right after the first body: the short read holds.
     let first_end = 8 + 100_000;
-    let mut r = Chunky {
-        data: wire.clone(),
-        pos: 0,
-        chunk: 8 << 10,
-        stops: vec![first_end],
-    };
+    let mut r = ScriptedReader::chunks(&wire[..], &[8 << 10]).pause_at([first_end]);
     let mut got = Vec::new();
     loop {
         while let Some((h, m)) = b.next_message(&pool).unwrap() {
@@ -253,26 +210,6 @@ fn raising_the_limit_grows_and_keeps_bytes() {
     assert_eq!(f.body, &wire[8..]);
 }
 
-/// A reader that hands out `wire` in chunks of at most `chunk` bytes and
-/// says `WouldBlock` when `block` is set.
-struct Chunks<'a> {
-    wire: &'a [u8],
-    chunk: usize,
-    block: bool,
-}
-
-impl Read for Chunks<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.block {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = buf.len().min(self.chunk).min(self.wire.len());
-        buf[..n].copy_from_slice(&self.wire[..n]);
-        self.wire = &self.wire[n..];
-        Ok(n)
-    }
-}
-
 /// With no storage, a read goes to the stack first: `WouldBlock` and end
 /// of stream take nothing; bytes take the storage and decode as usual, and
 /// after a release the next read probes again.
@@ -280,15 +217,11 @@ impl Read for Chunks<'_> {
 fn reads_without_storage_allocate_only_when_bytes_come() {
     let wire = frames(&[3, 700, 5]);
     let mut b = LinearBuffer::with_config(1024, eight(800), Compaction::Lazy);
-    let mut r = Chunks {
-        wire: &wire,
-        chunk: usize::MAX,
-        block: true,
-    };
+    let mut r = ScriptedReader::new(&wire[..]).with_script(Script::cycle(vec![Step::WouldBlock]));
     let e = b.read_from(&mut r).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
     assert_eq!((b.allocated(), b.stats().probe_reads), (0, 1));
-    r.block = false;
+    r.set_script(Script::unlimited());
     // The probe read brings PROBE_READ bytes: the first frame whole and the
     // start of the second; the storage is taken for them.
     assert_eq!(b.read_from(&mut r).unwrap(), PROBE_READ);
@@ -320,11 +253,7 @@ fn a_short_first_read_takes_small_storage_until_more_comes() {
     let wire = frames(&[3, 700, 5]);
     let mut b = LinearBuffer::with_config(4096, eight(800), Compaction::Lazy);
     // 11 bytes of the first frame, then 20 of the second frame's 708.
-    let mut r = Chunks {
-        wire: &wire[..31],
-        chunk: 11,
-        block: false,
-    };
+    let mut r = ScriptedReader::chunks(&wire[..31], &[11]);
     assert_eq!(b.read_from(&mut r).unwrap(), 11);
     assert_eq!(b.allocated(), PROBE_READ);
     assert_eq!(b.next_frame().unwrap().unwrap().body, &[0u8, 1, 2][..]);
@@ -333,11 +262,7 @@ fn a_short_first_read_takes_small_storage_until_more_comes() {
     assert_eq!(b.read_from(&mut r).unwrap(), 11);
     assert_eq!(b.allocated(), 4096);
     assert!(b.next_frame().unwrap().is_none());
-    let mut r = Chunks {
-        wire: &wire[22..],
-        chunk: usize::MAX,
-        block: false,
-    };
+    let mut r = ScriptedReader::new(&wire[22..]);
     let mut bodies = Vec::new();
     while b.read_from(&mut r).unwrap() > 0 {
         while let Some(f) = b.next_frame().unwrap() {
@@ -349,11 +274,7 @@ fn a_short_first_read_takes_small_storage_until_more_comes() {
     assert_eq!(b.release_if_empty(), 4096);
 
     // A partial frame in small storage: the next read grows and keeps it.
-    let mut r = Chunks {
-        wire: &wire[11..],
-        chunk: 100,
-        block: false,
-    };
+    let mut r = ScriptedReader::chunks(&wire[11..], &[100]);
     assert_eq!(b.read_from(&mut r).unwrap(), 100);
     assert_eq!(b.allocated(), PROBE_READ);
     while b.read_from(&mut r).unwrap() > 0 {}
@@ -371,11 +292,7 @@ fn small_storage_with_a_strict_min_read_grows_to_the_frame() {
     let wire = frames(&[700]);
     let mut b = LinearBuffer::with_config(4096, eight(800), Compaction::Lazy);
     b.set_min_read(0);
-    let mut r = Chunks {
-        wire: &wire,
-        chunk: 300,
-        block: false,
-    };
+    let mut r = ScriptedReader::chunks(&wire, &[300]);
     assert_eq!(b.read_from(&mut r).unwrap(), 300);
     assert_eq!(b.allocated(), PROBE_READ);
     while b.read_from(&mut r).unwrap() > 0 {}
@@ -391,14 +308,9 @@ fn small_storage_with_a_strict_min_read_grows_to_the_frame() {
 /// not a panic.
 #[test]
 fn probe_read_rejects_a_lying_reader() {
-    struct Liar;
-    impl Read for Liar {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            Ok(buf.len() + 1)
-        }
-    }
+    let mut liar = ScriptedReader::new(&[][..]).overclaim(1);
     let mut b = LinearBuffer::new();
-    let e = b.read_from(&mut Liar).unwrap_err();
+    let e = b.read_from(&mut liar).unwrap_err();
     assert_eq!(e.kind(), io::ErrorKind::InvalidData);
     assert_eq!(b.allocated(), 0);
 }

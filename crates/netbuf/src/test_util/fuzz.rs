@@ -1,5 +1,5 @@
 //! Fuzz-target logic, shared by the `cargo fuzz` targets in `fuzz/` and the
-//! fixed-iteration harness in `tests/fuzz_harness.rs` (not a public API).
+//! fixed-iteration harness in `tests/fuzz_harness.rs` (not a stable API).
 //!
 //! Each function takes arbitrary bytes, derives a configuration and a
 //! scenario from them, runs the code under test and **panics** when an
@@ -19,8 +19,9 @@
 //!   in order (or a prefix of them after a failure), and every body must be
 //!   freed once the flusher is dropped.
 
-use std::io::{self, IoSlice, Read, Write};
+use std::io;
 
+use super::{Rng, Script, ScriptedReader, ScriptedWriter, Step};
 use crate::framing::{
     self, DecodeError, EncodeError, FrameInfo, Framing, HeaderBytes, LengthDelimited,
 };
@@ -78,12 +79,12 @@ impl Framing for Strict {
 /// A keystream transform for the flush target (xor with SplitMix64 bytes),
 /// so it does not need the `chacha20` feature.
 #[derive(Debug, Clone)]
-pub struct XorStream(Mix, u64, u8);
+pub struct XorStream(Rng, u64, u8);
 
 impl XorStream {
     /// A stream from `seed`.
     pub fn new(seed: u64) -> XorStream {
-        XorStream(Mix(seed), 0, 8)
+        XorStream(Rng::new(seed), 0, 8)
     }
 }
 
@@ -119,54 +120,19 @@ impl Input<'_> {
     }
 }
 
-/// SplitMix64, for schedules derived from one seed byte (and for the
-/// fixed-iteration harness in `tests/fuzz_harness.rs`).
-#[derive(Debug, Clone)]
-pub struct Mix(pub u64);
-
-impl Mix {
-    /// The next 64 pseudo-random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// A value in `0..n` (0 when `n` is 0).
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n.max(1) as u64) as usize
-    }
-
-    /// `n` pseudo-random bytes.
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next_u64() as u8).collect()
-    }
-}
-
-/// A socket double handing out the stream in arbitrary pieces.
-#[derive(Debug)]
-struct Chunky<'a> {
-    data: &'a [u8],
-    rng: Mix,
-    max_chunk: usize,
-}
-
-impl Read for Chunky<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let r = self.rng.next_u64();
+/// A socket double handing out the stream in arbitrary pieces (from
+/// `seed`): 1 to `max_chunk` bytes a read, `Interrupted` or `WouldBlock`
+/// one read in 16 each.
+fn chunky(data: &[u8], seed: u64, max_chunk: usize) -> ScriptedReader<'_> {
+    let mut rng = Rng::new(seed);
+    ScriptedReader::new(data).with_script(Script::from_fn(move || {
+        let r = rng.next_u64();
         match r % 16 {
-            0 => return Err(io::ErrorKind::Interrupted.into()),
-            1 => return Err(io::ErrorKind::WouldBlock.into()),
-            _ => {}
+            0 => Step::Interrupted,
+            1 => Step::WouldBlock,
+            _ => Step::Take(1 + (r >> 8) as usize % max_chunk),
         }
-        let want = 1 + (r >> 8) as usize % self.max_chunk;
-        let n = want.min(buf.len()).min(self.data.len());
-        buf[..n].copy_from_slice(&self.data[..n]);
-        self.data = &self.data[n..];
-        Ok(n)
-    }
+    }))
 }
 
 /// What a decode produced: the frames (header, body) and how it ended.
@@ -216,11 +182,7 @@ fn run_source<S: FrameSource>(
     max_chunk: usize,
     as_message: u64,
 ) -> Decoded<<S::Framing as Framing>::Header> {
-    let mut r = Chunky {
-        data: wire,
-        rng: Mix(seed),
-        max_chunk,
-    };
+    let mut r = chunky(wire, seed, max_chunk);
     let mut frames = Vec::new();
     let mut k = 0u32;
     loop {
@@ -270,7 +232,7 @@ pub fn decode(data: &[u8]) {
     let seed = input.byte() as u64;
     let max_chunk = 1 + input.byte() as usize * 37;
     let flags = input.byte();
-    let as_message = Mix(input.byte() as u64).next_u64();
+    let as_message = Rng::new(input.byte() as u64).next_u64();
     let which = input.byte();
     let wire = input.0;
     let cfg = DecodeRun {
@@ -351,56 +313,21 @@ impl DecodeRun {
     }
 }
 
-/// A writer double: takes at most a scheduled amount per call, or blocks,
-/// is interrupted, or fails.
-#[derive(Debug)]
-struct Partial {
-    out: Vec<u8>,
-    rng: Mix,
-    /// Calls after which the writer fails for good (`u64::MAX`: never).
-    fail_after: u64,
-    calls: u64,
-    max_chunk: usize,
-}
-
-impl Partial {
-    fn limit(&mut self) -> io::Result<usize> {
-        self.calls += 1;
-        if self.calls > self.fail_after {
-            return Err(io::ErrorKind::BrokenPipe.into());
-        }
-        let r = self.rng.next_u64();
-        match r % 8 {
-            0 => Err(io::ErrorKind::WouldBlock.into()),
-            1 => Err(io::ErrorKind::Interrupted.into()),
-            _ => Ok(1 + (r >> 8) as usize % self.max_chunk),
-        }
-    }
-}
-
-impl Write for Partial {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.limit()?.min(buf.len());
-        self.out.extend_from_slice(&buf[..n]);
-        Ok(n)
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let mut l = self.limit()?;
-        let mut n = 0;
-        for b in bufs {
-            let k = l.min(b.len());
-            self.out.extend_from_slice(&b[..k]);
-            n += k;
-            l -= k;
-            if l == 0 {
-                break;
+/// A writer double (from `seed`): takes 1 to `max_chunk` bytes a call,
+/// or blocks or is interrupted one call in 8 each, and fails for good
+/// (`BrokenPipe`) after `fail_after` calls.
+fn partial(seed: u64, max_chunk: usize, fail_after: u64) -> ScriptedWriter<'static> {
+    let mut rng = Rng::new(seed);
+    ScriptedWriter::new()
+        .with_script(Script::from_fn(move || {
+            let r = rng.next_u64();
+            match r % 8 {
+                0 => Step::WouldBlock,
+                1 => Step::Interrupted,
+                _ => Step::Take(1 + (r >> 8) as usize % max_chunk),
             }
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+        }))
+        .fail_after(fail_after, io::ErrorKind::BrokenPipe)
 }
 
 /// Fuzz target: the flusher under a partial-writing writer (see the module
@@ -422,7 +349,7 @@ pub fn flush(data: &[u8]) {
     } else {
         u64::MAX
     };
-    // Writes of 1 byte happen (see `Partial::limit`), but on average a
+    // Writes of 1 byte happen (see `partial`), but on average a
     // step is at least 32 bytes: runs stay fast.
     let max_chunk = 64 + input.byte() as usize * 257;
     let seed = input.byte() as u64;
@@ -433,13 +360,7 @@ pub fn flush(data: &[u8]) {
         .build();
     let key = u64::from(flags) << 8 | seed;
     let mut expected = Vec::new();
-    let mut w = Partial {
-        out: Vec::new(),
-        rng: Mix(seed),
-        fail_after,
-        calls: 0,
-        max_chunk,
-    };
+    let mut w = partial(seed, max_chunk, fail_after);
     let mut failed = false;
     {
         let mut f: Flusher<Outgoing> = Flusher::new(threshold);
@@ -503,7 +424,7 @@ pub fn flush(data: &[u8]) {
                 }
             }
             assert_eq!(
-                f.pending_bytes() as u64 + w.out.len() as u64,
+                f.pending_bytes() as u64 + w.written().len() as u64,
                 expected.len() as u64,
                 "pending + written bytes must equal the bytes pushed"
             );
@@ -525,7 +446,7 @@ pub fn flush(data: &[u8]) {
             }
             if !failed {
                 assert!(f.is_empty() && f.pending_bytes() == 0);
-                assert_eq!(f.metrics().bytes_written, w.out.len() as u64);
+                assert_eq!(f.metrics().bytes_written, w.written().len() as u64);
             }
         }
         if failed {
@@ -542,11 +463,14 @@ pub fn flush(data: &[u8]) {
     }
     if failed {
         assert!(
-            expected.starts_with(&w.out),
+            expected.starts_with(w.written()),
             "bytes written before the failure are not a prefix of the frames"
         );
     } else {
-        assert!(w.out == expected, "written bytes differ from the frames");
+        assert!(
+            w.written() == expected,
+            "written bytes differ from the frames"
+        );
     }
     assert_eq!(pool.stats().live_messages, 0, "the flusher leaked a body");
 }

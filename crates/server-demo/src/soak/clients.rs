@@ -522,7 +522,7 @@ fn scenario_rooms(ctx: &Ctx, rng: &mut Rng, into: &mut Totals) -> io::Result<()>
 }
 
 pub(super) fn client(ctx: &Ctx, seed: u64) -> Totals {
-    let mut rng = Rng::new(seed);
+    let mut rng = super::stamp::rng(seed);
     let mut totals = Totals::default();
     while Instant::now() < ctx.deadline && !ctx.stop_all.load(Ordering::Relaxed) {
         let r = match rng.range(0, 99) {

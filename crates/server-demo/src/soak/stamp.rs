@@ -17,31 +17,16 @@ pub fn mix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// A small deterministic PRNG (SplitMix64).
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
+/// The soak's seeded generator: netbuf's test-support SplitMix64
+/// ([`netbuf::test_util::Rng`]), the one PRNG of the workspace's tests,
+/// fuzz harness, benches and soak.
+pub use netbuf::test_util::Rng;
 
-impl Rng {
-    /// A generator from `seed`.
-    pub fn new(seed: u64) -> Rng {
-        Rng(mix64(seed ^ 0x5eed))
-    }
-    /// The next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-    /// Uniform in `lo..=hi`.
-    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        if hi <= lo {
-            return lo;
-        }
-        lo + self.next_u64() % (hi - lo + 1)
-    }
-    /// `true` with probability `p`.
-    pub fn chance(&mut self, p: f64) -> bool {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
-    }
+/// The generator a soak thread draws from for `seed` (the seed mixed first,
+/// so neighbouring seeds give unrelated sequences; the same sequences as
+/// before the soak shared netbuf's generator).
+pub fn rng(seed: u64) -> Rng {
+    Rng::new(mix64(seed ^ 0x5eed))
 }
 
 /// The payload checksum (word-wise FNV-style mix, finalized).

@@ -182,7 +182,7 @@ impl fmt::Display for ZmtpTotals {
 
 /// A client thread of ZMTP connections until the deadline.
 pub(super) fn client(ctx: &Ctx, eps: &Endpoints, seed: u64) -> Totals {
-    let mut rng = Rng::new(seed);
+    let mut rng = super::stamp::rng(seed);
     let mut totals = Totals::default();
     while Instant::now() < ctx.deadline && !ctx.stop_all.load(Ordering::Relaxed) {
         let r = match rng.range(0, 99) {

@@ -102,19 +102,12 @@ impl Conn {
     }
 
     fn write(&mut self, bytes: &[u8]) -> bool {
-        if self.write_failed.is_some() {
-            return false;
-        }
-        match self.stream.write_all(bytes) {
-            Ok(()) => {
-                self.totals.bytes_out += bytes.len() as u64;
-                true
-            }
-            Err(e) => {
-                self.write_failed = Some(e);
-                false
-            }
-        }
+        write_counted(
+            &mut self.stream,
+            bytes,
+            &mut self.totals,
+            &mut self.write_failed,
+        )
     }
 
     fn frame(kind: Kind, room: u16, body: &[u8]) -> Vec<u8> {
@@ -359,6 +352,30 @@ fn read_loop(
 }
 
 /// An echo body size: mostly small, sometimes up to 1 MiB.
+/// Writes `bytes` whole and counts them, unless an earlier write failed:
+/// the first failure is kept (the connection's end judges it) and every
+/// later write is skipped. Returns whether `bytes` went out.
+pub(super) fn write_counted(
+    w: &mut impl Write,
+    bytes: &[u8],
+    totals: &mut Totals,
+    failed: &mut Option<io::Error>,
+) -> bool {
+    if failed.is_some() {
+        return false;
+    }
+    match w.write_all(bytes) {
+        Ok(()) => {
+            totals.bytes_out += bytes.len() as u64;
+            true
+        }
+        Err(e) => {
+            *failed = Some(e);
+            false
+        }
+    }
+}
+
 pub(super) fn echo_size(rng: &mut Rng) -> usize {
     let p = rng.range(0, 999);
     (if p < 850 {

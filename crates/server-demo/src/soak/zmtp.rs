@@ -27,7 +27,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
-use std::io::{self, ErrorKind, Write};
+use std::io::{self, ErrorKind};
 use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
@@ -277,19 +277,7 @@ impl ZConn {
     }
 
     fn write(&mut self, bytes: &[u8]) -> bool {
-        if self.write_failed.is_some() {
-            return false;
-        }
-        match self.w.write_all(bytes) {
-            Ok(()) => {
-                self.totals.bytes_out += bytes.len() as u64;
-                true
-            }
-            Err(e) => {
-                self.write_failed = Some(e);
-                false
-            }
-        }
+        super::clients::write_counted(&mut self.w, bytes, &mut self.totals, &mut self.write_failed)
     }
 
     /// Ends the connection. `graceful`: every echo must be answered first.

@@ -21,11 +21,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use benches::report::criterion::{self, GroupTable};
-use benches::report::e2e::{self, Matrix, Scenario, ServerKind};
+use benches::report::e2e::{self, Matrix, ServerKind};
 use benches::report::plots::{self, Chart};
 use benches::report::{Machine, parse_size_label, render, workspace_root};
 use benches::zmtp::{compare as zmtp, reference::RefArgs, section as zmtp_section};
 use clap::{Parser, Subcommand};
+use server_demo::load::Workload;
 
 allocators::global_allocator!();
 
@@ -290,9 +291,9 @@ fn draw_plots(
         }
     };
     if let Some(m) = m {
-        let by_server = |keep: fn(&Scenario) -> bool,
-                         x: fn(&Scenario) -> f64,
-                         y: &dyn Fn(&e2e::Cell, &Scenario) -> Option<f64>| {
+        let by_server = |keep: fn(&Workload) -> bool,
+                         x: fn(&Workload) -> f64,
+                         y: &dyn Fn(&e2e::Cell, &Workload) -> Option<f64>| {
             m.servers
                 .iter()
                 .map(|&k| {
@@ -307,7 +308,7 @@ fn draw_plots(
                 })
                 .collect::<Vec<_>>()
         };
-        let size = |s: &Scenario| s.size() as f64;
+        let size = |s: &Workload| s.size() as f64;
         emit(
             "throughput.svg",
             "echo throughput (MB/s of bodies) by message size, per server",
@@ -315,7 +316,7 @@ fn draw_plots(
                 title: "Echo throughput by message size (window 64, 1 connection)",
                 x_label: "body size",
                 y_label: "MB/s (bodies, one direction)",
-                series: by_server(|s| matches!(s, Scenario::Echo { .. }), size, &|c, _| {
+                series: by_server(|s| matches!(s, Workload::Echo { .. }), size, &|c, _| {
                     c.mb_per_sec()
                 }),
                 log_x: true,
@@ -332,7 +333,7 @@ fn draw_plots(
                 title: "Ping-pong p99 round trip by message size",
                 x_label: "body size",
                 y_label: "p99 (us)",
-                series: by_server(|s| matches!(s, Scenario::PingPong { .. }), size, &|c, _| {
+                series: by_server(|s| matches!(s, Workload::Latency { .. }), size, &|c, _| {
                     c.p99_us()
                 }),
                 log_x: true,
@@ -350,13 +351,13 @@ fn draw_plots(
                 x_label: "subscribers",
                 y_label: "us per publish",
                 series: by_server(
-                    |s| matches!(s, Scenario::FanOut { size: 1024, .. }),
+                    |s| matches!(s, Workload::FanOut { size: 1024, .. }),
                     |s| match s {
-                        Scenario::FanOut { subscribers, .. } => *subscribers as f64,
+                        Workload::FanOut { subscribers, .. } => *subscribers as f64,
                         _ => 0.0,
                     },
                     &|c, s| match s {
-                        Scenario::FanOut { subscribers, .. } => {
+                        Workload::FanOut { subscribers, .. } => {
                             c.per_sec().map(|r| *subscribers as f64 / r * 1e6)
                         }
                         _ => None,

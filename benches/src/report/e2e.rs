@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use server_demo::load::{EchoLatency, EchoThroughput, FanOut, Target};
+use server_demo::load::{Target, Workload};
 
 use super::median;
 use super::rss::{self, PeakMethod, PeakProbe, Settle};
@@ -261,106 +261,55 @@ pub fn process_cpu_ns(pid: u32) -> u64 {
     (ticks(11) + ticks(12)) * 10_000_000
 }
 
-/// One scenario of the matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scenario {
-    /// Echo throughput, window 64, one connection.
-    Echo {
-        /// Body bytes.
-        size: usize,
-        /// Messages.
-        messages: u64,
-    },
-    /// Ping-pong round trips.
-    PingPong {
-        /// Body bytes.
-        size: usize,
-        /// Round trips.
-        round_trips: u64,
-    },
-    /// One publisher, `subscribers` members of one room.
-    FanOut {
-        /// Body bytes.
-        size: usize,
-        /// Subscribers.
-        subscribers: usize,
-        /// Publishes.
-        messages: u64,
-    },
-}
-
-impl Scenario {
-    /// Row label (`echo 64 B`, `ping-pong 64 B`, `fan-out 1 KiB x256`).
-    pub fn label(&self) -> String {
-        let s = |n: usize| server_demo::load::fmt_size(n);
-        match *self {
-            Scenario::Echo { size, .. } => format!("echo {}", s(size)),
-            Scenario::PingPong { size, .. } => format!("ping-pong {}", s(size)),
-            Scenario::FanOut {
-                size, subscribers, ..
-            } => format!("fan-out {} x{subscribers}", s(size)),
-        }
-    }
-
-    /// Body size.
-    pub fn size(&self) -> usize {
-        match *self {
-            Scenario::Echo { size, .. }
-            | Scenario::PingPong { size, .. }
-            | Scenario::FanOut { size, .. } => size,
-        }
-    }
-}
-
 /// The matrix: `quick` is a seconds-long version for smoke runs.
-pub fn matrix(quick: bool) -> Vec<Scenario> {
+pub fn matrix(quick: bool) -> Vec<Workload> {
     let k = |n: u64| if quick { (n / 20).max(50) } else { n };
     vec![
-        Scenario::Echo {
+        Workload::Echo {
             size: 64,
             messages: k(1_000_000),
         },
-        Scenario::Echo {
+        Workload::Echo {
             size: 1 << 10,
             messages: k(400_000),
         },
-        Scenario::Echo {
+        Workload::Echo {
             size: 256 << 10,
             messages: k(5_000),
         },
-        Scenario::PingPong {
+        Workload::Latency {
             size: 64,
             round_trips: k(20_000),
         },
-        Scenario::PingPong {
+        Workload::Latency {
             size: 1 << 10,
             round_trips: k(20_000),
         },
-        Scenario::PingPong {
+        Workload::Latency {
             size: 256 << 10,
             round_trips: k(1_000),
         },
-        Scenario::FanOut {
+        Workload::FanOut {
             size: 1 << 10,
             subscribers: 1,
             messages: k(40_000),
         },
-        Scenario::FanOut {
+        Workload::FanOut {
             size: 1 << 10,
             subscribers: 16,
             messages: k(5_000),
         },
-        Scenario::FanOut {
+        Workload::FanOut {
             size: 1 << 10,
             subscribers: 256,
             messages: k(2_000),
         },
-        Scenario::FanOut {
+        Workload::FanOut {
             size: 64,
             subscribers: 16,
             messages: k(40_000),
         },
-        Scenario::FanOut {
+        Workload::FanOut {
             size: 64,
             subscribers: 256,
             messages: k(5_000),
@@ -414,9 +363,8 @@ impl Default for RssRule {
 
 /// Runs `sc` once against `server`, measuring its resident set as `rss`
 /// says.
-pub fn run_once(server: &mut ServerProcess, sc: &Scenario, rss: RssRule) -> Result<Sample, String> {
+pub fn run_once(server: &mut ServerProcess, sc: &Workload, rss: RssRule) -> Result<Sample, String> {
     let target = Target::Tcp(server.addr);
-    let timeout = Duration::from_secs(60);
     let pid = server.pid();
     let a0 = server.allocations();
     let c0 = server.cpu_ns();
@@ -425,7 +373,7 @@ pub fn run_once(server: &mut ServerProcess, sc: &Scenario, rss: RssRule) -> Resu
         ..Sample::default()
     };
     let probe = PeakProbe::start(pid, rss.peak);
-    let units = run_load(target, timeout, sc, &mut s);
+    let units = run_load(target, sc, &mut s);
     // The load generator has closed its connections when it returns.
     s.rss_peak = probe.finish();
     let units = units?;
@@ -443,51 +391,19 @@ pub fn run_once(server: &mut ServerProcess, sc: &Scenario, rss: RssRule) -> Resu
     Ok(s)
 }
 
-/// Runs the load of `sc` against `target`, fills the rates of `s` and
-/// returns the units (messages, round trips, deliveries) it counted.
-fn run_load(
-    target: Target,
-    timeout: Duration,
-    sc: &Scenario,
-    s: &mut Sample,
-) -> Result<u64, String> {
-    Ok(match *sc {
-        Scenario::Echo { size, messages } => {
-            let r = EchoThroughput::new(target, size, messages)
-                .with_window(64)
-                .with_connections(1)
-                .with_timeout(timeout)
-                .run()
-                .map_err(|e| e.to_string())?;
-            s.per_sec = r.msgs_per_sec;
-            s.mb_per_sec = r.mb_per_sec;
-            messages
-        }
-        Scenario::PingPong { size, round_trips } => {
-            let r = EchoLatency::new(target, size, round_trips)
-                .with_timeout(timeout)
-                .run()
-                .map_err(|e| e.to_string())?;
-            s.per_sec = 1e6 / r.mean_us.max(1e-9);
-            s.mb_per_sec = s.per_sec * size as f64 / 1e6;
-            s.p50_us = Some(r.p50_us);
-            s.p99_us = Some(r.p99_us);
-            round_trips
-        }
-        Scenario::FanOut {
-            size,
-            subscribers,
-            messages,
-        } => {
-            let r = FanOut::new(target, size, subscribers, messages)
-                .with_timeout(timeout)
-                .run()
-                .map_err(|e| e.to_string())?;
-            s.per_sec = r.deliveries_per_sec;
-            s.mb_per_sec = r.deliveries_per_sec * size as f64 / 1e6;
-            r.deliveries
-        }
-    })
+/// Runs the load of `sc` against `target` (time limit
+/// [`DEFAULT_TIMEOUT`](server_demo::load::DEFAULT_TIMEOUT), 60 s), fills
+/// the rates of `s` and returns the units (messages, round trips,
+/// deliveries) it counted.
+fn run_load(target: Target, sc: &Workload, s: &mut Sample) -> Result<u64, String> {
+    let o = sc.run(target).map_err(|e| e.to_string())?;
+    s.per_sec = o.per_sec;
+    s.mb_per_sec = o.mb_per_sec;
+    if let Some(l) = o.latency {
+        s.p50_us = Some(l.p50_us);
+        s.p99_us = Some(l.p99_us);
+    }
+    Ok(o.units)
 }
 
 /// Medians over the repeats of one (scenario, server) cell.
@@ -552,7 +468,7 @@ impl Cell {
 #[derive(Debug, Clone, Default)]
 pub struct Matrix {
     /// The scenarios, in order.
-    pub scenarios: Vec<Scenario>,
+    pub scenarios: Vec<Workload>,
     /// The servers, baseline first.
     pub servers: Vec<ServerKind>,
     /// `(scenario index, server) -> cell`.
@@ -572,7 +488,7 @@ impl Matrix {
     }
 
     /// Index of the first scenario matching `pred`.
-    pub fn find(&self, pred: impl Fn(&Scenario) -> bool) -> Option<usize> {
+    pub fn find(&self, pred: impl Fn(&Workload) -> bool) -> Option<usize> {
         self.scenarios.iter().position(pred)
     }
 }
@@ -584,7 +500,7 @@ impl Matrix {
 /// [`Settle::up_to`]).
 pub fn run_matrix(
     exe: &std::path::Path,
-    scenarios: Vec<Scenario>,
+    scenarios: Vec<Workload>,
     repeats: usize,
     settle: Duration,
     progress: bool,
@@ -597,15 +513,15 @@ pub fn run_matrix(
     // Warm-up (not recorded): pools, caches, the gather calibration.
     for s in servers.iter_mut() {
         for sc in [
-            Scenario::Echo {
+            Workload::Echo {
                 size: 64,
                 messages: 20_000,
             },
-            Scenario::Echo {
+            Workload::Echo {
                 size: 256 << 10,
                 messages: 100,
             },
-            Scenario::FanOut {
+            Workload::FanOut {
                 size: 1 << 10,
                 subscribers: 4,
                 messages: 200,
@@ -654,7 +570,7 @@ pub fn run_matrix(
                         Ok(x) => eprintln!(
                             "[{}/{repeats}] {:<22} {:<13} {:>12.0}/s  cpu {:>7.0} ns/msg  rss {}{}",
                             rep + 1,
-                            sc.label(),
+                            sc.name(),
                             s.kind.name(),
                             x.per_sec,
                             x.cpu_ns_per_msg,
@@ -666,7 +582,7 @@ pub fn run_matrix(
                         Err(e) => eprintln!(
                             "[{}/{repeats}] {:<22} {:<13} FAILED: {e}",
                             rep + 1,
-                            sc.label(),
+                            sc.name(),
                             s.kind.name()
                         ),
                     }

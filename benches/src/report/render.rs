@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 
 use super::Machine;
 use super::criterion::{GroupTable, fmt_ns};
-use super::e2e::{Matrix, Scenario, ServerKind};
+use super::e2e::{Matrix, ServerKind};
+use server_demo::load::Workload;
 
 /// How a target compares.
 #[derive(Debug, Clone)]
@@ -116,12 +117,12 @@ fn evaluate(m: &Matrix, t: Target<'_>) -> TargetRow {
 /// against the tokio peer and the lean mio server, and tokio-netbuf's
 /// "ahead of plain tokio" rows, evaluated on the medians.
 pub fn targets(m: &Matrix) -> Vec<TargetRow> {
-    let echo = |size: usize| m.find(|s| matches!(s, Scenario::Echo { size: z, .. } if *z == size));
+    let echo = |size: usize| m.find(|s| matches!(s, Workload::Echo { size: z, .. } if *z == size));
     let ping =
-        |size: usize| m.find(|s| matches!(s, Scenario::PingPong { size: z, .. } if *z == size));
+        |size: usize| m.find(|s| matches!(s, Workload::Latency { size: z, .. } if *z == size));
     let fan = |size: usize, subs: usize| {
         m.find(|s| {
-            matches!(s, Scenario::FanOut { size: z, subscribers, .. } if *z == size && *subscribers == subs)
+            matches!(s, Workload::FanOut { size: z, subscribers, .. } if *z == size && *subscribers == subs)
         })
     };
     let demo = ServerKind::Demo;
@@ -253,14 +254,14 @@ pub fn e2e_tables(m: &Matrix) -> String {
                  get: Get,
                  fmt: fn(f64) -> String,
                  inverse: bool,
-                 keep: &dyn Fn(&Scenario) -> bool| {
+                 keep: &dyn Fn(&Workload) -> bool| {
         head(o, metric, note);
         for (i, sc) in m.scenarios.iter().enumerate() {
             if !keep(sc) {
                 continue;
             }
             let base = m.cell(i, ServerKind::TokioPeer).and_then(get);
-            let mut line = format!("| {} | {} |", sc.label(), opt(base, fmt));
+            let mut line = format!("| {} | {} |", sc.name(), opt(base, fmt));
             for k in others {
                 let v = m.cell(i, k).and_then(get);
                 let r = v
@@ -271,9 +272,9 @@ pub fn e2e_tables(m: &Matrix) -> String {
             let _ = writeln!(o, "{line}");
         }
     };
-    let all = |_: &Scenario| true;
-    let not_ping = |s: &Scenario| !matches!(s, Scenario::PingPong { .. });
-    let ping = |s: &Scenario| matches!(s, Scenario::PingPong { .. });
+    let all = |_: &Workload| true;
+    let not_ping = |s: &Workload| !matches!(s, Workload::Latency { .. });
+    let ping = |s: &Workload| matches!(s, Workload::Latency { .. });
     table(
         &mut o,
         "Throughput",
@@ -343,7 +344,7 @@ pub fn e2e_tables(m: &Matrix) -> String {
     }
     let _ = writeln!(o, "{names}\n{rule}");
     for (i, sc) in m.scenarios.iter().enumerate() {
-        let mut line = format!("| {} |", sc.label());
+        let mut line = format!("| {} |", sc.name());
         for k in ServerKind::ALL {
             let cell = m.cell(i, k);
             let s = match cell.and_then(|c| c.per_sec_range()) {
@@ -366,7 +367,7 @@ pub fn e2e_tables(m: &Matrix) -> String {
         .flat_map(|((i, k), c)| {
             c.errors
                 .iter()
-                .map(move |e| format!("- {} on {k}: {e}", m.scenarios[*i].label()))
+                .map(move |e| format!("- {} on {k}: {e}", m.scenarios[*i].name()))
         })
         .collect();
     if !errors.is_empty() {
@@ -400,7 +401,7 @@ fn rss_table(o: &mut String, m: &Matrix) {
     for (i, sc) in m.scenarios.iter().enumerate() {
         let peer = m.cell(i, ServerKind::TokioPeer);
         let base = peer.and_then(|c| c.rss_peak());
-        let mut line = format!("| {} | {} |", sc.label(), cell(peer));
+        let mut line = format!("| {} | {} |", sc.name(), cell(peer));
         for k in ServerKind::OTHERS {
             let c = m.cell(i, k);
             let r = c.and_then(|c| c.rss_peak()).zip(base).map(|(v, b)| v / b);
@@ -596,7 +597,7 @@ mod tests {
     #[test]
     fn every_server_gets_a_column_and_a_ratio() {
         let mut m = Matrix {
-            scenarios: vec![Scenario::Echo {
+            scenarios: vec![Workload::Echo {
                 size: 64,
                 messages: 10,
             }],

@@ -25,7 +25,8 @@
 //! The code is split by concept, each re-exported here: `transport`
 //! (targets, streams, connecting), `clock` (deadlines, bounded I/O),
 //! `wire` (bodies and their checks), `throughput`, `latency` and `fanout`
-//! (the three scenarios), `plan` (running a list of them), `table` (the
+//! (the three scenarios), `workload` (a scenario without its target, as
+//! the main job and `bench-report` describe theirs), `plan` (running a list of them), `table` (the
 //! Markdown table and JSON), `cli` (the subcommand) and `error`.
 //!
 //! ```no_run
@@ -50,6 +51,7 @@ mod table;
 mod throughput;
 mod transport;
 mod wire;
+mod workload;
 
 pub use cli::{LoadArgs, LoadMode, parse_size, run_load};
 pub use error::LoadError;
@@ -59,6 +61,7 @@ pub use plan::{LoadPlan, LoadRecord, Measurement, Scenario};
 pub use table::{fmt_size, render_table, to_json, write_json};
 pub use throughput::{EchoThroughput, ThroughputResult};
 pub use transport::{Stream, Target, connect, raise_fd_limit};
+pub use workload::{Outcome, Workload};
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use crate::config::{
     BroadcastMode, Listen, PoolMode, QueueMode, RecvMode, SendMode, StrategyArgs, TransformMode,
 };
-use crate::load::{EchoLatency, EchoThroughput, FanOut, LoadError, Target};
+use crate::load::{LoadError, Target, Workload};
 use crate::server::Server;
 
 /// One measured row of the main job.
@@ -60,59 +60,48 @@ pub struct IdleRow {
     pub bytes_per_connection: f64,
 }
 
-enum Scenario {
-    Echo {
-        size: usize,
-        messages: u64,
-        unix: bool,
-    },
+/// One case of the main job: a [`Workload`] over a socket, or an echo the
+/// load generator does not drive (enciphered replies, in-process).
+enum Case {
+    /// The workload over TCP, or over the Unix-domain socket if `unix`.
+    Socket { work: Workload, unix: bool },
     /// Echo to a server whose replies are enciphered (`--transform
     /// chacha20`): the client deciphers the stream and checks every reply.
-    EchoChacha {
-        size: usize,
-        messages: u64,
-    },
+    EchoChacha { size: usize, messages: u64 },
     /// Echo over the in-process transport (no socket).
-    EchoInproc {
-        size: usize,
-        messages: u64,
-    },
-    Latency {
-        size: usize,
-        round_trips: u64,
-    },
-    FanOut {
-        size: usize,
-        subscribers: usize,
-        messages: u64,
-    },
+    EchoInproc { size: usize, messages: u64 },
 }
 
-impl Scenario {
+impl Case {
+    fn tcp(work: Workload) -> Case {
+        Case::Socket { work, unix: false }
+    }
+
+    fn unix(work: Workload) -> Case {
+        Case::Socket { work, unix: true }
+    }
+
+    /// `echo 64 B tcp`, `ping-pong 64 B tcp`, `fan-out 1 KiB x256`, ...
     fn name(&self) -> String {
         match self {
-            Scenario::Echo { size, unix, .. } => format!(
-                "echo {} {}",
-                crate::load::fmt_size(*size),
-                if *unix { "unix" } else { "tcp" }
-            ),
-            Scenario::EchoChacha { size, .. } => {
+            Case::Socket {
+                work: work @ Workload::FanOut { .. },
+                unix: false,
+            } => work.name(),
+            Case::Socket { work, unix } => {
+                format!("{} {}", work.name(), if *unix { "unix" } else { "tcp" })
+            }
+            Case::EchoChacha { size, .. } => {
                 format!("echo {} tcp (deciphered)", crate::load::fmt_size(*size))
             }
-            Scenario::EchoInproc { size, .. } => {
+            Case::EchoInproc { size, .. } => {
                 format!("echo {} inproc", crate::load::fmt_size(*size))
             }
-            Scenario::Latency { size, .. } => {
-                format!("ping-pong {} tcp", crate::load::fmt_size(*size))
-            }
-            Scenario::FanOut {
-                size, subscribers, ..
-            } => format!("fan-out {} x{}", crate::load::fmt_size(*size), subscribers),
         }
     }
 }
 
-fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError> {
+fn run_one(server: &Server, label: &str, sc: &Case) -> Result<Row, LoadError> {
     let c = server.counters();
     let (a0, cpu0) = server.thread_totals();
     let pool_allocs = |s: &Server| {
@@ -158,25 +147,25 @@ fn run_one(server: &Server, label: &str, sc: &Scenario) -> Result<Row, LoadError
 
 /// Runs one scenario against `server`, fills the row's rates (and
 /// percentiles); returns the messages it counted.
-fn measure(server: &Server, sc: &Scenario, row: &mut Row) -> Result<u64, LoadError> {
-    let tcp = Target::Tcp(server.tcp_addr().expect("tcp listener"));
+fn measure(server: &Server, sc: &Case, row: &mut Row) -> Result<u64, LoadError> {
     Ok(match sc {
-        Scenario::Echo {
-            size,
-            messages,
-            unix,
-        } => {
+        Case::Socket { work, unix } => {
             let target = if *unix {
                 Target::Unix(server.unix_path().expect("unix listener").clone())
             } else {
-                tcp
+                Target::Tcp(server.tcp_addr().expect("tcp listener"))
             };
-            let r = EchoThroughput::new(target, *size, *messages).run()?;
-            row.per_sec = r.msgs_per_sec;
-            row.mb_per_sec = r.mb_per_sec;
-            *messages
+            let o = work.run(target)?;
+            row.per_sec = o.per_sec;
+            row.mb_per_sec = o.mb_per_sec;
+            if let Some(l) = o.latency {
+                row.p50_us = Some(l.p50_us);
+                row.p99_us = Some(l.p99_us);
+                row.p999_us = Some(l.p999_us);
+            }
+            o.units
         }
-        Scenario::EchoChacha { size, messages } => {
+        Case::EchoChacha { size, messages } => {
             let addr = server.tcp_addr().expect("tcp listener");
             let conn = std::net::TcpStream::connect(addr).map_err(io_err)?;
             conn.set_nodelay(true).map_err(io_err)?;
@@ -188,31 +177,12 @@ fn measure(server: &Server, sc: &Scenario, row: &mut Row) -> Result<u64, LoadErr
             row.mb_per_sec = per_sec * *size as f64 / 1e6;
             *messages
         }
-        Scenario::EchoInproc { size, messages } => {
+        Case::EchoInproc { size, messages } => {
             let client = server.connect_inproc();
             let per_sec = stream_echo(client.clone(), client, *size, *messages, false)?;
             row.per_sec = per_sec;
             row.mb_per_sec = per_sec * *size as f64 / 1e6;
             *messages
-        }
-        Scenario::Latency { size, round_trips } => {
-            let r = EchoLatency::new(tcp, *size, *round_trips).run()?;
-            row.per_sec = 1e6 / r.mean_us.max(1e-9);
-            row.mb_per_sec = row.per_sec * *size as f64 / 1e6;
-            row.p50_us = Some(r.p50_us);
-            row.p99_us = Some(r.p99_us);
-            row.p999_us = Some(r.p999_us);
-            *round_trips
-        }
-        Scenario::FanOut {
-            size,
-            subscribers,
-            messages,
-        } => {
-            let r = FanOut::new(tcp, *size, *subscribers, *messages).run()?;
-            row.per_sec = r.deliveries_per_sec;
-            row.mb_per_sec = r.deliveries_per_sec * *size as f64 / 1e6;
-            r.deliveries
         }
     })
 }
@@ -333,68 +303,49 @@ pub fn strategies() -> Vec<StrategyArgs> {
     ]
 }
 
-fn scenarios(cfg: &StrategyArgs, full: bool) -> Vec<Scenario> {
+fn scenarios(cfg: &StrategyArgs, full: bool) -> Vec<Case> {
     if cfg.transform == TransformMode::Chacha20 {
         return vec![
-            Scenario::EchoChacha {
+            Case::EchoChacha {
                 size: 64,
                 messages: 200_000,
             },
-            Scenario::EchoChacha {
+            Case::EchoChacha {
                 size: 1024,
                 messages: 100_000,
             },
-            Scenario::EchoChacha {
+            Case::EchoChacha {
                 size: 256 << 10,
                 messages: 2_000,
             },
         ];
     }
+    let echo = |size, messages| Workload::Echo { size, messages };
     let mut v = vec![
-        Scenario::Echo {
-            size: 64,
-            messages: 200_000,
-            unix: false,
-        },
-        Scenario::Echo {
-            size: 1024,
-            messages: 100_000,
-            unix: false,
-        },
-        Scenario::Echo {
-            size: 256 << 10,
-            messages: 2_000,
-            unix: false,
-        },
-        Scenario::FanOut {
+        Case::tcp(echo(64, 200_000)),
+        Case::tcp(echo(1024, 100_000)),
+        Case::tcp(echo(256 << 10, 2_000)),
+        Case::tcp(Workload::FanOut {
             size: 1024,
             subscribers: 256,
             messages: 200,
-        },
+        }),
     ];
     if full {
-        v.push(Scenario::Echo {
-            size: 64,
-            messages: 200_000,
-            unix: true,
-        });
-        v.push(Scenario::EchoInproc {
+        v.push(Case::unix(echo(64, 200_000)));
+        v.push(Case::EchoInproc {
             size: 64,
             messages: 200_000,
         });
-        v.push(Scenario::EchoInproc {
+        v.push(Case::EchoInproc {
             size: 256 << 10,
             messages: 2_000,
         });
-        v.push(Scenario::Echo {
-            size: 256 << 10,
-            messages: 2_000,
-            unix: true,
-        });
-        v.push(Scenario::Latency {
+        v.push(Case::unix(echo(256 << 10, 2_000)));
+        v.push(Case::tcp(Workload::Latency {
             size: 64,
             round_trips: 5_000,
-        });
+        }));
     }
     v
 }
@@ -608,5 +559,55 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
         1
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case_names() {
+        let names = |cfg: &StrategyArgs, full| {
+            scenarios(cfg, full)
+                .iter()
+                .map(Case::name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&StrategyArgs::default(), true),
+            [
+                "echo 64 B tcp",
+                "echo 1 KiB tcp",
+                "echo 256 KiB tcp",
+                "fan-out 1 KiB x256",
+                "echo 64 B unix",
+                "echo 64 B inproc",
+                "echo 256 KiB inproc",
+                "echo 256 KiB unix",
+                "ping-pong 64 B tcp",
+            ]
+        );
+        let chacha = StrategyArgs {
+            transform: TransformMode::Chacha20,
+            ..StrategyArgs::default()
+        };
+        assert_eq!(
+            names(&chacha, false),
+            [
+                "echo 64 B tcp (deciphered)",
+                "echo 1 KiB tcp (deciphered)",
+                "echo 256 KiB tcp (deciphered)",
+            ]
+        );
+        assert_eq!(
+            Case::unix(Workload::FanOut {
+                size: 64,
+                subscribers: 2,
+                messages: 1
+            })
+            .name(),
+            "fan-out 64 B x2 unix"
+        );
     }
 }

@@ -30,17 +30,19 @@
 //! ```
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::cell::Cell;
-use core::fmt;
-use core::future::{Future, IntoFuture};
 use core::ops::{Add, AddAssign};
-use core::pin::Pin;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use core::task::{Context, Poll};
 use std::sync::Arc;
 
 use allocator_api2::alloc::{AllocError, Allocator};
+
+mod future;
+mod thread;
+
+pub use future::{CountedFuture, counted};
+use thread::thread_record;
+pub use thread::{ThreadStats, thread_stats};
 
 /// A set of allocation counters, updated with relaxed atomics.
 ///
@@ -284,299 +286,6 @@ impl AddAssign for AllocDelta {
     }
 }
 
-#[derive(Clone, Copy)]
-struct ThreadCells {
-    allocations: u64,
-    deallocations: u64,
-    reallocations: u64,
-    bytes_allocated: u64,
-    bytes_freed: u64,
-}
-
-thread_local! {
-    // `const` initialised and free of `Drop`: reading it never allocates and
-    // registers no destructor, which is what makes it usable from inside a
-    // global allocator.
-    static THREAD: Cell<ThreadCells> = const {
-        Cell::new(ThreadCells {
-            allocations: 0,
-            deallocations: 0,
-            reallocations: 0,
-            bytes_allocated: 0,
-            bytes_freed: 0,
-        })
-    };
-    // This thread's tag for `ThreadStats`, 0 until the first snapshot. Kept
-    // apart from `THREAD` so the allocator's path does not copy it around.
-    static THREAD_TAG: Cell<u64> = const { Cell::new(0) };
-}
-
-/// The next thread tag; 0 means "no thread".
-static NEXT_THREAD_TAG: AtomicU64 = AtomicU64::new(1);
-
-/// The calling thread's tag, assigned on first use (no allocation). Tags are
-/// never reused, unlike OS thread ids. 0 while the thread is torn down.
-fn thread_tag() -> u64 {
-    THREAD_TAG
-        .try_with(|t| {
-            let mut tag = t.get();
-            if tag == 0 {
-                tag = NEXT_THREAD_TAG.fetch_add(1, Relaxed);
-                t.set(tag);
-            }
-            tag
-        })
-        .unwrap_or(0)
-}
-
-#[inline]
-fn thread_record(f: impl FnOnce(&mut ThreadCells)) {
-    // `try_with` fails only while the thread is being torn down; those
-    // allocations still reach the process-wide counters.
-    let _ = THREAD.try_with(|c| {
-        let mut v = c.get();
-        f(&mut v);
-        c.set(v);
-    });
-}
-
-/// Allocation counts of the calling thread through the counting global
-/// allocator (live bytes are only kept process-wide: memory freed on
-/// another thread would make a per-thread figure meaningless).
-///
-/// A snapshot remembers the thread it was taken on
-/// ([`same_thread`](Self::same_thread)); [`since`](Self::since) only
-/// measures between two snapshots of one thread. The `Default` value (all
-/// zero, no thread) is the origin of every thread's counts:
-/// `thread_stats().since(&ThreadStats::default())` is everything the calling
-/// thread did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ThreadStats {
-    /// Allocations made by this thread.
-    pub allocations: u64,
-    /// Deallocations made by this thread.
-    pub deallocations: u64,
-    /// Reallocations made by this thread.
-    pub reallocations: u64,
-    /// Bytes allocated by this thread.
-    pub bytes_allocated: u64,
-    /// Bytes freed by this thread.
-    pub bytes_freed: u64,
-    /// The tag of the thread the snapshot was taken on; 0 for none.
-    thread: u64,
-}
-
-impl ThreadStats {
-    /// Whether `self` and `other` were taken on the same thread, so that
-    /// [`since`](Self::since) between them measures something. A `Default`
-    /// snapshot (no thread) counts as the same thread as any other.
-    pub fn same_thread(&self, other: &ThreadStats) -> bool {
-        self.thread == 0 || other.thread == 0 || self.thread == other.thread
-    }
-
-    /// What this thread did between `earlier` and `self`.
-    ///
-    /// Never panics. Saturating (see [`AllocDelta`]): snapshots passed in
-    /// the wrong order give zero counts. If the two snapshots come from
-    /// different threads (see [`same_thread`](Self::same_thread)), the result
-    /// is the [cross-thread sentinel](AllocDelta#deltas-across-threads): zero
-    /// counts with [`AllocDelta::cross_thread`] set. Use
-    /// [`try_since`](Self::try_since) to get an `Option` instead, and
-    /// [`counted`] to measure a future.
-    pub fn since(&self, earlier: &ThreadStats) -> AllocDelta {
-        self.try_since(earlier).unwrap_or(AllocDelta {
-            cross_thread: true,
-            ..AllocDelta::default()
-        })
-    }
-
-    /// What this thread did between `earlier` and `self`, or `None` if the
-    /// snapshots were taken on different threads. Saturating, like
-    /// [`since`](Self::since).
-    pub fn try_since(&self, earlier: &ThreadStats) -> Option<AllocDelta> {
-        if !self.same_thread(earlier) {
-            return None;
-        }
-        let bytes_allocated = self.bytes_allocated.saturating_sub(earlier.bytes_allocated);
-        let bytes_freed = self.bytes_freed.saturating_sub(earlier.bytes_freed);
-        Some(AllocDelta {
-            allocations: self.allocations.saturating_sub(earlier.allocations),
-            deallocations: self.deallocations.saturating_sub(earlier.deallocations),
-            reallocations: self.reallocations.saturating_sub(earlier.reallocations),
-            bytes_allocated,
-            bytes_freed,
-            live_bytes_change: (bytes_allocated as i64).wrapping_sub(bytes_freed as i64),
-            cross_thread: false,
-        })
-    }
-}
-
-/// The calling thread's counts through the counting global allocator.
-///
-/// Never allocates. Compare two snapshots with [`ThreadStats::since`] only
-/// on one thread; in async code, where a task may resume on another worker
-/// thread after an `.await`, wrap the future in [`counted`].
-pub fn thread_stats() -> ThreadStats {
-    let thread = thread_tag();
-    THREAD
-        .try_with(|c| {
-            let v = c.get();
-            ThreadStats {
-                allocations: v.allocations,
-                deallocations: v.deallocations,
-                reallocations: v.reallocations,
-                bytes_allocated: v.bytes_allocated,
-                bytes_freed: v.bytes_freed,
-                thread,
-            }
-        })
-        .unwrap_or_default()
-}
-
-/// Wraps a future so that it counts the allocations it makes while it is
-/// polled; see [`CountedFuture`].
-pub fn counted<F: IntoFuture>(future: F) -> CountedFuture<F::IntoFuture> {
-    CountedFuture::new(future.into_future())
-}
-
-/// A future that counts, through the counting global allocator, the
-/// allocator calls made **while its inner future is being polled**, and
-/// completes with `(output, counts)`.
-///
-/// Right before each `poll` of the inner future it takes a
-/// [`thread_stats()`] snapshot, right after the poll another one on the same
-/// thread, and adds the difference to its total. A task that moves between
-/// the worker threads of a multi-threaded runtime is therefore measured
-/// correctly: each poll is measured on the thread it ran on, and the
-/// allocations of other tasks polled on those threads between two polls are
-/// not counted. Runtime-agnostic: it only uses `std::future`.
-///
-/// Create it with [`counted`] or [`CountedFuture::new`]. The counts so far
-/// are also readable while it is pending, with [`counts`](Self::counts).
-/// Wrappers nest: an outer one also counts what an inner one counts.
-///
-/// # What it does not see
-///
-/// Only what the polling thread does inside those polls is counted, so the
-/// counts **leave out**:
-///
-/// * frees that happen elsewhere: memory the future allocated and handed
-///   to another task or thread, which frees it there, and whatever the
-///   output owns, freed after completion. So `live_bytes_change` is not
-///   "memory kept" (and memory allocated elsewhere that the future frees
-///   does count as freed);
-/// * the work of tasks the future spawns (the spawn call itself, allocating
-///   the task, is counted), and of threads or tasks it waits on (a
-///   `spawn_blocking` closure, a channel peer, a resolver thread);
-/// * the work the runtime does for the future outside its polls (waking
-///   it, I/O driver bookkeeping).
-///
-/// And, by design, it does **not** count the allocations of other tasks
-/// polled on the same threads. Anything the runtime itself allocates
-/// *inside* the poll is counted: tokio's `yield_now`, for one, may grow a
-/// per-worker list of deferred wakers.
-///
-/// Without the counting global allocator installed (with
-/// [`global_allocator!()`](crate::global_allocator)), every count is zero.
-///
-/// # Example
-///
-/// A request handler measured on a tokio multi-threaded runtime, while
-/// other tasks allocate on the same worker threads:
-///
-/// ```
-/// allocators::global_allocator!();
-///
-/// async fn handle(n: usize) -> usize {
-///     let mut v = Vec::with_capacity(n); // 1 allocation
-///     for i in 0..n {
-///         v.push(i);
-///         tokio::task::yield_now().await; // may resume on another worker
-///     }
-///     v.len()
-/// }
-///
-/// #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-/// async fn main() {
-///     let noise = tokio::spawn(async {
-///         for _ in 0..1000 {
-///             std::hint::black_box(vec![0u8; 100]);
-///             tokio::task::yield_now().await;
-///         }
-///     });
-///     let (len, counts) = tokio::spawn(allocators::counted(handle(100)))
-///         .await
-///         .unwrap();
-///     noise.await.unwrap();
-///     assert_eq!(len, 100);
-///     // The handler's one allocation (and its free), plus at most what
-///     // tokio's `yield_now` allocated inside its polls, but none of the
-///     // 1000 of the other task.
-///     assert!(counts.allocations >= 1 && counts.allocations < 10, "{counts:?}");
-///     assert!(counts.deallocations >= 1);
-///     assert!(!counts.cross_thread);
-/// }
-/// ```
-#[must_use = "futures do nothing unless you `.await` or poll them"]
-pub struct CountedFuture<F> {
-    inner: F,
-    counts: AllocDelta,
-}
-
-impl<F> CountedFuture<F> {
-    /// Wraps `inner`, with zero counts.
-    pub const fn new(inner: F) -> Self {
-        CountedFuture {
-            inner,
-            counts: AllocDelta {
-                allocations: 0,
-                deallocations: 0,
-                reallocations: 0,
-                bytes_allocated: 0,
-                bytes_freed: 0,
-                live_bytes_change: 0,
-                cross_thread: false,
-            },
-        }
-    }
-
-    /// What the inner future's polls have done so far.
-    pub fn counts(&self) -> AllocDelta {
-        self.counts
-    }
-}
-
-impl<F> fmt::Debug for CountedFuture<F> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CountedFuture")
-            .field("counts", &self.counts)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<F: Future> Future for CountedFuture<F> {
-    type Output = (F::Output, AllocDelta);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // SAFETY: `inner` is structurally pinned: it is only ever reached
-        // through the `Pin::new_unchecked` below, never moved out of or
-        // replaced, and `CountedFuture` has no `Drop` impl and is `Unpin`
-        // only if `F` is. `counts` is not pinned and is only copied.
-        let this = unsafe { self.get_unchecked_mut() };
-        // SAFETY: see above; `this` came from a pinned `self`.
-        let inner = unsafe { Pin::new_unchecked(&mut this.inner) };
-        let before = thread_stats();
-        let poll = inner.poll(cx);
-        // Same thread as `before`: a poll runs on one thread from start to
-        // finish, so this is never the cross-thread sentinel.
-        this.counts += thread_stats().since(&before);
-        match poll {
-            Poll::Ready(output) => Poll::Ready((output, this.counts)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 /// A [`GlobalAlloc`] wrapper that counts every call into `A`.
 ///
 /// Install it with [`global_allocator!`](crate::global_allocator), or by hand:
@@ -808,6 +517,8 @@ mod tests {
     use super::*;
     use allocator_api2::alloc::Global;
     use allocator_api2::vec::Vec;
+    use core::future::Future;
+    use core::task::{Context, Poll};
 
     #[test]
     fn counting_allocator_counts_exactly() {

@@ -394,26 +394,8 @@ fn fan_out(
     let size = size.max(8);
     // The window keeps each subscriber's queue well under its byte bound.
     let window = ((1u64 << 20) / (size as u64 + 16)).clamp(16, 512);
-    let mut subs = Vec::new();
-    for _ in 0..subscribers {
-        let sock = Socket::connect(xpub).map_err(|e| err("connect SUB", e))?;
-        sock.set_read_timeout(Some(STEP))
-            .map_err(|e| err("timeout", e))?;
-        let mut c = Client::new(sock);
-        c.handshake("SUB", None)
-            .map_err(|e| err("SUB handshake", e))?;
-        c.subscribe(b"").map_err(|e| err("subscribe", e))?;
-        subs.push(c);
-    }
-    let psock = Socket::connect(xsub).map_err(|e| err("connect PUB", e))?;
-    psock
-        .set_write_timeout(Some(STEP))
-        .map_err(|e| err("timeout", e))?;
-    let mut publisher = Client::new(psock);
-    publisher
-        .handshake("PUB", None)
-        .map_err(|e| err("PUB handshake", e))?;
-    // The broker's subscription forwarding is not read: a few bytes.
+    let subs = connect_subscribers(xpub, subscribers)?;
+    let mut publisher = connect_publisher(xsub)?;
     let counts: Vec<AtomicU64> = (0..subscribers).map(|_| AtomicU64::new(0)).collect();
     let ready: Vec<AtomicBool> = (0..subscribers).map(|_| AtomicBool::new(false)).collect();
     let failed = AtomicBool::new(false);
@@ -423,29 +405,9 @@ fn fan_out(
         let handles: Vec<_> = subs
             .into_iter()
             .enumerate()
-            .map(|(i, mut c)| {
+            .map(|(i, c)| {
                 s.spawn(move || -> Result<(), String> {
-                    let mut parts = Vec::new();
-                    let mut next = 0u64;
-                    let r = loop {
-                        if next == messages {
-                            break Ok(());
-                        }
-                        match c.read_message_into(&mut parts) {
-                            Ok(true) => {}
-                            Ok(false) => break Err("SUB: server closed".into()),
-                            Err(e) => break Err(err("SUB read", e)),
-                        }
-                        if parts.len() == 1 && parts[0].len() < 8 {
-                            ready[i].store(true, Ordering::Release);
-                            continue; // a probe
-                        }
-                        if parts.len() != 1 || parts[0].len() != size || seq_of(&parts[0]) != next {
-                            break Err(format!("SUB {i}: message {next} missing or altered"));
-                        }
-                        next += 1;
-                        counts[i].store(next, Ordering::Release);
-                    };
+                    let r = receive_fan_out(c, i, size, messages, &ready[i], &counts[i]);
                     if r.is_err() {
                         failed.store(true, Ordering::Release);
                     }
@@ -453,52 +415,10 @@ fn fan_out(
                 })
             })
             .collect();
-        let p = (|| -> Result<(), String> {
-            let deadline = Instant::now() + STEP;
-            while !ready.iter().all(|r| r.load(Ordering::Acquire)) {
-                if Instant::now() > deadline || failed.load(Ordering::Acquire) {
-                    return Err("subscribers never saw a probe".into());
-                }
-                publisher
-                    .send_message(&[b"?"])
-                    .map_err(|e| err("probe", e))?;
-                thread::sleep(Duration::from_millis(2));
-            }
+        let p = probe_until_ready(&mut publisher, ready, failed).and_then(|()| {
             started = Instant::now();
-            let mut w = publisher
-                .get_ref()
-                .try_clone()
-                .map_err(|e| err("clone", e))?;
-            let mut out = Outbox::new();
-            let mut body: Vec<u8> = (0..size).map(|i| i as u8).collect();
-            let mut sent = 0u64;
-            let mut last_progress = (0u64, Instant::now());
-            while sent < messages {
-                let slowest = counts
-                    .iter()
-                    .map(|c| c.load(Ordering::Acquire))
-                    .min()
-                    .unwrap_or(0);
-                if slowest != last_progress.0 {
-                    last_progress = (slowest, Instant::now());
-                } else if last_progress.1.elapsed() > STEP || failed.load(Ordering::Acquire) {
-                    return Err("subscribers stopped progressing".into());
-                }
-                let credit = (slowest + window).saturating_sub(sent).min(messages - sent);
-                if credit == 0 {
-                    thread::sleep(Duration::from_micros(200));
-                    continue;
-                }
-                for _ in 0..credit {
-                    stamp(&mut body, sent);
-                    out.push(&mut w, &[&body[..]])
-                        .map_err(|e| err("publish", e))?;
-                    sent += 1;
-                }
-                out.flush(&mut w).map_err(|e| err("publish", e))?;
-            }
-            Ok(())
-        })();
+            publish_windowed(&publisher, size, messages, window, counts, failed)
+        });
         if p.is_err() {
             // Unblock the subscribers: their reads time out or see EOF.
             failed.store(true, Ordering::Release);
@@ -514,6 +434,133 @@ fn fan_out(
     results.into_iter().collect::<Result<Vec<()>, String>>()?;
     let deliveries = messages * subscribers as u64;
     Ok((deliveries as f64 / elapsed, deliveries))
+}
+
+/// `subscribers` SUBs on `xpub`, each subscribed to everything.
+fn connect_subscribers(xpub: &str, subscribers: usize) -> Result<Vec<Client<Socket>>, String> {
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        let sock = Socket::connect(xpub).map_err(|e| err("connect SUB", e))?;
+        sock.set_read_timeout(Some(STEP))
+            .map_err(|e| err("timeout", e))?;
+        let mut c = Client::new(sock);
+        c.handshake("SUB", None)
+            .map_err(|e| err("SUB handshake", e))?;
+        c.subscribe(b"").map_err(|e| err("subscribe", e))?;
+        subs.push(c);
+    }
+    Ok(subs)
+}
+
+/// The PUB on `xsub`.
+fn connect_publisher(xsub: &str) -> Result<Client<Socket>, String> {
+    let psock = Socket::connect(xsub).map_err(|e| err("connect PUB", e))?;
+    psock
+        .set_write_timeout(Some(STEP))
+        .map_err(|e| err("timeout", e))?;
+    let mut publisher = Client::new(psock);
+    publisher
+        .handshake("PUB", None)
+        .map_err(|e| err("PUB handshake", e))?;
+    // The broker's subscription forwarding is not read: a few bytes.
+    Ok(publisher)
+}
+
+/// Subscriber `i`: sets `ready` at its first probe, then checks `messages`
+/// messages of `size` bytes in sequence, counting them in `count`.
+fn receive_fan_out(
+    mut c: Client<Socket>,
+    i: usize,
+    size: usize,
+    messages: u64,
+    ready: &AtomicBool,
+    count: &AtomicU64,
+) -> Result<(), String> {
+    let mut parts = Vec::new();
+    let mut next = 0u64;
+    loop {
+        if next == messages {
+            break Ok(());
+        }
+        match c.read_message_into(&mut parts) {
+            Ok(true) => {}
+            Ok(false) => break Err("SUB: server closed".into()),
+            Err(e) => break Err(err("SUB read", e)),
+        }
+        if parts.len() == 1 && parts[0].len() < 8 {
+            ready.store(true, Ordering::Release);
+            continue; // a probe
+        }
+        if parts.len() != 1 || parts[0].len() != size || seq_of(&parts[0]) != next {
+            break Err(format!("SUB {i}: message {next} missing or altered"));
+        }
+        next += 1;
+        count.store(next, Ordering::Release);
+    }
+}
+
+/// Publishes probes until every subscriber has seen one.
+fn probe_until_ready(
+    publisher: &mut Client<Socket>,
+    ready: &[AtomicBool],
+    failed: &AtomicBool,
+) -> Result<(), String> {
+    let deadline = Instant::now() + STEP;
+    while !ready.iter().all(|r| r.load(Ordering::Acquire)) {
+        if Instant::now() > deadline || failed.load(Ordering::Acquire) {
+            return Err("subscribers never saw a probe".into());
+        }
+        publisher
+            .send_message(&[b"?"])
+            .map_err(|e| err("probe", e))?;
+        thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
+}
+
+/// Publishes `messages` bodies of `size` bytes, at most `window` ahead of
+/// the slowest subscriber (`counts`).
+fn publish_windowed(
+    publisher: &Client<Socket>,
+    size: usize,
+    messages: u64,
+    window: u64,
+    counts: &[AtomicU64],
+    failed: &AtomicBool,
+) -> Result<(), String> {
+    let mut w = publisher
+        .get_ref()
+        .try_clone()
+        .map_err(|e| err("clone", e))?;
+    let mut out = Outbox::new();
+    let mut body: Vec<u8> = (0..size).map(|i| i as u8).collect();
+    let mut sent = 0u64;
+    let mut last_progress = (0u64, Instant::now());
+    while sent < messages {
+        let slowest = counts
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(0);
+        if slowest != last_progress.0 {
+            last_progress = (slowest, Instant::now());
+        } else if last_progress.1.elapsed() > STEP || failed.load(Ordering::Acquire) {
+            return Err("subscribers stopped progressing".into());
+        }
+        let credit = (slowest + window).saturating_sub(sent).min(messages - sent);
+        if credit == 0 {
+            thread::sleep(Duration::from_micros(200));
+            continue;
+        }
+        for _ in 0..credit {
+            stamp(&mut body, sent);
+            out.push(&mut w, &[&body[..]])
+                .map_err(|e| err("publish", e))?;
+            sent += 1;
+        }
+        out.flush(&mut w).map_err(|e| err("publish", e))?;
+    }
+    Ok(())
 }
 
 fn fmt_ratio(r: Option<f64>) -> String {

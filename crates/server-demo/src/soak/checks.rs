@@ -175,22 +175,30 @@ impl ConnChecker {
 /// the violations found (at most a few dozen are spelled out).
 pub fn check_rooms(logs: &[EpochLog]) -> Vec<String> {
     let mut errors = Vec::new();
-    let push = |errors: &mut Vec<String>, e: String| {
-        if errors.len() < 40 {
-            errors.push(e);
-        } else if errors.len() == 40 {
-            errors.push("... more room errors".into());
-        }
-    };
-    // Per subscription: every publisher's sequence numbers consecutive.
+    check_sequences(logs, &mut errors);
+    check_room_orders(logs, &mut errors);
+    errors
+}
+
+/// Adds a room error, spelling out at most 40 of them.
+fn push_room_error(errors: &mut Vec<String>, e: String) {
+    if errors.len() < 40 {
+        errors.push(e);
+    } else if errors.len() == 40 {
+        errors.push("... more room errors".into());
+    }
+}
+
+/// Per subscription: every publisher's sequence numbers consecutive.
+fn check_sequences(logs: &[EpochLog], errors: &mut Vec<String>) {
     for log in logs {
         let mut last: HashMap<u64, u64> = HashMap::new();
         for &(p, s) in &log.entries {
             if let Some(prev) = last.insert(p, s)
                 && s != prev.wrapping_add(1)
             {
-                push(
-                    &mut errors,
+                push_room_error(
+                    errors,
                     format!(
                         "room {}: subscriber {} got publisher {}'s seq {} after seq {} \
                              (gap, duplicate or reordering)",
@@ -200,7 +208,10 @@ pub fn check_rooms(logs: &[EpochLog]) -> Vec<String> {
             }
         }
     }
-    // Every two subscriptions of a room: windows onto one order.
+}
+
+/// Every two subscriptions of a room: windows onto one order.
+fn check_room_orders(logs: &[EpochLog], errors: &mut Vec<String>) {
     let mut by_room: HashMap<u16, Vec<usize>> = HashMap::new();
     for (i, l) in logs.iter().enumerate() {
         by_room.entry(l.room).or_default().push(i);
@@ -215,44 +226,66 @@ pub fn check_rooms(logs: &[EpochLog]) -> Vec<String> {
             }
         }
         for &a in &members {
-            // other log -> (first common position in a, in b, common count)
-            let mut overlap: HashMap<usize, (usize, usize, usize)> = HashMap::new();
-            for (pa, e) in logs[a].entries.iter().enumerate() {
-                for &(b, pb) in index.get(e).map(|v| v.as_slice()).unwrap_or(&[]) {
-                    if b != a {
-                        overlap.entry(b).or_insert((pa, pb, 0)).2 += 1;
-                    }
-                }
-            }
-            let mut overlap: Vec<_> = overlap.into_iter().filter(|(b, _)| *b > a).collect();
-            overlap.sort_by_key(|(b, _)| *b);
-            for (b, (fa, fb, n)) in overlap {
-                let la = &logs[a].entries;
-                let lb = &logs[b].entries;
-                let same = match (la.get(fa..fa + n), lb.get(fb..fb + n)) {
-                    (Some(x), Some(y)) => x == y,
-                    _ => false,
-                };
-                let window = (fa == 0 || fb == 0) && (fa + n == la.len() || fb + n == lb.len());
-                if !(same && window) {
-                    push(
-                        &mut errors,
-                        format!(
-                            "room {room}: subscriptions of conn {} ({} deliveries) and conn {} \
-                             ({} deliveries) disagree on their {} common broadcasts (a \
-                             broadcast missing for one of them, or a different order)",
-                            logs[a].conn,
-                            la.len(),
-                            logs[b].conn,
-                            lb.len(),
-                            n
-                        ),
-                    );
-                }
+            for (b, (fa, fb, n)) in overlaps(logs, &index, a) {
+                check_pair(logs, room, (a, fa), (b, fb), n, errors);
             }
         }
     }
-    errors
+}
+
+/// The logs after `a` (in log order) that share broadcasts with log `a`
+/// (looked up in the room's `index`): other log -> (first common position
+/// in a, in b, common count).
+fn overlaps(
+    logs: &[EpochLog],
+    index: &HashMap<(u64, u64), Vec<(usize, usize)>>,
+    a: usize,
+) -> Vec<(usize, (usize, usize, usize))> {
+    let mut overlap: HashMap<usize, (usize, usize, usize)> = HashMap::new();
+    for (pa, e) in logs[a].entries.iter().enumerate() {
+        for &(b, pb) in index.get(e).map(|v| v.as_slice()).unwrap_or(&[]) {
+            if b != a {
+                overlap.entry(b).or_insert((pa, pb, 0)).2 += 1;
+            }
+        }
+    }
+    let mut overlap: Vec<_> = overlap.into_iter().filter(|(b, _)| *b > a).collect();
+    overlap.sort_by_key(|(b, _)| *b);
+    overlap
+}
+
+/// Checks that logs `a` and `b`, whose `n` common broadcasts start at `fa`
+/// in `a` and `fb` in `b`, are windows onto one order.
+fn check_pair(
+    logs: &[EpochLog],
+    room: u16,
+    (a, fa): (usize, usize),
+    (b, fb): (usize, usize),
+    n: usize,
+    errors: &mut Vec<String>,
+) {
+    let la = &logs[a].entries;
+    let lb = &logs[b].entries;
+    let same = match (la.get(fa..fa + n), lb.get(fb..fb + n)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    };
+    let window = (fa == 0 || fb == 0) && (fa + n == la.len() || fb + n == lb.len());
+    if !(same && window) {
+        push_room_error(
+            errors,
+            format!(
+                "room {room}: subscriptions of conn {} ({} deliveries) and conn {} \
+                 ({} deliveries) disagree on their {} common broadcasts (a \
+                 broadcast missing for one of them, or a different order)",
+                logs[a].conn,
+                la.len(),
+                logs[b].conn,
+                lb.len(),
+                n
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -498,69 +498,113 @@ fn subscriber(ctx: &Ctx, eps: &Endpoints, rng: &mut Rng, into: &mut Totals) -> i
     let (mut z, c) = ZConn::open(ctx, &eps.xpub, "SUB", minor)?;
     let (tx, rx) = mpsc::channel::<usize>();
     let id = z.id;
-    z.spawn(move |stop, _| {
-        let mut logs: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
-        let mut out = read_messages(c, stop, None, |parts, out| {
-            while let Ok(t) = rx.try_recv() {
-                logs.entry(t).or_default();
-            }
-            let t = TOPICS
-                .iter()
-                .position(|t| parts.first().is_some_and(|p| p == t))
-                .ok_or_else(|| format!("zmtp SUB {id}: delivery without a known topic"))?;
-            let log = logs.get_mut(&t).ok_or_else(|| {
-                format!("zmtp SUB {id}: delivery of topic {t} it never subscribed to")
-            })?;
-            let sigs = parse_parts(ZPUB_MAGIC, &parts[1..])
-                .map_err(|e| format!("zmtp SUB {id}: delivery: {e}"))?;
-            let Some(Some(first)) = sigs.first() else {
-                return Err(format!("zmtp SUB {id}: delivery without its body part"));
-            };
-            for (i, s) in sigs.iter().enumerate().skip(1) {
-                let ok = s.is_some_and(|s| s.conn == first.conn && s.seq == first.seq + i as u64);
-                if !ok {
-                    return Err(format!("zmtp SUB {id}: parts of different messages mixed"));
-                }
-            }
-            log.push((first.conn, first.seq / 8));
-            out.deliveries += 1;
-            out.parts += parts.len() as u64;
-            Ok(())
-        });
-        let mut logs: Vec<_> = logs.into_iter().collect();
-        logs.sort_by_key(|(t, _)| *t);
-        out.logs = logs
-            .into_iter()
-            .map(|(t, entries)| EpochLog {
-                room: TOPIC_ROOM_BASE + t as u16,
-                conn: id,
-                entries,
-            })
-            .collect();
-        out
-    });
-    let subscribe = |z: &mut ZConn, t: usize, on: bool| {
-        let body = if minor >= 1 {
-            zc::frame(
-                zc::COMMAND,
-                &zc::command(if on { "SUBSCRIBE" } else { "CANCEL" }, TOPICS[t]),
-            )
-        } else {
-            let mut m = vec![on as u8];
-            m.extend_from_slice(TOPICS[t]);
-            zc::frame(0, &m)
-        };
-        z.write(&body)
-    };
+    z.spawn(move |stop, _| sub_reader(c, stop, id, rx));
     let mut subscribed = Vec::new();
     for t in 0..TOPICS.len() {
         if subscribed.is_empty() || rng.chance(0.4) {
-            let _ = tx.send(t);
-            subscribe(&mut z, t, true);
-            subscribed.push(t);
-            z.totals.zmtp.subscriptions += 1;
+            subscribe_new(&mut z, minor, &tx, &mut subscribed, t);
         }
     }
+    sub_churn(ctx, &mut z, rng, minor, &tx, &mut subscribed);
+    z.end(ctx, false, true, into);
+    Ok(())
+}
+
+/// A SUB's reader thread: checks every delivery and logs it per topic (a
+/// topic is announced on `rx` before its subscription is sent).
+fn sub_reader(c: Client<Socket>, stop: &AtomicBool, id: u64, rx: mpsc::Receiver<usize>) -> ReadOut {
+    let mut logs: HashMap<usize, Vec<(u64, u64)>> = HashMap::new();
+    let mut out = read_messages(c, stop, None, |parts, out| {
+        while let Ok(t) = rx.try_recv() {
+            logs.entry(t).or_default();
+        }
+        check_delivery(id, parts, &mut logs)?;
+        out.deliveries += 1;
+        out.parts += parts.len() as u64;
+        Ok(())
+    });
+    let mut logs: Vec<_> = logs.into_iter().collect();
+    logs.sort_by_key(|(t, _)| *t);
+    out.logs = logs
+        .into_iter()
+        .map(|(t, entries)| EpochLog {
+            room: TOPIC_ROOM_BASE + t as u16,
+            conn: id,
+            entries,
+        })
+        .collect();
+    out
+}
+
+/// Checks one delivery `[topic, body, (extra)]` to SUB `id` and logs it
+/// under its topic.
+fn check_delivery(
+    id: u64,
+    parts: &[Vec<u8>],
+    logs: &mut HashMap<usize, Vec<(u64, u64)>>,
+) -> Result<(), String> {
+    let t = TOPICS
+        .iter()
+        .position(|t| parts.first().is_some_and(|p| p == t))
+        .ok_or_else(|| format!("zmtp SUB {id}: delivery without a known topic"))?;
+    let log = logs
+        .get_mut(&t)
+        .ok_or_else(|| format!("zmtp SUB {id}: delivery of topic {t} it never subscribed to"))?;
+    let sigs = parse_parts(ZPUB_MAGIC, &parts[1..])
+        .map_err(|e| format!("zmtp SUB {id}: delivery: {e}"))?;
+    let Some(Some(first)) = sigs.first() else {
+        return Err(format!("zmtp SUB {id}: delivery without its body part"));
+    };
+    for (i, s) in sigs.iter().enumerate().skip(1) {
+        let ok = s.is_some_and(|s| s.conn == first.conn && s.seq == first.seq + i as u64);
+        if !ok {
+            return Err(format!("zmtp SUB {id}: parts of different messages mixed"));
+        }
+    }
+    log.push((first.conn, first.seq / 8));
+    Ok(())
+}
+
+/// Sends a subscription (`on`) to topic `t`, or its cancel: a 3.1 command
+/// or a 3.0 subscription message, per `minor`.
+fn subscribe(z: &mut ZConn, minor: u8, t: usize, on: bool) -> bool {
+    let body = if minor >= 1 {
+        zc::frame(
+            zc::COMMAND,
+            &zc::command(if on { "SUBSCRIBE" } else { "CANCEL" }, TOPICS[t]),
+        )
+    } else {
+        let mut m = vec![on as u8];
+        m.extend_from_slice(TOPICS[t]);
+        zc::frame(0, &m)
+    };
+    z.write(&body)
+}
+
+/// Subscribes to topic `t`, telling the reader (`tx`) first.
+fn subscribe_new(
+    z: &mut ZConn,
+    minor: u8,
+    tx: &mpsc::Sender<usize>,
+    subscribed: &mut Vec<usize>,
+    t: usize,
+) {
+    let _ = tx.send(t);
+    subscribe(z, minor, t, true);
+    subscribed.push(t);
+    z.totals.zmtp.subscriptions += 1;
+}
+
+/// A SUB's life after its first subscriptions: maybe subscribes to another
+/// topic late, maybe cancels its first one, until a random end.
+fn sub_churn(
+    ctx: &Ctx,
+    z: &mut ZConn,
+    rng: &mut Rng,
+    minor: u8,
+    tx: &mpsc::Sender<usize>,
+    subscribed: &mut Vec<usize>,
+) {
     let life = Duration::from_millis(rng.range(500, 4000));
     let end = (Instant::now() + life).min(ctx.deadline + Duration::from_millis(500));
     let mut cancelled = false;
@@ -571,20 +615,15 @@ fn subscriber(ctx: &Ctx, eps: &Endpoints, rng: &mut Rng, into: &mut Totals) -> i
             .collect();
         if !late.is_empty() && rng.chance(0.02) {
             let t = late[rng.range(0, late.len() as u64 - 1) as usize];
-            let _ = tx.send(t);
-            subscribe(&mut z, t, true);
-            subscribed.push(t);
-            z.totals.zmtp.subscriptions += 1;
+            subscribe_new(z, minor, tx, subscribed, t);
         } else if !cancelled && subscribed.len() > 1 && rng.chance(0.02) {
             // Cancelled topics are never subscribed again: late deliveries
             // of them stay part of one window.
-            subscribe(&mut z, subscribed[0], false);
+            subscribe(z, minor, subscribed[0], false);
             cancelled = true;
             z.totals.zmtp.cancels += 1;
         }
     }
-    z.end(ctx, false, true, into);
-    Ok(())
 }
 
 fn publisher(ctx: &Ctx, eps: &Endpoints, rng: &mut Rng, into: &mut Totals) -> io::Result<()> {

@@ -54,6 +54,15 @@ pub(super) fn chaos(
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
     let mut s = Socket::connect(ep)?;
     s.set_write_timeout(Some(Duration::from_secs(20)))?;
+    let (wire, what) = chaos_wire(ctx, rng, case, ty, id);
+    send_chaos(ctx, &mut s, &wire, what, id, &mut t);
+    into.add(&t);
+    Ok(())
+}
+
+/// What chaos peer `case` (0 to 6) of socket type `ty` sends, and what that
+/// is ("vanish ..." for a peer that vanishes, else the garbage it sends).
+fn chaos_wire(ctx: &Ctx, rng: &mut Rng, case: u64, ty: &str, id: u64) -> (Vec<u8>, &'static str) {
     let greeting = zc::greeting(3, 1, "NULL");
     let mut handshake = greeting.to_vec();
     handshake.extend(zc::frame(zc::COMMAND, &zc::ready(ty, None)));
@@ -108,22 +117,26 @@ pub(super) fn chaos(
             "a part over the limit"
         }
     };
+    (wire, what)
+}
+
+/// Sends a chaos peer's `wire` on `s`: a peer that vanishes then shuts
+/// down; one that sent garbage must be closed by the server.
+fn send_chaos(ctx: &Ctx, s: &mut Socket, wire: &[u8], what: &str, id: u64, t: &mut Totals) {
     let vanish = what.starts_with("vanish");
-    let _ = s.write_all(&wire);
+    let _ = s.write_all(wire);
     t.bytes_out += wire.len() as u64;
     if vanish {
         let _ = s.shutdown(Shutdown::Both);
         t.zmtp.vanished_mid_frame += 1;
     } else {
         t.zmtp.garbage += 1;
-        if !closed_by_server(&mut s) {
+        if !closed_by_server(s) {
             ctx.fail(format!(
                 "zmtp conn {id}: the server did not close a peer that sent {what} within 20 s"
             ));
         }
     }
-    into.add(&t);
-    Ok(())
 }
 
 /// A DEALER echoes a few verified messages, then sends a frame with

@@ -495,12 +495,7 @@ impl<F: Framing> LinearBuffer<F> {
         }
         let room = tail.len();
         let n = r.read(tail)?;
-        if n > room {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reader claimed more bytes than the buffer it was given",
-            ));
-        }
+        check_claim(n, room)?;
         self.end += n;
         self.stats.bytes_read += n as u64;
         if n > 0 {
@@ -523,12 +518,7 @@ impl<F: Framing> LinearBuffer<F> {
         let room = PROBE_READ.min(self.cap);
         self.stats.probe_reads += 1;
         let n = r.read(&mut probe[..room])?;
-        if n > room {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reader claimed more bytes than the buffer it was given",
-            ));
-        }
+        check_claim(n, room)?;
         if n > 0 {
             if n < room {
                 // The read drained the socket: a hello, a request, a join.
@@ -637,6 +627,20 @@ impl<F: Framing> LinearBuffer<F> {
             })
         }
     }
+}
+
+/// A reader that reports more bytes than the `room` it was offered broke
+/// `Read`'s contract: an error for this session, never a slice past the
+/// buffer.
+#[inline]
+fn check_claim(n: usize, room: usize) -> io::Result<()> {
+    if n > room {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "reader claimed more bytes than the buffer it was given",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(all(test, not(loom)))]

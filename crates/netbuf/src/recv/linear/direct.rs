@@ -110,12 +110,7 @@ impl<F: Framing> LinearBuffer<F> {
         // rest just above. `MaybeUninit<u8>` and `u8` have the same layout.
         let dst = unsafe { core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<u8>(), room) };
         let n = r.read(dst)?;
-        if n > room {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reader claimed more bytes than the buffer it was given",
-            ));
-        }
+        super::check_claim(n, room)?;
         let len = d.msg.len() + n;
         // SAFETY: `n <= room`, so `len <= need <= capacity`, and every byte
         // up to it is initialised (see above).
@@ -134,12 +129,7 @@ impl<F: Framing> LinearBuffer<F> {
         let d = self.direct.as_mut().expect("caller checked");
         let room = d.need - d.msg.len();
         let n = r.read_uninit(&mut d.msg.spare_capacity_mut()[..room])?;
-        if n > room {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "reader claimed more bytes than the buffer it was given",
-            ));
-        }
+        super::check_claim(n, room)?;
         let len = d.msg.len() + n;
         // SAFETY: `n <= room`, so `len <= need <= capacity`; the bytes up to
         // the old length were initialised before, and `ReadUninit`'s contract

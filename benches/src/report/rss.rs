@@ -13,25 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes.
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in bytes (the
+/// server's parser, [`server_demo::server::memory::status_field`]).
 pub fn status_field_bytes(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    parse_status_field(&status, field)
+    server_demo::server::memory::status_field(&pid.to_string(), field)
 }
 
-/// Finds `FIELD:   1234 kB` in the text of a `/proc/PID/status` file and
-/// returns it in bytes.
-pub fn parse_status_field(status: &str, field: &str) -> Option<u64> {
-    status.lines().find_map(|l| {
-        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-        let mut it = rest.split_whitespace();
-        let n: u64 = it.next()?.parse().ok()?;
-        match it.next() {
-            Some("kB") | None => Some(n * 1024),
-            Some(_) => None,
-        }
-    })
-}
+pub use server_demo::server::memory::parse_status_field;
 
 /// Current resident set of process `pid` (`VmRSS`), in bytes.
 pub fn rss_bytes(pid: u32) -> Option<u64> {

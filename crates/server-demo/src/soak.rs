@@ -66,7 +66,7 @@ mod stamp;
 pub mod zmtp;
 
 pub use checks::{ConnChecker, EpochLog, Sent, check_rooms};
-pub use memory::{AFTER_LOAD_SLACK, AFTER_LOAD_WAIT};
+pub use memory::{AFTER_LOAD_SLACK, AFTER_LOAD_WAIT, settle_rss_of};
 pub use report::{Faults, Memory, SoakReport, Totals};
 pub use rss::{rss_breakdown, rss_breakdown_of, rss_bytes, rss_bytes_of};
 pub use stamp::{

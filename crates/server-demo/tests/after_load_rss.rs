@@ -12,7 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use server_demo::load::{EchoThroughput, FanOut, Target};
-use server_demo::soak::{AFTER_LOAD_SLACK, AFTER_LOAD_WAIT, rss_breakdown_of, rss_bytes_of};
+use server_demo::soak::{
+    AFTER_LOAD_SLACK, AFTER_LOAD_WAIT, rss_breakdown_of, rss_bytes_of, settle_rss_of,
+};
 
 /// Kills the server when the test ends, whichever way.
 struct Server(Child);
@@ -86,12 +88,7 @@ fn the_server_gives_its_memory_back_within_5_s_of_the_last_session() {
 
     // Every client connection is closed: poll as the soak does.
     let bound = start + AFTER_LOAD_SLACK;
-    let t = Instant::now();
-    let mut after = rss_bytes_of(&pid);
-    while after > bound && t.elapsed() < AFTER_LOAD_WAIT {
-        std::thread::sleep(Duration::from_millis(100));
-        after = rss_bytes_of(&pid);
-    }
+    let (after, waited) = settle_rss_of(&pid, bound);
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
     // TRACE_RSS=1: how RSS and its largest mappings move after the load.
     if std::env::var_os("TRACE_RSS").is_some() {
@@ -110,7 +107,7 @@ fn the_server_gives_its_memory_back_within_5_s_of_the_last_session() {
         mib(start),
         mib(peak),
         mib(after),
-        t.elapsed().as_secs_f64(),
+        waited.as_secs_f64(),
         allocators::active().name()
     );
     assert!(

@@ -330,6 +330,24 @@ fn partial(seed: u64, max_chunk: usize, fail_after: u64) -> ScriptedWriter<'stat
         .fail_after(fail_after, io::ErrorKind::BrokenPipe)
 }
 
+/// Flushes up to `rounds` times (a readiness loop's writes): `Ok(true)`
+/// once nothing is pending, `Ok(false)` if every round would block,
+/// `Err` when the writer failed (the session would close).
+fn flush_up_to(
+    f: &mut Flusher<Outgoing>,
+    w: &mut ScriptedWriter<'_>,
+    rounds: u32,
+) -> Result<bool, ()> {
+    for _ in 0..rounds {
+        match f.flush(w) {
+            Ok(Flushed::Done) => return Ok(true),
+            Ok(Flushed::WouldBlock) => {}
+            Err(_) => return Err(()),
+        }
+    }
+    Ok(false)
+}
+
 /// Fuzz target: the flusher under a partial-writing writer (see the module
 /// docs). Panics on a wrong byte stream or a leaked body.
 pub fn flush(data: &[u8]) {
@@ -411,15 +429,8 @@ pub fn flush(data: &[u8]) {
                 }
                 _ => {
                     // A few writes' worth, as a readiness loop would do.
-                    for _ in 0..(op >> 2) % 8 {
-                        match f.flush(&mut w) {
-                            Ok(Flushed::Done) => break,
-                            Ok(Flushed::WouldBlock) => {}
-                            Err(_) => {
-                                failed = true;
-                                break;
-                            }
-                        }
+                    if flush_up_to(&mut f, &mut w, u32::from(op >> 2) % 8).is_err() {
+                        failed = true;
                     }
                 }
             }
@@ -431,18 +442,9 @@ pub fn flush(data: &[u8]) {
         }
         if !failed {
             // Drain: the writer always makes progress eventually.
-            let mut rounds = 0u32;
-            loop {
-                match f.flush(&mut w) {
-                    Ok(Flushed::Done) => break,
-                    Ok(Flushed::WouldBlock) => {}
-                    Err(_) => {
-                        failed = true;
-                        break;
-                    }
-                }
-                rounds += 1;
-                assert!(rounds < 1_000_000, "flush makes no progress");
+            match flush_up_to(&mut f, &mut w, 1_000_000) {
+                Ok(done) => assert!(done, "flush makes no progress"),
+                Err(()) => failed = true,
             }
             if !failed {
                 assert!(f.is_empty() && f.pending_bytes() == 0);

@@ -108,15 +108,29 @@ impl fmt::Display for MemoryReport {
 /// `VmRSS` and `VmHWM` of this process, in bytes.
 pub fn rss() -> Option<(u64, u64)> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = s.lines().find(|l| l.starts_with(name))?;
-        let kib: u64 = line[name.len()..]
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib << 10)
-    };
-    Some((field("VmRSS:")?, field("VmHWM:")?))
+    Some((
+        parse_status_field(&s, "VmRSS")?,
+        parse_status_field(&s, "VmHWM")?,
+    ))
+}
+
+/// A `kB` field (`VmRSS`, `VmHWM`) of `/proc/PID/status`, in bytes; `pid`
+/// a number or `self`.
+pub fn status_field(pid: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    parse_status_field(&status, field)
+}
+
+/// Finds `FIELD:   1234 kB` in the text of a `/proc/PID/status` file and
+/// returns it in bytes.
+pub fn parse_status_field(status: &str, field: &str) -> Option<u64> {
+    status.lines().find_map(|l| {
+        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
+        let mut it = rest.split_whitespace();
+        let n: u64 = it.next()?.parse().ok()?;
+        match it.next() {
+            Some("kB") | None => Some(n * 1024),
+            Some(_) => None,
+        }
+    })
 }

@@ -11,7 +11,7 @@ use crate::server::Server;
 
 use super::Ctx;
 use super::report::{Memory, mib};
-use super::rss::rss_bytes;
+use super::rss::{rss_bytes, rss_bytes_of};
 use crate::sync::LockExt;
 
 /// RSS the process may keep over its baseline once every session closed
@@ -20,12 +20,18 @@ pub const AFTER_LOAD_SLACK: u64 = 8 << 20;
 /// How long after the last session closed it has to get there.
 pub const AFTER_LOAD_WAIT: Duration = Duration::from_secs(5);
 
-/// Polls RSS every 100 ms for up to [`AFTER_LOAD_WAIT`] until it is at
-/// most `bound`; returns the last reading and the time waited.
+/// Polls this process's RSS ([`settle_rss_of`]).
 pub(super) fn settle_rss(bound: u64) -> (u64, Duration) {
+    settle_rss_of("self", bound)
+}
+
+/// Polls the RSS of process `pid` (a number or `self`) every 100 ms for up
+/// to [`AFTER_LOAD_WAIT`] until it is at most `bound`; returns the last
+/// reading and the time waited.
+pub fn settle_rss_of(pid: &str, bound: u64) -> (u64, Duration) {
     let t = Instant::now();
     loop {
-        let now = rss_bytes();
+        let now = rss_bytes_of(pid);
         if now <= bound || t.elapsed() >= AFTER_LOAD_WAIT {
             return (now, t.elapsed());
         }

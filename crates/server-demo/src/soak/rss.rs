@@ -14,13 +14,7 @@ pub fn rss_bytes() -> u64 {
 /// RSS in bytes of process `pid` (a number, or `self`) from
 /// `/proc/PID/status` (0 if unavailable).
 pub fn rss_bytes_of(pid: &str) -> u64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
-        return 0;
-    };
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
+    crate::server::memory::status_field(pid, "VmRSS").unwrap_or(0)
 }
 
 /// The largest resident groups of this process's mappings

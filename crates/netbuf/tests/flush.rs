@@ -182,6 +182,62 @@ fn chacha20_transform_is_fused_and_decrypts() {
     assert_eq!(f.metrics().gather_frames, 0);
 }
 
+/// `push_encoded`: an empty flusher adopts the batch as its send buffer
+/// (the batch gets storage back, nothing copied twice); behind pending
+/// bytes or a large body it is copied in order; under partial writes the
+/// byte stream is exact and the metrics count the batch's frames.
+#[test]
+fn encoded_batches_are_adopted_or_copied_in_order() {
+    let mut f: Flusher<Vec<u8>> = Flusher::new(GatherThreshold::Bytes(1024));
+    let mut expected = Vec::new();
+    let mut batch = Vec::with_capacity(256);
+    for i in 0..4u8 {
+        batch.extend(frame_bytes(0, &[i; 10]));
+    }
+    expected.extend_from_slice(&batch);
+    let ptr = batch.as_ptr();
+    f.push_encoded(&mut batch, 4);
+    assert!(batch.is_empty());
+    // Adopted: the flusher's buffer is the batch's allocation.
+    assert_eq!(f.buffer_capacity(), 256);
+    assert_ne!(batch.as_ptr(), ptr);
+    // A large body, then a second batch behind it: copied, in order.
+    let large = vec![9u8; 4096];
+    expected.extend(frame_bytes(0, &large));
+    f.push(OutFrame::new(hdr(0, large.len()), large));
+    batch.extend(frame_bytes(0, b"after"));
+    expected.extend_from_slice(&batch);
+    f.push_encoded(&mut batch, 1);
+    assert!(batch.is_empty());
+    assert_eq!(f.pending_bytes(), expected.len());
+    let mut w = ScriptedWriter::limits(&[7, 100, 3]);
+    while f.flush(&mut w).unwrap() != Flushed::Done {}
+    assert_eq!(w.written(), expected);
+    let m = f.metrics();
+    assert_eq!((m.linear_frames, m.gather_frames), (5, 1));
+    // An empty batch queues nothing.
+    f.push_encoded(&mut batch, 0);
+    assert!(f.is_empty());
+}
+
+#[cfg(feature = "chacha20")]
+#[test]
+fn encoded_batches_go_through_the_transform() {
+    let (key, nonce) = ([5u8; 32], [6u8; 12]);
+    let mut f: Flusher<Vec<u8>> =
+        Flusher::new(GatherThreshold::Never).with_transform(ChaCha20Transform::new(key, nonce));
+    let mut batch = frame_bytes(0, b"one");
+    batch.extend(frame_bytes(0, b"two"));
+    let expected = batch.clone();
+    f.push_encoded(&mut batch, 2);
+    assert!(batch.is_empty());
+    let mut w = ScriptedWriter::limits(&[5]);
+    while f.flush(&mut w).unwrap() != Flushed::Done {}
+    let mut plain = vec![0u8; w.written().len()];
+    ChaCha20Transform::new(key, nonce).apply(w.written(), &mut plain);
+    assert_eq!(plain, expected);
+}
+
 /// A writer failing every call: `Ok(0)` for `WriteZero`, else the error.
 fn broken(kind: io::ErrorKind) -> ScriptedWriter<'static> {
     let step = match kind {

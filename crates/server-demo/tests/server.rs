@@ -493,3 +493,59 @@ fn a_frame_split_across_a_sweep_survives_parking() {
         assert!(s.shutdown().is_clean());
     }
 }
+
+/// With handlers inline, a delivery to a session of the publisher's own IO
+/// thread is staged (encoded straight into that session's buffer) while
+/// echo replies go into its flusher: the session must still see its
+/// deliveries and replies in the order of its requests, a delivery
+/// published before its `Leave` arrives, and none after.
+#[test]
+fn a_session_sees_its_deliveries_and_replies_in_request_order() {
+    for io_threads in [1, 2] {
+        let s = start(StrategyArgs {
+            io_threads,
+            logic_threads: 0,
+            ..StrategyArgs::default()
+        });
+        let mut a = tcp(&s);
+        let mut b = tcp(&s);
+        a.write_all(&frame(Kind::Join, 5, &[])).unwrap();
+        b.write_all(&frame(Kind::Join, 5, &[])).unwrap();
+        wait_until("joins", || s.room_memberships() == 2);
+        let big = payload(9 << 10, 3);
+        for round in 0..50u8 {
+            let mut burst = frame(Kind::Publish, 5, &[round, 1]);
+            burst.extend(frame(Kind::EchoRequest, 0, &[round, 2]));
+            burst.extend(frame(Kind::EchoRequest, 0, &big));
+            burst.extend(frame(Kind::Leave, 5, &[]));
+            burst.extend(frame(Kind::EchoRequest, 0, &[round, 3]));
+            burst.extend(frame(Kind::Publish, 5, &[round, 4]));
+            burst.extend(frame(Kind::Join, 5, &[]));
+            a.write_all(&burst).unwrap();
+            let want: [(Kind, &[u8]); 4] = [
+                (Kind::Delivery, &[round, 1]),
+                (Kind::EchoReply, &[round, 2]),
+                (Kind::EchoReply, &big),
+                (Kind::EchoReply, &[round, 3]),
+            ];
+            for (i, (kind, body)) in want.iter().enumerate() {
+                let (k, _, got) = read_frame(&mut a).unwrap();
+                assert_eq!(
+                    (k, &got[..]),
+                    (kind.as_u8(), *body),
+                    "io threads {io_threads}, round {round}, frame {i}"
+                );
+            }
+            for tag in [1, 4] {
+                let (k, room, got) = read_frame(&mut b).unwrap();
+                assert_eq!(
+                    (k, room, got),
+                    (Kind::Delivery.as_u8(), 5, vec![round, tag])
+                );
+            }
+        }
+        drop((a, b));
+        wait_until("sessions closed", || s.live_sessions() == 0);
+        assert!(s.shutdown().is_clean());
+    }
+}

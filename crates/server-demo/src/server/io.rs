@@ -81,7 +81,9 @@ pub(crate) const INLINE_DELIVERY_BUDGET: usize = 1024;
 /// The part of an IO thread other threads reach: its waker, the sessions
 /// that have something for it, and connections handed to it.
 pub(crate) struct IoShared {
-    index: usize,
+    /// Unique in the process (an IO thread's index is unique only within
+    /// a server, and tests run several servers in one process).
+    uid: usize,
     waker: Waker,
     ready: Mutex<Vec<u64>>,
     pub(crate) incoming: Mutex<Vec<Stream>>,
@@ -90,14 +92,22 @@ pub(crate) struct IoShared {
 }
 
 thread_local! {
-    /// The index of the IO thread running on this thread, if any.
+    /// The `uid` of the IO thread running on this thread, if any.
     static CURRENT_IO: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
 }
 
+/// The next `IoShared::uid`.
+static NEXT_IO_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether this thread is the IO thread with `uid` (see `IoShared::uid`).
+pub(crate) fn on_io_thread(uid: usize) -> bool {
+    CURRENT_IO.with(|c| c.get()) == uid
+}
+
 impl IoShared {
-    pub(crate) fn new(index: usize, waker: Waker) -> Self {
+    pub(crate) fn new(waker: Waker) -> Self {
         IoShared {
-            index,
+            uid: NEXT_IO_UID.fetch_add(1, Ordering::Relaxed),
             waker,
             ready: Mutex::new(Vec::new()),
             incoming: Mutex::new(Vec::new()),
@@ -114,9 +124,14 @@ impl IoShared {
         };
         // The IO thread itself (inline handlers, its own closes) reads the
         // ready list before it next polls: no wakeup syscall needed.
-        if first && CURRENT_IO.with(|c| c.get()) != self.index {
+        if first && !on_io_thread(self.uid) {
             self.wake();
         }
+    }
+
+    /// This IO thread's process-wide id (see [`on_io_thread`]).
+    pub(crate) fn uid(&self) -> usize {
+        self.uid
     }
 
     pub(crate) fn wake(&self) {
@@ -284,6 +299,7 @@ impl Session {
     /// Nothing received and not decoded, nothing to write or queued.
     fn is_quiet(&self) -> bool {
         self.shared.queue.queued_bytes() == 0
+            && self.shared.staged.len(self.shared.io.uid()) == 0
             && self
                 .io
                 .as_ref()
@@ -304,6 +320,7 @@ impl Session {
         };
         shared.counters.add_flushed(&io.flusher.metrics());
         self.shared.queue.release_idle_memory();
+        self.shared.staged.discard(self.shared.io.uid());
         true
     }
 
@@ -395,7 +412,7 @@ impl IoThread {
     }
 
     pub(crate) fn run(mut self) {
-        CURRENT_IO.with(|c| c.set(self.index));
+        CURRENT_IO.with(|c| c.set(self.me().uid));
         let meter: Arc<ThreadMeter> = self.shared.meter();
         let (mut seen_epoch, mut spins) = (0u64, 0u32);
         let mut events = Events::with_capacity(1024);
@@ -750,6 +767,7 @@ impl IoThread {
         }
         s.stream.shutdown();
         s.shared.queue.close();
+        s.shared.staged.discard(s.shared.io.uid());
         if let Some(mut io) = s.io.take() {
             self.shared.counters.add_flushed(&io.flusher.metrics());
             io.flusher.clear();

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use crate::protocol::{FrameHeader, HEADER_LEN, Kind, encode_header};
 use netbuf::{CondvarNotify, Message, OutFrame, Outgoing, QueueItem, SendQueue, SharedMessage};
 
+use super::direct::{DIRECT_MAX_BODY, Staged};
 use super::queue::Refused;
 use super::{SessionShared, Shared};
 use crate::config::BroadcastMode;
@@ -179,7 +180,11 @@ fn publish(shared: &Shared, room: u16, body: Message) {
     let members = shared.rooms.room(room);
     let members = members.locked();
     DELIVERIES.with(|d| d.set(d.get().wrapping_add(members.len())));
+    let direct = msg.len() <= DIRECT_MAX_BODY && shared.logic.is_empty();
     for s in members.iter() {
+        if direct && stage(shared, s, &h, &msg[..]) {
+            continue;
+        }
         let out = match shared.cfg.broadcast {
             BroadcastMode::Shared => Outgoing::Shared(msg.clone()),
             BroadcastMode::Copy => match shared.pool.message_from(&msg) {
@@ -190,5 +195,31 @@ fn publish(shared: &Shared, room: u16, body: Message) {
         // A subscriber that does not read is closed, never waited for: the
         // publisher and the other subscribers go on.
         push(s, OutFrame::new(h.into(), out), "slow consumer");
+    }
+}
+
+/// Stages a small delivery for a subscriber of this IO thread whose send
+/// queue is empty (see `direct.rs`); `false`: it takes the send queue.
+fn stage(shared: &Shared, s: &SessionShared, header: &[u8], body: &[u8]) -> bool {
+    // A frame still queued must leave first; a closed session takes
+    // nothing (its queue refuses).
+    if s.queue.queued_bytes() != 0 || s.queue.is_closed() {
+        return false;
+    }
+    match s
+        .staged
+        .stage(s.io.uid(), header, body, shared.cfg.send_queue_bytes)
+    {
+        Staged::Yes { first } => {
+            if first {
+                s.io.mark_ready(s.id);
+            }
+            true
+        }
+        Staged::NotOwner => false,
+        Staged::Full => {
+            s.request_close("slow consumer");
+            true
+        }
     }
 }

@@ -10,6 +10,7 @@
 //!        -> IO thread (woken on empty -> non-empty) -> Flusher -> socket
 //! ```
 
+pub(crate) mod direct;
 pub mod inproc;
 pub(crate) mod io;
 mod logic;
@@ -293,10 +294,10 @@ impl Server {
 
         let mut io_shared = Vec::new();
         let mut polls = Vec::new();
-        for i in 0..io_n {
+        for _ in 0..io_n {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), io::WAKE)?;
-            io_shared.push(Arc::new(io::IoShared::new(i, waker)));
+            io_shared.push(Arc::new(io::IoShared::new(waker)));
             polls.push(poll);
         }
         let mut threads = Vec::new();

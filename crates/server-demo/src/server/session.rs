@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use netbuf::Notify;
 
+use super::direct::Staging;
 use super::io::IoShared;
 use super::queue::SessionQueue;
 use crate::sync::LockExt;
@@ -23,6 +24,9 @@ pub struct SessionShared {
     /// The IO thread stopped reading this session (backpressure).
     pub(crate) read_paused: AtomicBool,
     pub(crate) rooms: Mutex<Vec<u16>>,
+    /// Frames its own IO thread's inline handlers encoded for it (see
+    /// `direct.rs`); they leave before the send queue's.
+    pub(crate) staged: Staging,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -36,6 +40,7 @@ impl std::fmt::Debug for SessionShared {
 impl SessionShared {
     pub(crate) fn new(id: u64, queue: SessionQueue, io: Arc<IoShared>) -> Self {
         SessionShared {
+            staged: Staging::new(),
             id,
             queue,
             io,

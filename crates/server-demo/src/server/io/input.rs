@@ -76,6 +76,8 @@ fn echo_direct(
         return Ok(None);
     };
     let threshold = io.flusher.threshold();
+    // Deliveries staged for this session came before this request's reply.
+    super::output::take_staged(&mut io.flusher, session, shared);
     let frame = match recv.next_frame() {
         Ok(Some(f)) => f,
         Ok(None) => return Ok(Some(true)),

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use netbuf::{Flushed, Flusher, Outgoing};
 
 use super::{DRAIN_BATCH, DRAIN_CHUNK, FLUSHER_HIGH, FLUSHER_KEEP, Session};
-use crate::server::Shared;
+use crate::server::{SessionShared, Shared};
 
 /// Moves queued frames into the flusher and writes until done or
 /// `WouldBlock` (a writable event resumes it). Frames stay in the send
@@ -25,11 +25,19 @@ pub(super) fn pump_output(
     shared: &Shared,
     spare: &mut Vec<u8>,
 ) -> Result<(), netbuf::FlushError> {
-    if s.io.is_none() && (s.shared.queue.queued_bytes() == 0) {
+    if s.io.is_none()
+        && s.shared.queue.queued_bytes() == 0
+        && s.shared.staged.len(s.shared.io.uid()) == 0
+    {
         // Parked with nothing to send: stays parked.
         return Ok(());
     }
     let (io, stream, session) = s.io(shared);
+    if io.flusher.pending_bytes() < FLUSHER_HIGH {
+        // Before the spare is lent: an empty flusher adopts the staged
+        // bytes as its buffer, no copy.
+        take_staged(&mut io.flusher, session, shared);
+    }
     lend_buffer(&mut io.flusher, spare);
     loop {
         let mut idle = false;
@@ -69,6 +77,24 @@ pub(super) fn pump_output(
             Flushed::WouldBlock => return Ok(()),
         }
     }
+}
+
+/// Moves the frames inline handlers staged for the session (see
+/// `direct.rs`) into its flusher. Staged frames go before anything queued
+/// (they were encoded while the queue was empty, so a queued frame came
+/// after them) and before any reply pushed into the flusher from now on.
+pub(super) fn take_staged(
+    flusher: &mut Flusher<Outgoing>,
+    session: &SessionShared,
+    shared: &Shared,
+) {
+    session.staged.drain(session.io.uid(), |bytes, frames| {
+        flusher.push_encoded(bytes, frames);
+        shared
+            .counters
+            .frames_out
+            .fetch_add(frames, Ordering::Relaxed);
+    });
 }
 
 /// Lends the IO thread's spare send buffer to a flusher holding nothing

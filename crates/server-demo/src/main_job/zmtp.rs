@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::Listen;
 use crate::config::StrategyArgs;
 use crate::server::Server;
-use crate::zmtp::client::{Client, Outbox, Socket};
+use crate::zmtp::client::{self, Client, Outbox, Socket};
 use crate::zmtp::{EndpointKind, EndpointReport, EndpointSpec};
 
 /// Every blocking step gives up after this long (a hang fails the row).
@@ -301,7 +301,7 @@ fn dealer_echo(
     let per = messages / clients as u64;
     let mut conns = Vec::new();
     for _ in 0..clients {
-        let sock = Socket::connect(ep).map_err(|e| err("connect", e))?;
+        let sock = client::connect(ep).map_err(|e| err("connect", e))?;
         sock.set_read_timeout(Some(STEP))
             .map_err(|e| err("timeout", e))?;
         sock.set_write_timeout(Some(STEP))
@@ -440,7 +440,7 @@ fn fan_out(
 fn connect_subscribers(xpub: &str, subscribers: usize) -> Result<Vec<Client<Socket>>, String> {
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        let sock = Socket::connect(xpub).map_err(|e| err("connect SUB", e))?;
+        let sock = client::connect(xpub).map_err(|e| err("connect SUB", e))?;
         sock.set_read_timeout(Some(STEP))
             .map_err(|e| err("timeout", e))?;
         let mut c = Client::new(sock);
@@ -454,7 +454,7 @@ fn connect_subscribers(xpub: &str, subscribers: usize) -> Result<Vec<Client<Sock
 
 /// The PUB on `xsub`.
 fn connect_publisher(xsub: &str) -> Result<Client<Socket>, String> {
-    let psock = Socket::connect(xsub).map_err(|e| err("connect PUB", e))?;
+    let psock = client::connect(xsub).map_err(|e| err("connect PUB", e))?;
     psock
         .set_write_timeout(Some(STEP))
         .map_err(|e| err("timeout", e))?;

@@ -321,30 +321,62 @@ pub fn run_matrix() -> Vec<Row> {
     rows
 }
 
-/// Renders the matrix as a Markdown table.
-pub fn render(rows: &[Row]) -> String {
-    let mut s = String::new();
-    s.push_str("| strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | global allocs/msg | pool msgs/msg | CPU ns/msg | large-path |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in rows {
-        let lat = match (r.p50_us, r.p99_us, r.p999_us) {
-            (Some(a), Some(b), Some(c)) => format!("{a:.0}/{b:.0}/{c:.0}"),
-            _ => "-".into(),
-        };
-        s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.1} | {} | {:.3} | {:.3} | {:.0} | {:.2} |\n",
-            r.strategy,
-            r.scenario,
-            r.per_sec,
-            r.mb_per_sec,
-            lat,
-            r.allocs_per_msg,
-            r.pool_msgs_per_msg,
-            r.cpu_ns_per_msg,
-            r.large_path_ratio
-        ));
+/// A Markdown table: the header row (`head`: the cells, `" | "` between
+/// them), the alignment row (the first `left` columns left-aligned, the
+/// rest right-aligned: numbers), then one row of cells each. The main
+/// job's one table renderer (its ZMTP section's tables too).
+fn markdown_table(head: &str, left: usize, rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut s = format!("| {head} |\n|");
+    for i in 0..head.split(" | ").count() {
+        s.push_str(if i < left { "---|" } else { "---:|" });
+    }
+    s.push('\n');
+    for cells in rows {
+        s.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     s
+}
+
+/// Renders the matrix as a Markdown table.
+pub fn render(rows: &[Row]) -> String {
+    let head = "strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | global allocs/msg | pool msgs/msg | CPU ns/msg | large-path";
+    markdown_table(
+        head,
+        2,
+        rows.iter().map(|r| {
+            let lat = match (r.p50_us, r.p99_us, r.p999_us) {
+                (Some(a), Some(b), Some(c)) => format!("{a:.0}/{b:.0}/{c:.0}"),
+                _ => "-".into(),
+            };
+            vec![
+                r.strategy.clone(),
+                r.scenario.clone(),
+                format!("{:.0}", r.per_sec),
+                format!("{:.1}", r.mb_per_sec),
+                lat,
+                format!("{:.3}", r.allocs_per_msg),
+                format!("{:.3}", r.pool_msgs_per_msg),
+                format!("{:.0}", r.cpu_ns_per_msg),
+                format!("{:.2}", r.large_path_ratio),
+            ]
+        }),
+    )
+}
+
+/// Renders the idle-memory rows as a Markdown table.
+pub fn render_idle(rows: &[IdleRow]) -> String {
+    let head = "receive buffer | idle connections | server heap bytes / connection";
+    markdown_table(
+        head,
+        1,
+        rows.iter().map(|r| {
+            vec![
+                r.recv.clone(),
+                r.connections.to_string(),
+                format!("{:.0}", r.bytes_per_connection),
+            ]
+        }),
+    )
 }
 
 /// Holds `count` idle TCP connections to `addr` from this process until
@@ -442,15 +474,7 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
     let t = Instant::now();
     let idle = idle_memory(10_000);
     eprintln!("  idle memory: {:.2} s", t.elapsed().as_secs_f64());
-    println!("| receive buffer | idle connections | server heap bytes / connection |");
-    println!("|---|---:|---:|");
-    for r in &idle {
-        println!(
-            "| {} | {} | {:.0} |",
-            r.recv, r.connections, r.bytes_per_connection
-        );
-    }
-    println!();
+    println!("{}", render_idle(&idle));
     let t = Instant::now();
     let zmtp = zmtp::run_zmtp();
     eprintln!("  zmtp section: {:.2} s", t.elapsed().as_secs_f64());
@@ -489,6 +513,16 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_table_aligns_numbers_right() {
+        let rows = [vec!["a".to_string(), "b".into(), "1".into()]];
+        assert_eq!(
+            markdown_table("name | kind | n", 2, rows),
+            "| name | kind | n |\n|---|---|---:|\n| a | b | 1 |\n"
+        );
+        assert_eq!(markdown_table("x", 0, []), "| x |\n|---:|\n");
+    }
 
     #[test]
     fn case_names() {

@@ -36,12 +36,28 @@ fn echo(size: usize, messages: u64, decipher: bool) -> Workload {
     }
 }
 
-fn wait_closed(s: &Server) {
+/// Waits for every session to close, then stops the server: nothing leaks.
+fn stop(s: Server) {
     let end = std::time::Instant::now() + Duration::from_secs(10);
     while s.live_sessions() > 0 && std::time::Instant::now() < end {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(s.live_sessions(), 0, "every session closed");
+    assert!(s.shutdown().is_clean());
+}
+
+/// A 64 B echo to `target` whose replies must fail their check (not time
+/// out): deciphered when they are not enciphered, or the other way round.
+fn check_fails(target: Target, decipher: bool) {
+    let e = EchoThroughput::new(target, 64, 100)
+        .with_decipher(decipher)
+        .with_timeout(Duration::from_secs(20))
+        .run()
+        .expect_err("replies read with the wrong keystream do not check");
+    assert!(
+        !matches!(e, LoadError::Timeout { .. } | LoadError::Connect { .. }),
+        "{e}"
+    );
 }
 
 #[test]
@@ -68,8 +84,7 @@ fn echo_and_ping_pong_over_the_in_process_transport() {
     // Fan-out polls its subscribers' sockets: an in-process target has none.
     let e = FanOut::new(target, 64, 2, 5).run().unwrap_err();
     assert!(e.to_string().contains("in-process"), "{e}");
-    wait_closed(&s);
-    assert!(s.shutdown().is_clean());
+    stop(s);
 }
 
 #[test]
@@ -86,31 +101,14 @@ fn deciphered_echo_against_the_chacha20_transform() {
     let inproc = Target::Inproc(s.inproc_connector());
     echo(100, 300, true).run(inproc).unwrap();
     // Without deciphering, the first reply's header is noise.
-    let e = EchoThroughput::new(tcp, 64, 100)
-        .with_timeout(Duration::from_secs(20))
-        .run()
-        .expect_err("enciphered replies do not check");
-    assert!(
-        !matches!(e, LoadError::Timeout { .. } | LoadError::Connect { .. }),
-        "{e}"
-    );
-    wait_closed(&s);
-    assert!(s.shutdown().is_clean());
+    check_fails(tcp, false);
+    stop(s);
 }
 
 #[test]
 fn deciphering_a_plain_server_fails_the_check() {
     let s = start(StrategyArgs::default());
-    let tcp = Target::Tcp(s.tcp_addr().unwrap());
-    let e = EchoThroughput::new(tcp, 64, 100)
-        .with_decipher(true)
-        .with_timeout(Duration::from_secs(20))
-        .run()
-        .expect_err("a plain reply deciphered is noise");
-    assert!(
-        !matches!(e, LoadError::Timeout { .. } | LoadError::Connect { .. }),
-        "{e}"
-    );
-    wait_closed(&s);
-    assert!(s.shutdown().is_clean());
+    // A plain reply deciphered is noise.
+    check_fails(Target::Tcp(s.tcp_addr().unwrap()), true);
+    stop(s);
 }

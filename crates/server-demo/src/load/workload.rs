@@ -145,26 +145,16 @@ mod tests {
     #[test]
     fn names_and_scenarios() {
         let t = Target::Tcp("127.0.0.1:1".parse().unwrap());
-        let echo = Workload::Echo {
-            size: 64,
-            messages: 10,
-            decipher: false,
-        };
-        assert_eq!(echo.name(), "echo 64 B");
-        assert_eq!(
-            echo.at(t.clone()),
-            Scenario::Throughput(EchoThroughput::new(t.clone(), 64, 10))
-        );
-        let deciphered = Workload::Echo {
-            size: 64,
-            messages: 10,
-            decipher: true,
-        };
-        assert_eq!(deciphered.name(), "echo 64 B");
-        assert_eq!(
-            deciphered.at(t.clone()),
-            Scenario::Throughput(EchoThroughput::new(t.clone(), 64, 10).with_decipher(true))
-        );
+        for decipher in [false, true] {
+            let echo = Workload::Echo {
+                size: 64,
+                messages: 10,
+                decipher,
+            };
+            assert_eq!(echo.name(), "echo 64 B");
+            let run = EchoThroughput::new(t.clone(), 64, 10).with_decipher(decipher);
+            assert_eq!(echo.at(t.clone()), Scenario::Throughput(run));
+        }
         let ping = Workload::Latency {
             size: 1 << 10,
             round_trips: 5,

@@ -268,14 +268,17 @@ pub fn matrix(quick: bool) -> Vec<Workload> {
         Workload::Echo {
             size: 64,
             messages: k(1_000_000),
+            decipher: false,
         },
         Workload::Echo {
             size: 1 << 10,
             messages: k(400_000),
+            decipher: false,
         },
         Workload::Echo {
             size: 256 << 10,
             messages: k(5_000),
+            decipher: false,
         },
         Workload::Latency {
             size: 64,
@@ -516,10 +519,12 @@ pub fn run_matrix(
             Workload::Echo {
                 size: 64,
                 messages: 20_000,
+                decipher: false,
             },
             Workload::Echo {
                 size: 256 << 10,
                 messages: 100,
+                decipher: false,
             },
             Workload::FanOut {
                 size: 1 << 10,

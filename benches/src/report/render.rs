@@ -600,6 +600,7 @@ mod tests {
             scenarios: vec![Workload::Echo {
                 size: 64,
                 messages: 10,
+                decipher: false,
             }],
             servers: ServerKind::ALL.to_vec(),
             repeats: 1,

@@ -1,6 +1,6 @@
 //! The load generator: drives any server that speaks the suite's wire
-//! format (see [`crate::protocol`]) over TCP or a Unix-domain socket and measures
-//! it.
+//! format (see [`crate::protocol`]) over TCP or a Unix-domain socket (or,
+//! in this process, the server's in-process transport) and measures it.
 //!
 //! Three scenarios, each a plain struct with a `run` method:
 //!
@@ -8,7 +8,8 @@
 //!   (a writer and a reader thread per connection), timed on the receiver
 //!   as libzmq's `local_thr` does: the clock starts when the first reply
 //!   arrives, and that reply is not counted. Every reply is checked against
-//!   its request (length, sequence number, body).
+//!   its request (length, sequence number, body), deciphered first if the
+//!   server enciphers them (`--transform chacha20`).
 //! * [`EchoLatency`]: ping-pong, one request in flight; percentiles from an
 //!   [`hdrhistogram`].
 //! * [`FanOut`]: N subscribers join a room, one publisher publishes; the
@@ -23,7 +24,8 @@
 //! yields [`LoadError::Timeout`], never a hung generator.
 //!
 //! The code is split by concept, each re-exported here: `transport`
-//! (targets, streams, connecting), `clock` (deadlines, bounded I/O),
+//! (targets, streams, connecting: the crate's one client transport, which
+//! the soak and the ZMTP client use too), `clock` (deadlines, bounded I/O),
 //! `wire` (bodies and their checks), `throughput`, `latency` and `fanout`
 //! (the three scenarios), `workload` (a scenario without its target, as
 //! the main job and `bench-report` describe theirs), `plan` (running a list of them), `table` (the

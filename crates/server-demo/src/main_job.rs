@@ -60,43 +60,74 @@ pub struct IdleRow {
     pub bytes_per_connection: f64,
 }
 
-/// One case of the main job: a [`Workload`] over a socket, or an echo the
-/// load generator does not drive (enciphered replies, in-process).
-enum Case {
-    /// The workload over TCP, or over the Unix-domain socket if `unix`.
-    Socket { work: Workload, unix: bool },
-    /// Echo to a server whose replies are enciphered (`--transform
-    /// chacha20`): the client deciphers the stream and checks every reply.
-    EchoChacha { size: usize, messages: u64 },
-    /// Echo over the in-process transport (no socket).
-    EchoInproc { size: usize, messages: u64 },
+/// Where a case of the main job runs: which transport of the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    /// Loopback TCP.
+    Tcp,
+    /// The Unix-domain socket.
+    Unix,
+    /// The in-process transport (no socket).
+    Inproc,
+}
+
+impl Via {
+    fn label(self) -> &'static str {
+        match self {
+            Via::Tcp => "tcp",
+            Via::Unix => "unix",
+            Via::Inproc => "inproc",
+        }
+    }
+
+    /// The server's endpoint of this transport.
+    fn target(self, server: &Server) -> Target {
+        match self {
+            Via::Tcp => Target::Tcp(server.tcp_addr().expect("tcp listener")),
+            Via::Unix => Target::Unix(server.unix_path().expect("unix listener").clone()),
+            Via::Inproc => Target::Inproc(server.inproc_connector()),
+        }
+    }
+}
+
+/// One case of the main job: a [`Workload`] and where it runs.
+struct Case {
+    work: Workload,
+    via: Via,
 }
 
 impl Case {
     fn tcp(work: Workload) -> Case {
-        Case::Socket { work, unix: false }
+        Case {
+            work,
+            via: Via::Tcp,
+        }
     }
 
     fn unix(work: Workload) -> Case {
-        Case::Socket { work, unix: true }
+        Case {
+            work,
+            via: Via::Unix,
+        }
     }
 
-    /// `echo 64 B tcp`, `ping-pong 64 B tcp`, `fan-out 1 KiB x256`, ...
+    fn inproc(work: Workload) -> Case {
+        Case {
+            work,
+            via: Via::Inproc,
+        }
+    }
+
+    /// `echo 64 B tcp`, `ping-pong 64 B tcp`, `fan-out 1 KiB x256`, `echo
+    /// 64 B tcp (deciphered)`, ...
     fn name(&self) -> String {
-        match self {
-            Case::Socket {
-                work: work @ Workload::FanOut { .. },
-                unix: false,
-            } => work.name(),
-            Case::Socket { work, unix } => {
-                format!("{} {}", work.name(), if *unix { "unix" } else { "tcp" })
+        let via = self.via.label();
+        match self.work {
+            Workload::FanOut { .. } if self.via == Via::Tcp => self.work.name(),
+            Workload::Echo { decipher: true, .. } => {
+                format!("{} {via} (deciphered)", self.work.name())
             }
-            Case::EchoChacha { size, .. } => {
-                format!("echo {} tcp (deciphered)", crate::load::fmt_size(*size))
-            }
-            Case::EchoInproc { size, .. } => {
-                format!("echo {} inproc", crate::load::fmt_size(*size))
-            }
+            _ => format!("{} {via}", self.work.name()),
         }
     }
 }
@@ -148,113 +179,15 @@ fn run_one(server: &Server, label: &str, sc: &Case) -> Result<Row, LoadError> {
 /// Runs one scenario against `server`, fills the row's rates (and
 /// percentiles); returns the messages it counted.
 fn measure(server: &Server, sc: &Case, row: &mut Row) -> Result<u64, LoadError> {
-    Ok(match sc {
-        Case::Socket { work, unix } => {
-            let target = if *unix {
-                Target::Unix(server.unix_path().expect("unix listener").clone())
-            } else {
-                Target::Tcp(server.tcp_addr().expect("tcp listener"))
-            };
-            let o = work.run(target)?;
-            row.per_sec = o.per_sec;
-            row.mb_per_sec = o.mb_per_sec;
-            if let Some(l) = o.latency {
-                row.p50_us = Some(l.p50_us);
-                row.p99_us = Some(l.p99_us);
-                row.p999_us = Some(l.p999_us);
-            }
-            o.units
-        }
-        Case::EchoChacha { size, messages } => {
-            let addr = server.tcp_addr().expect("tcp listener");
-            let conn = std::net::TcpStream::connect(addr).map_err(io_err)?;
-            conn.set_nodelay(true).map_err(io_err)?;
-            conn.set_read_timeout(Some(Duration::from_secs(30)))
-                .map_err(io_err)?;
-            let writer = conn.try_clone().map_err(io_err)?;
-            let per_sec = stream_echo(conn, writer, *size, *messages, true)?;
-            row.per_sec = per_sec;
-            row.mb_per_sec = per_sec * *size as f64 / 1e6;
-            *messages
-        }
-        Case::EchoInproc { size, messages } => {
-            let client = server.connect_inproc();
-            let per_sec = stream_echo(client.clone(), client, *size, *messages, false)?;
-            row.per_sec = per_sec;
-            row.mb_per_sec = per_sec * *size as f64 / 1e6;
-            *messages
-        }
-    })
-}
-
-fn io_err(source: std::io::Error) -> LoadError {
-    LoadError::Io {
-        phase: "chacha20 echo",
-        source,
+    let o = sc.work.run(sc.via.target(server))?;
+    row.per_sec = o.per_sec;
+    row.mb_per_sec = o.mb_per_sec;
+    if let Some(l) = o.latency {
+        row.p50_us = Some(l.p50_us);
+        row.p99_us = Some(l.p99_us);
+        row.p999_us = Some(l.p999_us);
     }
-}
-
-/// Echo throughput over any blocking connection: a writer thread sends
-/// `messages` requests in batches of 64, this thread reads the replies,
-/// deciphers them first if the server runs the ChaCha20 transform, and
-/// checks every one. Returns replies per second, timed from the first
-/// reply.
-fn stream_echo(
-    mut reader: impl std::io::Read,
-    mut writer: impl Write + Send + 'static,
-    size: usize,
-    messages: u64,
-    decipher: bool,
-) -> Result<f64, LoadError> {
-    use crate::protocol::{HEADER_LEN, Kind, encode_header};
-    use chacha20::cipher::{KeyIvInit, StreamCipher};
-    let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
-    let mut request = encode_header(Kind::EchoRequest, 0, size as u32).to_vec();
-    request.extend_from_slice(&body);
-    let mut expected = encode_header(Kind::EchoReply, 0, size as u32).to_vec();
-    expected.extend_from_slice(&body);
-    let req = request.clone();
-    let w = std::thread::spawn(move || -> std::io::Result<()> {
-        let batch: Vec<u8> = req.repeat(64);
-        let mut left = messages;
-        while left > 0 {
-            let n = left.min(64);
-            writer.write_all(&batch[..n as usize * req.len()])?;
-            left -= n;
-        }
-        Ok(())
-    });
-    let mut cipher = decipher.then(|| {
-        chacha20::ChaCha20::new(
-            &crate::server::DEMO_KEY.into(),
-            &crate::server::DEMO_NONCE.into(),
-        )
-    });
-    let frame = HEADER_LEN + size;
-    let mut buf = vec![0u8; frame * 64];
-    let mut got = 0u64;
-    let mut start = None;
-    while got < messages {
-        let n = (messages - got).min(64) as usize;
-        reader.read_exact(&mut buf[..n * frame]).map_err(io_err)?;
-        start.get_or_insert_with(Instant::now);
-        if let Some(c) = &mut cipher {
-            c.apply_keystream(&mut buf[..n * frame]);
-        }
-        for (i, f) in buf[..n * frame].chunks(frame).enumerate() {
-            if f != &expected[..] {
-                return Err(LoadError::Mismatch {
-                    phase: "stream echo",
-                    index: got + i as u64,
-                    detail: "reply differs from the request".into(),
-                });
-            }
-        }
-        got += n as u64;
-    }
-    let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
-    w.join().map_err(|_| LoadError::Panicked)?.map_err(io_err)?;
-    Ok(messages as f64 / elapsed.as_secs_f64().max(1e-9))
+    Ok(o.units)
 }
 
 /// The strategies the main job compares: the default, then one switch at a
@@ -304,23 +237,20 @@ pub fn strategies() -> Vec<StrategyArgs> {
 }
 
 fn scenarios(cfg: &StrategyArgs, full: bool) -> Vec<Case> {
-    if cfg.transform == TransformMode::Chacha20 {
+    // The ChaCha20 transform enciphers every reply: the client deciphers.
+    let decipher = cfg.transform == TransformMode::Chacha20;
+    let echo = |size, messages| Workload::Echo {
+        size,
+        messages,
+        decipher,
+    };
+    if decipher {
         return vec![
-            Case::EchoChacha {
-                size: 64,
-                messages: 200_000,
-            },
-            Case::EchoChacha {
-                size: 1024,
-                messages: 100_000,
-            },
-            Case::EchoChacha {
-                size: 256 << 10,
-                messages: 2_000,
-            },
+            Case::tcp(echo(64, 200_000)),
+            Case::tcp(echo(1024, 100_000)),
+            Case::tcp(echo(256 << 10, 2_000)),
         ];
     }
-    let echo = |size, messages| Workload::Echo { size, messages };
     let mut v = vec![
         Case::tcp(echo(64, 200_000)),
         Case::tcp(echo(1024, 100_000)),
@@ -333,14 +263,8 @@ fn scenarios(cfg: &StrategyArgs, full: bool) -> Vec<Case> {
     ];
     if full {
         v.push(Case::unix(echo(64, 200_000)));
-        v.push(Case::EchoInproc {
-            size: 64,
-            messages: 200_000,
-        });
-        v.push(Case::EchoInproc {
-            size: 256 << 10,
-            messages: 2_000,
-        });
+        v.push(Case::inproc(echo(64, 200_000)));
+        v.push(Case::inproc(echo(256 << 10, 2_000)));
         v.push(Case::unix(echo(256 << 10, 2_000)));
         v.push(Case::tcp(Workload::Latency {
             size: 64,
@@ -397,30 +321,62 @@ pub fn run_matrix() -> Vec<Row> {
     rows
 }
 
-/// Renders the matrix as a Markdown table.
-pub fn render(rows: &[Row]) -> String {
-    let mut s = String::new();
-    s.push_str("| strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | global allocs/msg | pool msgs/msg | CPU ns/msg | large-path |\n");
-    s.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
-    for r in rows {
-        let lat = match (r.p50_us, r.p99_us, r.p999_us) {
-            (Some(a), Some(b), Some(c)) => format!("{a:.0}/{b:.0}/{c:.0}"),
-            _ => "-".into(),
-        };
-        s.push_str(&format!(
-            "| {} | {} | {:.0} | {:.1} | {} | {:.3} | {:.3} | {:.0} | {:.2} |\n",
-            r.strategy,
-            r.scenario,
-            r.per_sec,
-            r.mb_per_sec,
-            lat,
-            r.allocs_per_msg,
-            r.pool_msgs_per_msg,
-            r.cpu_ns_per_msg,
-            r.large_path_ratio
-        ));
+/// A Markdown table: the header row (`head`: the cells, `" | "` between
+/// them), the alignment row (the first `left` columns left-aligned, the
+/// rest right-aligned: numbers), then one row of cells each. The main
+/// job's one table renderer (its ZMTP section's tables too).
+fn markdown_table(head: &str, left: usize, rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut s = format!("| {head} |\n|");
+    for i in 0..head.split(" | ").count() {
+        s.push_str(if i < left { "---|" } else { "---:|" });
+    }
+    s.push('\n');
+    for cells in rows {
+        s.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     s
+}
+
+/// Renders the matrix as a Markdown table.
+pub fn render(rows: &[Row]) -> String {
+    let head = "strategy | scenario | msgs/s | MB/s | p50/p99/p99.9 us | global allocs/msg | pool msgs/msg | CPU ns/msg | large-path";
+    markdown_table(
+        head,
+        2,
+        rows.iter().map(|r| {
+            let lat = match (r.p50_us, r.p99_us, r.p999_us) {
+                (Some(a), Some(b), Some(c)) => format!("{a:.0}/{b:.0}/{c:.0}"),
+                _ => "-".into(),
+            };
+            vec![
+                r.strategy.clone(),
+                r.scenario.clone(),
+                format!("{:.0}", r.per_sec),
+                format!("{:.1}", r.mb_per_sec),
+                lat,
+                format!("{:.3}", r.allocs_per_msg),
+                format!("{:.3}", r.pool_msgs_per_msg),
+                format!("{:.0}", r.cpu_ns_per_msg),
+                format!("{:.2}", r.large_path_ratio),
+            ]
+        }),
+    )
+}
+
+/// Renders the idle-memory rows as a Markdown table.
+pub fn render_idle(rows: &[IdleRow]) -> String {
+    let head = "receive buffer | idle connections | server heap bytes / connection";
+    markdown_table(
+        head,
+        1,
+        rows.iter().map(|r| {
+            vec![
+                r.recv.clone(),
+                r.connections.to_string(),
+                format!("{:.0}", r.bytes_per_connection),
+            ]
+        }),
+    )
 }
 
 /// Holds `count` idle TCP connections to `addr` from this process until
@@ -518,15 +474,7 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
     let t = Instant::now();
     let idle = idle_memory(10_000);
     eprintln!("  idle memory: {:.2} s", t.elapsed().as_secs_f64());
-    println!("| receive buffer | idle connections | server heap bytes / connection |");
-    println!("|---|---:|---:|");
-    for r in &idle {
-        println!(
-            "| {} | {} | {:.0} |",
-            r.recv, r.connections, r.bytes_per_connection
-        );
-    }
-    println!();
+    println!("{}", render_idle(&idle));
     let t = Instant::now();
     let zmtp = zmtp::run_zmtp();
     eprintln!("  zmtp section: {:.2} s", t.elapsed().as_secs_f64());
@@ -565,6 +513,16 @@ pub fn main_job(json: Option<&std::path::Path>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn markdown_table_aligns_numbers_right() {
+        let rows = [vec!["a".to_string(), "b".into(), "1".into()]];
+        assert_eq!(
+            markdown_table("name | kind | n", 2, rows),
+            "| name | kind | n |\n|---|---|---:|\n| a | b | 1 |\n"
+        );
+        assert_eq!(markdown_table("x", 0, []), "| x |\n|---:|\n");
+    }
 
     #[test]
     fn case_names() {

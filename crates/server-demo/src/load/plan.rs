@@ -65,8 +65,11 @@ impl Scenario {
     pub fn params(&self) -> String {
         match self {
             Scenario::Throughput(s) => format!(
-                "{} msgs, window {}, {} conn",
-                s.messages, s.window, s.connections
+                "{} msgs, window {}, {} conn{}",
+                s.messages,
+                s.window,
+                s.connections,
+                if s.decipher { ", deciphered" } else { "" }
             ),
             Scenario::Latency(s) => format!("{} round trips", s.round_trips),
             Scenario::FanOut(s) => format!("{} subs, {} msgs", s.subscribers, s.messages),

@@ -37,6 +37,11 @@ pub struct EchoThroughput {
     pub connections: usize,
     /// Time limit of the whole run (default [`DEFAULT_TIMEOUT`]).
     pub timeout: Duration,
+    /// The server enciphers its replies (`--transform chacha20`): the
+    /// readers decipher them ([`Stream::decipher`] with
+    /// [`DEMO_KEY`](crate::server::DEMO_KEY)) before checking them
+    /// (default `false`).
+    pub decipher: bool,
 }
 
 /// The result of an [`EchoThroughput`] run.
@@ -78,6 +83,7 @@ impl EchoThroughput {
             window: DEFAULT_WINDOW,
             connections: 1,
             timeout: DEFAULT_TIMEOUT,
+            decipher: false,
         }
     }
 
@@ -96,6 +102,13 @@ impl EchoThroughput {
     /// Sets the time limit.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets whether the replies are deciphered (see
+    /// [`decipher`](Self::decipher)).
+    pub fn with_decipher(mut self, decipher: bool) -> Self {
+        self.decipher = decipher;
         self
     }
 
@@ -157,11 +170,21 @@ impl EchoThroughput {
         Ok(body_len)
     }
 
+    /// The reader's handle of a new connection (its writer's is a clone,
+    /// which does not decipher).
+    fn reader_side(&self, s: Stream) -> Stream {
+        if self.decipher {
+            s.decipher(crate::server::DEMO_KEY, crate::server::DEMO_NONCE)
+        } else {
+            s
+        }
+    }
+
     /// Connects every connection and starts its writer and reader thread
     /// (the messages spread evenly over them).
     fn spawn(&self, body_len: u32, clock: &Clock) -> Result<Threads, LoadError> {
         let conns = (0..self.connections)
-            .map(|_| connect(&self.target, self.timeout))
+            .map(|_| connect(&self.target, self.timeout).map(|s| self.reader_side(s)))
             .collect::<Result<Vec<_>, _>>()?;
         let tpl = Arc::new(template(self.size));
         let per = self.messages / self.connections as u64;

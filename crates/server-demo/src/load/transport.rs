@@ -1,7 +1,11 @@
-//! Where and how the generator connects: the [`Target`] address, the
-//! blocking [`Stream`] (TCP or Unix-domain) with [`connect`], the
-//! non-blocking `mio` stream the fan-out subscribers are read through, and
-//! [`raise_fd_limit`] for runs with many sockets.
+//! Where and how the clients connect: the [`Target`] (TCP, Unix-domain or
+//! in-process), the blocking [`Stream`] [`Target::connect`] (and
+//! [`connect`]) opens, which can also undo the server's ChaCha20 transform
+//! ([`Stream::decipher`]), the non-blocking `mio` stream the fan-out
+//! subscribers are read through, and [`raise_fd_limit`] for runs with many
+//! sockets. The one client transport of the crate: the load generator, the
+//! main job, the soak and the ZMTP client
+//! ([`crate::zmtp::client::Socket`]) all connect through it.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -10,10 +14,13 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use chacha20::ChaCha20;
+use chacha20::cipher::{KeyIvInit, StreamCipher};
 use mio::{Interest, Poll, Token};
 use serde::Serialize;
 
 use super::error::LoadError;
+use crate::server::{InprocClient, InprocConnector};
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
@@ -22,6 +29,10 @@ pub enum Target {
     Tcp(SocketAddr),
     /// A Unix-domain socket path.
     Unix(PathBuf),
+    /// A server in this process, through in-memory pipes
+    /// ([`Server::inproc_connector`](crate::server::Server::inproc_connector)).
+    /// No socket: fan-out runs, which poll sockets, refuse it.
+    Inproc(InprocConnector),
 }
 
 impl fmt::Display for Target {
@@ -29,117 +40,178 @@ impl fmt::Display for Target {
         match self {
             Target::Tcp(a) => write!(f, "tcp {a}"),
             Target::Unix(p) => write!(f, "unix {}", p.display()),
+            Target::Inproc(_) => f.write_str("inproc"),
         }
     }
 }
 
-/// A blocking client stream to a [`Target`].
+impl Target {
+    /// Opens a blocking stream to it. TCP: within `timeout`
+    /// (`Duration::MAX`: no limit of ours, as `TcpStream::connect`; the
+    /// kernel's own ends it), with `TCP_NODELAY` on; Unix-domain and
+    /// in-process: `timeout` does not apply.
+    pub fn connect(&self, timeout: Duration) -> io::Result<Stream> {
+        let conn = match self {
+            Target::Tcp(addr) => {
+                let s = TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))?;
+                s.set_nodelay(true)?;
+                Conn::Tcp(s)
+            }
+            Target::Unix(path) => Conn::Unix(UnixStream::connect(path)?),
+            Target::Inproc(server) => Conn::Inproc(server.connect()),
+        };
+        Ok(Stream {
+            conn,
+            keystream: None,
+        })
+    }
+}
+
+/// [`Target::connect`], failing with a [`LoadError::Connect`] that names
+/// the target.
+pub fn connect(target: &Target, timeout: Duration) -> Result<Stream, LoadError> {
+    target
+        .connect(timeout)
+        .map_err(|source| LoadError::Connect {
+            target: target.to_string(),
+            source,
+        })
+}
+
+/// A blocking client stream to a [`Target`]: a TCP or Unix-domain socket,
+/// or an in-process connection, optionally deciphering what it reads.
+pub struct Stream {
+    conn: Conn,
+    /// Set by [`Stream::decipher`]: applied to every byte read.
+    keystream: Option<ChaCha20>,
+}
+
 #[derive(Debug)]
-pub enum Stream {
+enum Conn {
     /// TCP (with `TCP_NODELAY` on).
     Tcp(TcpStream),
     /// Unix-domain stream socket.
     Unix(UnixStream),
+    /// In-process connection.
+    Inproc(InprocClient),
+}
+
+/// `$body` with `$s` bound to the connection, whichever its kind (the
+/// three have the same method names).
+macro_rules! on_conn {
+    ($conn:expr, $s:ident => $body:expr) => {
+        match $conn {
+            Conn::Tcp($s) => $body,
+            Conn::Unix($s) => $body,
+            Conn::Inproc($s) => $body,
+        }
+    };
+}
+
+impl fmt::Debug for Stream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stream")
+            .field("conn", &self.conn)
+            .field("deciphering", &self.keystream.is_some())
+            .finish()
+    }
 }
 
 impl Stream {
-    /// A second handle to the same socket (for a reader/writer pair).
+    /// A second handle to the same connection (for a reader/writer pair).
+    /// It does not decipher: a keystream is one reader's, call
+    /// [`decipher`](Self::decipher) on the handle that reads.
     pub fn try_clone(&self) -> io::Result<Stream> {
-        Ok(match self {
-            Stream::Tcp(s) => Stream::Tcp(s.try_clone()?),
-            Stream::Unix(s) => Stream::Unix(s.try_clone()?),
+        let conn = match &self.conn {
+            Conn::Tcp(s) => Conn::Tcp(s.try_clone()?),
+            Conn::Unix(s) => Conn::Unix(s.try_clone()?),
+            Conn::Inproc(s) => Conn::Inproc(s.clone()),
+        };
+        Ok(Stream {
+            conn,
+            keystream: None,
         })
     }
 
-    /// Sets the read timeout (`None`: block forever).
+    /// Deciphers everything read from now on with the ChaCha20 keystream
+    /// of `key` and `nonce`, from its start: the client side of a server
+    /// that enciphers each connection's outgoing stream (`--transform
+    /// chacha20`, with [`DEMO_KEY`](crate::server::DEMO_KEY) and
+    /// [`DEMO_NONCE`](crate::server::DEMO_NONCE)). Call it before the
+    /// first read.
+    pub fn decipher(mut self, key: [u8; 32], nonce: [u8; 12]) -> Stream {
+        self.keystream = Some(ChaCha20::new(&key.into(), &nonce.into()));
+        self
+    }
+
+    /// Sets the read timeout (`None`: block forever). For a socket it
+    /// holds for every handle of the connection, as for an in-process one.
     pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_read_timeout(d),
-            Stream::Unix(s) => s.set_read_timeout(d),
-        }
+        on_conn!(&self.conn, s => s.set_read_timeout(d))
     }
 
-    /// Sets the write timeout (`None`: block forever).
+    /// Sets the write timeout (`None`: block forever), for every handle of
+    /// the connection.
     pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_write_timeout(d),
-            Stream::Unix(s) => s.set_write_timeout(d),
-        }
+        on_conn!(&self.conn, s => s.set_write_timeout(d))
     }
 
-    /// Switches non-blocking mode.
+    /// Switches non-blocking mode (sockets only: an in-process connection
+    /// only blocks).
     pub fn set_nonblocking(&self, on: bool) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.set_nonblocking(on),
-            Stream::Unix(s) => s.set_nonblocking(on),
+        match &self.conn {
+            Conn::Tcp(s) => s.set_nonblocking(on),
+            Conn::Unix(s) => s.set_nonblocking(on),
+            Conn::Inproc(_) if !on => Ok(()),
+            Conn::Inproc(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "an in-process connection has no non-blocking mode",
+            )),
         }
     }
 
     /// Shuts down one or both directions.
     pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.shutdown(how),
-            Stream::Unix(s) => s.shutdown(how),
-        }
+        on_conn!(&self.conn, s => s.shutdown(how))
     }
 
-    /// Makes it a non-blocking `mio` stream.
+    /// Makes it a non-blocking `mio` stream (a socket that does not
+    /// decipher).
     pub(super) fn into_mio(self) -> io::Result<MioStream> {
+        let unsupported = |what| Err(io::Error::new(io::ErrorKind::Unsupported, what));
+        if self.keystream.is_some() {
+            return unsupported("a deciphering stream cannot be polled");
+        }
         self.set_nonblocking(true)?;
-        Ok(match self {
-            Stream::Tcp(s) => MioStream::Tcp(mio::net::TcpStream::from_std(s)),
-            Stream::Unix(s) => MioStream::Unix(mio::net::UnixStream::from_std(s)),
-        })
+        match self.conn {
+            Conn::Tcp(s) => Ok(MioStream::Tcp(mio::net::TcpStream::from_std(s))),
+            Conn::Unix(s) => Ok(MioStream::Unix(mio::net::UnixStream::from_std(s))),
+            Conn::Inproc(_) => unsupported("an in-process connection cannot be polled"),
+        }
     }
 }
 
 impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.read(buf),
-            Stream::Unix(s) => s.read(buf),
+        let n = on_conn!(&mut self.conn, s => s.read(buf))?;
+        if let Some(k) = &mut self.keystream {
+            k.apply_keystream(&mut buf[..n]);
         }
+        Ok(n)
     }
 }
 
 impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write(buf),
-            Stream::Unix(s) => s.write(buf),
-        }
+        on_conn!(&mut self.conn, s => s.write(buf))
     }
 
     fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.write_vectored(bufs),
-            Stream::Unix(s) => s.write_vectored(bufs),
-        }
+        on_conn!(&mut self.conn, s => s.write_vectored(bufs))
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.flush(),
-            Stream::Unix(s) => s.flush(),
-        }
-    }
-}
-
-/// Connects a blocking stream to `target` (TCP: within `timeout`, with
-/// `TCP_NODELAY` on).
-pub fn connect(target: &Target, timeout: Duration) -> Result<Stream, LoadError> {
-    let err = |source| LoadError::Connect {
-        target: target.to_string(),
-        source,
-    };
-    match target {
-        Target::Tcp(addr) => {
-            let s = TcpStream::connect_timeout(addr, timeout.max(Duration::from_millis(1)))
-                .map_err(err)?;
-            s.set_nodelay(true).map_err(err)?;
-            Ok(Stream::Tcp(s))
-        }
-        Target::Unix(path) => Ok(Stream::Unix(UnixStream::connect(path).map_err(err)?)),
+        on_conn!(&mut self.conn, s => s.flush())
     }
 }
 

@@ -22,6 +22,9 @@ pub enum Workload {
         size: usize,
         /// Messages.
         messages: u64,
+        /// The server enciphers its replies (`--transform chacha20`): the
+        /// client deciphers them ([`EchoThroughput::decipher`]).
+        decipher: bool,
     },
     /// Ping-pong round trips ([`EchoLatency`]).
     Latency {
@@ -57,7 +60,9 @@ pub struct Outcome {
 }
 
 impl Workload {
-    /// Label: `echo 64 B`, `ping-pong 64 B`, `fan-out 1 KiB x256`.
+    /// Label: `echo 64 B`, `ping-pong 64 B`, `fan-out 1 KiB x256` (an
+    /// echo's whether deciphered or not: its report says where it ran and
+    /// how).
     pub fn name(&self) -> String {
         match *self {
             Workload::Echo { size, .. } => format!("echo {}", fmt_size(size)),
@@ -80,7 +85,13 @@ impl Workload {
     /// The runnable scenario against `target`.
     pub fn at(&self, target: Target) -> Scenario {
         match *self {
-            Workload::Echo { size, messages } => EchoThroughput::new(target, size, messages).into(),
+            Workload::Echo {
+                size,
+                messages,
+                decipher,
+            } => EchoThroughput::new(target, size, messages)
+                .with_decipher(decipher)
+                .into(),
             Workload::Latency { size, round_trips } => {
                 EchoLatency::new(target, size, round_trips).into()
             }
@@ -134,15 +145,16 @@ mod tests {
     #[test]
     fn names_and_scenarios() {
         let t = Target::Tcp("127.0.0.1:1".parse().unwrap());
-        let echo = Workload::Echo {
-            size: 64,
-            messages: 10,
-        };
-        assert_eq!(echo.name(), "echo 64 B");
-        assert_eq!(
-            echo.at(t.clone()),
-            Scenario::Throughput(EchoThroughput::new(t.clone(), 64, 10))
-        );
+        for decipher in [false, true] {
+            let echo = Workload::Echo {
+                size: 64,
+                messages: 10,
+                decipher,
+            };
+            assert_eq!(echo.name(), "echo 64 B");
+            let run = EchoThroughput::new(t.clone(), 64, 10).with_decipher(decipher);
+            assert_eq!(echo.at(t.clone()), Scenario::Throughput(run));
+        }
         let ping = Workload::Latency {
             size: 1 << 10,
             round_trips: 5,

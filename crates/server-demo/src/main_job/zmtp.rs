@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::markdown_table;
 use crate::config::Listen;
 use crate::config::StrategyArgs;
 use crate::server::Server;
-use crate::zmtp::client::{Client, Outbox, Socket};
+use crate::zmtp::client::{self, Client, Outbox, Socket};
 use crate::zmtp::{EndpointKind, EndpointReport, EndpointSpec};
 
 /// Every blocking step gives up after this long (a hang fails the row).
@@ -301,7 +302,7 @@ fn dealer_echo(
     let per = messages / clients as u64;
     let mut conns = Vec::new();
     for _ in 0..clients {
-        let sock = Socket::connect(ep).map_err(|e| err("connect", e))?;
+        let sock = client::connect(ep).map_err(|e| err("connect", e))?;
         sock.set_read_timeout(Some(STEP))
             .map_err(|e| err("timeout", e))?;
         sock.set_write_timeout(Some(STEP))
@@ -440,7 +441,7 @@ fn fan_out(
 fn connect_subscribers(xpub: &str, subscribers: usize) -> Result<Vec<Client<Socket>>, String> {
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        let sock = Socket::connect(xpub).map_err(|e| err("connect SUB", e))?;
+        let sock = client::connect(xpub).map_err(|e| err("connect SUB", e))?;
         sock.set_read_timeout(Some(STEP))
             .map_err(|e| err("timeout", e))?;
         let mut c = Client::new(sock);
@@ -454,7 +455,7 @@ fn connect_subscribers(xpub: &str, subscribers: usize) -> Result<Vec<Client<Sock
 
 /// The PUB on `xsub`.
 fn connect_publisher(xsub: &str) -> Result<Client<Socket>, String> {
-    let psock = Socket::connect(xsub).map_err(|e| err("connect PUB", e))?;
+    let psock = client::connect(xsub).map_err(|e| err("connect PUB", e))?;
     psock
         .set_write_timeout(Some(STEP))
         .map_err(|e| err("timeout", e))?;
@@ -569,46 +570,45 @@ fn fmt_ratio(r: Option<f64>) -> String {
 
 /// Renders the section as two Markdown tables.
 pub fn render_zmtp(section: &ZmtpSection) -> String {
-    let mut s = String::from(
-        "ZMTP 3.1 (NULL) on loopback tcp, the crate's own client (no libzmq):\n\n\
-         | scenario | msgs/s | MB/s | server CPU ns/msg | server allocs/msg | large-path | copies/byte | dropped |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|\n",
+    let head = "scenario | msgs/s | MB/s | server CPU ns/msg | server allocs/msg | large-path | copies/byte | dropped";
+    let rows = markdown_table(
+        head,
+        1,
+        section.rows.iter().map(|r| {
+            vec![
+                r.scenario.clone(),
+                format!("{:.0}", r.per_sec),
+                format!("{:.1}", r.mb_per_sec),
+                format!("{:.0}", r.cpu_ns_per_msg),
+                format!("{:.3}", r.allocs_per_msg),
+                fmt_ratio(r.large_path_ratio),
+                format!("{:.3}", r.copies_per_byte),
+                r.dropped.to_string(),
+            ]
+        }),
     );
-    for r in &section.rows {
-        s.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {:.0} | {:.3} | {} | {:.3} | {} |\n",
-            r.scenario,
-            r.per_sec,
-            r.mb_per_sec,
-            r.cpu_ns_per_msg,
-            r.allocs_per_msg,
-            fmt_ratio(r.large_path_ratio),
-            r.copies_per_byte,
-            r.dropped
-        ));
-    }
-    s.push_str(
-        "\n(fan-out rows: msgs/s and CPU are per delivery; large-path and copies/byte of the \
-         row's endpoint: router for echo, xpub for fan-out)\n\n\
-         | endpoint | address | sessions | msgs in / out / dropped | large-path ratio | copies/byte |\n\
-         |---|---|---:|---:|---:|---:|\n",
+    let head =
+        "endpoint | address | sessions | msgs in / out / dropped | large-path ratio | copies/byte";
+    let endpoints = markdown_table(
+        head,
+        2,
+        section.endpoints.iter().map(|e| {
+            let (i, o, d) = e.messages;
+            vec![
+                e.kind.clone(),
+                e.address.clone(),
+                e.sessions.to_string(),
+                format!("{i} / {o} / {d}"),
+                fmt_ratio(e.large_path_ratio),
+                format!("{:.3}", e.copies_per_byte),
+            ]
+        }),
     );
-    for e in &section.endpoints {
-        s.push_str(&format!(
-            "| {} | {} | {} | {} / {} / {} | {} | {:.3} |\n",
-            e.kind,
-            e.address,
-            e.sessions,
-            e.messages.0,
-            e.messages.1,
-            e.messages.2,
-            fmt_ratio(e.large_path_ratio),
-            e.copies_per_byte
-        ));
-    }
-    s.push_str(&format!(
-        "\nleak report after shutdown: {}\n",
+    format!(
+        "ZMTP 3.1 (NULL) on loopback tcp, the crate's own client (no libzmq):\n\n{rows}\n\
+         (fan-out rows: msgs/s and CPU are per delivery; large-path and copies/byte of the \
+         row's endpoint: router for echo, xpub for fan-out)\n\n{endpoints}\n\
+         leak report after shutdown: {}\n",
         if section.leak_free { "clean" } else { "LEAK" }
-    ));
-    s
+    )
 }

@@ -30,7 +30,7 @@ use netbuf::{CondvarNotify, GatherThreshold, MessagePool, SendQueue, Transport};
 use crate::config::{Listen, PoolMode, StrategyArgs};
 use crate::sync::LockExt;
 
-pub use inproc::InprocClient;
+pub use inproc::{InprocClient, InprocConnector};
 pub use io::{DEMO_KEY, DEMO_NONCE};
 pub use session::SessionShared;
 
@@ -405,19 +405,14 @@ impl Server {
     /// in-memory pipes. The client speaks the wire format through blocking
     /// `Read`/`Write`.
     pub fn connect_inproc(&self) -> InprocClient {
-        let (end, client) = inproc::pair();
-        let n = self.io.len();
-        let target = self
-            .shared
-            .next_session
-            .load(std::sync::atomic::Ordering::Relaxed) as usize
-            % n;
-        self.io[target]
-            .incoming
-            .locked()
-            .push(io::Stream::Inproc(end));
-        self.io[target].wake();
-        client
+        self.inproc_connector().connect()
+    }
+
+    /// What opens [`connect_inproc`](Self::connect_inproc) connections
+    /// without borrowing the server (the load generator's
+    /// [`Target::Inproc`](crate::load::Target::Inproc)).
+    pub fn inproc_connector(&self) -> InprocConnector {
+        InprocConnector::new(self.shared.clone(), self.io.clone())
     }
 
     /// The message pool (for statistics).

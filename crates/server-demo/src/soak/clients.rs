@@ -5,11 +5,12 @@
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
+use crate::load::{Stream, Target};
 use crate::protocol::{DemoFraming, HEADER_LEN, Kind, encode_header};
 use netbuf::{Compaction, LinearBuffer};
 
@@ -54,7 +55,7 @@ enum Expect {
 
 struct Conn {
     id: u64,
-    stream: TcpStream,
+    stream: Stream,
     link: Link,
     echo_seq: u64,
     pub_seq: HashMap<u16, u64>,
@@ -67,8 +68,8 @@ struct Conn {
 
 impl Conn {
     fn open(ctx: &Ctx, pause: Option<(u64, Duration)>) -> io::Result<Conn> {
-        let stream = TcpStream::connect(ctx.addr)?;
-        stream.set_nodelay(true)?;
+        // TCP_NODELAY on; no connect time limit of ours (the kernel's).
+        let stream = Target::Tcp(ctx.addr).connect(Duration::MAX)?;
         stream.set_write_timeout(Some(Duration::from_secs(60)))?;
         let rd = stream.try_clone()?;
         rd.set_read_timeout(Some(Duration::from_millis(100)))?;
@@ -273,7 +274,7 @@ impl Conn {
 
 fn read_loop(
     id: u64,
-    mut rd: TcpStream,
+    mut rd: Stream,
     rx: mpsc::Receiver<Sent>,
     answered: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,

@@ -236,7 +236,7 @@ impl ZConn {
         socket_type: &str,
         minor: u8,
     ) -> io::Result<(ZConn, Client<Socket>)> {
-        let sock = Socket::connect(ep)?;
+        let sock = zc::connect(ep)?;
         sock.set_write_timeout(Some(Duration::from_secs(60)))?;
         sock.set_read_timeout(Some(Duration::from_secs(60)))?;
         let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);

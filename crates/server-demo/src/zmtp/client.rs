@@ -15,10 +15,11 @@
 //! assert_eq!(reply[0], b"hello");
 //! ```
 
-use std::io::{self, BufReader, ErrorKind, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::unix::net::UnixStream;
+use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::time::Duration;
+
+use super::EndpointAddr;
+use crate::load::Target;
 
 /// Frame flag: more parts of the same message follow.
 pub const MORE: u8 = 0x01;
@@ -137,90 +138,19 @@ impl Frame {
     }
 }
 
-/// A connection to a `tcp://` or `ipc://` endpoint.
-#[derive(Debug)]
-pub enum Socket {
-    /// TCP (no Nagle).
-    Tcp(TcpStream),
-    /// A Unix stream socket (libzmq's ipc transport).
-    Unix(UnixStream),
-}
+/// A connection to a `tcp://` or `ipc://` endpoint (or an in-process
+/// one): the crate's one client stream, the load generator's.
+pub type Socket = crate::load::Stream;
 
-impl Socket {
-    /// Connects to `tcp://HOST:PORT` or `ipc://PATH`.
-    pub fn connect(ep: &str) -> io::Result<Socket> {
-        if let Some(a) = ep.strip_prefix("tcp://") {
-            let s = TcpStream::connect(a)?;
-            s.set_nodelay(true)?;
-            Ok(Socket::Tcp(s))
-        } else if let Some(p) = ep.strip_prefix("ipc://") {
-            Ok(Socket::Unix(UnixStream::connect(p)?))
-        } else {
-            Err(io::Error::new(
-                ErrorKind::InvalidInput,
-                format!("endpoint {ep:?}: want tcp:// or ipc://"),
-            ))
-        }
-    }
-
-    /// A second handle to the same connection (a writer thread's).
-    pub fn try_clone(&self) -> io::Result<Socket> {
-        Ok(match self {
-            Socket::Tcp(s) => Socket::Tcp(s.try_clone()?),
-            Socket::Unix(s) => Socket::Unix(s.try_clone()?),
-        })
-    }
-
-    /// Read timeout (`None`: block).
-    pub fn set_read_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.set_read_timeout(d),
-            Socket::Unix(s) => s.set_read_timeout(d),
-        }
-    }
-
-    /// Write timeout (`None`: block).
-    pub fn set_write_timeout(&self, d: Option<Duration>) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.set_write_timeout(d),
-            Socket::Unix(s) => s.set_write_timeout(d),
-        }
-    }
-
-    /// Shuts down one or both directions.
-    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        match self {
-            Socket::Tcp(s) => s.shutdown(how),
-            Socket::Unix(s) => s.shutdown(how),
-        }
-    }
-}
-
-impl Read for Socket {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.read(buf),
-            Socket::Unix(s) => s.read(buf),
-        }
-    }
-}
-
-impl Write for Socket {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write(buf),
-            Socket::Unix(s) => s.write(buf),
-        }
-    }
-    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        match self {
-            Socket::Tcp(s) => s.write_vectored(bufs),
-            Socket::Unix(s) => s.write_vectored(bufs),
-        }
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// Connects to `tcp://HOST:PORT` (no Nagle) or `ipc://PATH`, with no time
+/// limit of ours (the kernel's).
+pub fn connect(ep: &str) -> io::Result<Socket> {
+    let target = match ep.parse::<EndpointAddr>() {
+        Ok(EndpointAddr::Tcp(a)) => Target::Tcp(a),
+        Ok(EndpointAddr::Ipc(p)) => Target::Unix(p),
+        Err(e) => return Err(io::Error::new(ErrorKind::InvalidInput, e.to_string())),
+    };
+    target.connect(Duration::MAX)
 }
 
 /// Batches outgoing frames: small ones are coalesced into one write,
@@ -285,7 +215,7 @@ pub struct Client<S> {
 impl Client<Socket> {
     /// Connects to `tcp://HOST:PORT` or `ipc://PATH` (no handshake yet).
     pub fn connect(ep: &str) -> io::Result<Client<Socket>> {
-        Ok(Client::new(Socket::connect(ep)?))
+        Ok(Client::new(connect(ep)?))
     }
 }
 

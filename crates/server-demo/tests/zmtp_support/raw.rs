@@ -18,7 +18,7 @@ pub struct Conn(Socket);
 impl Conn {
     /// Connects to `ep` with the step timeout on reads and writes.
     pub fn open(ep: &str) -> Conn {
-        let s = Socket::connect(ep).unwrap_or_else(|e| panic!("connect {ep}: {e}"));
+        let s = zc::connect(ep).unwrap_or_else(|e| panic!("connect {ep}: {e}"));
         s.set_read_timeout(Some(STEP_TIMEOUT)).unwrap();
         s.set_write_timeout(Some(STEP_TIMEOUT)).unwrap();
         Conn(s)

@@ -52,7 +52,7 @@ pub(super) fn chaos(
     };
     t.zmtp.connections = 1;
     let id = ctx.next_conn.fetch_add(1, Ordering::Relaxed);
-    let mut s = Socket::connect(ep)?;
+    let mut s = zc::connect(ep)?;
     s.set_write_timeout(Some(Duration::from_secs(20)))?;
     let (wire, what) = chaos_wire(ctx, rng, case, ty, id);
     send_chaos(ctx, &mut s, &wire, what, id, &mut t);

@@ -177,7 +177,7 @@
 //!   push installs a new one).
 //! * **Fan-out from inline handlers:** bound the deliveries that one
 //!   session's input may queue for other sessions before the loop flushes
-//!   them (the demo's `INLINE_DELIVERY_BUDGET`, 1,024 deliveries; the rest
+//!   them (the demo's `INLINE_DELIVERY_BYTES`, 1 MiB of deliveries; the rest
 //!   of that input waits for the next turn). Without it, in the README's
 //!   fan-out test, one turn of a publisher's input queued 250 deliveries
 //!   for each of 256 subscribers before any was written: 4.5 MB of the

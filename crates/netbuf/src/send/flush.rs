@@ -363,13 +363,12 @@ impl<B: AsRef<[u8]>> Flusher<B> {
     }
 
     /// Queues `frames` frames the caller already encoded back to back in
-    /// `batch`, and leaves `batch` empty. For a producer that batches small
-    /// frames itself (an event loop's handler appending deliveries for a
-    /// connection of its own thread, instead of one [`push`](Self::push)
-    /// each). With nothing pending and no transform, the batch becomes the
-    /// send buffer without a copy, and `batch` gets the old buffer's
-    /// storage back to fill again; otherwise its bytes are copied (through
-    /// the transform, if any). The metrics count `frames` frames.
+    /// `bytes`, copied into the send buffer now (through the transform, if
+    /// there is one). For a producer that batches small frames itself (an
+    /// event loop's handler appending deliveries for a connection of its
+    /// own thread into a buffer it keeps, instead of one
+    /// [`push`](Self::push) each): one copy per batch, and the metrics
+    /// still count `frames` frames.
     ///
     /// ```
     /// use netbuf::{Flusher, GatherThreshold};
@@ -378,31 +377,17 @@ impl<B: AsRef<[u8]>> Flusher<B> {
     /// let mut batch = Vec::with_capacity(64);
     /// batch.extend_from_slice(b"\0\0\0\x02hi");
     /// batch.extend_from_slice(b"\0\0\0\x03you");
-    /// f.push_encoded(&mut batch, 2);
-    /// assert!(batch.is_empty());
+    /// f.push_encoded(&batch, 2);
+    /// batch.clear(); // the producer keeps its buffer for the next batch
     /// let mut wire = Vec::new();
     /// f.flush(&mut wire).unwrap();
     /// assert_eq!(wire, b"\0\0\0\x02hi\0\0\0\x03you");
     /// assert_eq!(f.metrics().linear_frames, 2);
     /// ```
-    pub fn push_encoded(&mut self, batch: &mut Vec<u8>, frames: u64) {
-        if !self.segments.is_empty() || self.transform.is_some() || batch.is_empty() {
-            self.copy_in(batch, &[], frames);
-            batch.clear();
-            return;
+    pub fn push_encoded(&mut self, bytes: &[u8], frames: u64) {
+        if !bytes.is_empty() {
+            self.copy_in(bytes, &[], frames);
         }
-        // Nothing pending: the send buffer holds no byte anyone still needs.
-        core::mem::swap(&mut self.buf, batch);
-        batch.clear();
-        self.head_written = 0;
-        let len = self.buf.len();
-        self.pending += len;
-        self.metrics.linear_frames += frames;
-        self.metrics.linear_bytes += len as u64;
-        // The producer's encoding was this data's one copy.
-        self.metrics.bytes_copied += len as u64;
-        self.segments
-            .push_back(Segment::Linear { start: 0, end: len });
     }
 
     /// Copies `header` then `body` into the send buffer as `frames` frames.

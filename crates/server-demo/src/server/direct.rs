@@ -32,13 +32,16 @@ use super::io::on_io_thread;
 /// send them by gather write without a copy).
 pub(crate) const DIRECT_MAX_BODY: usize = 256;
 
-/// First capacity of a staging buffer (it grows by doubling from there).
-const STAGING_START: usize = 4 << 10;
+/// First capacity of a staging buffer.
+const STAGING_START: usize = 2 << 10;
 
-/// Capacity a drained staging buffer may keep: every subscriber of a busy
-/// room has one, so a larger buffer (grown by a burst) goes back to the
-/// allocator.
-pub(crate) const STAGING_KEEP: usize = STAGING_START;
+/// The most a staging buffer holds: past it, a session's deliveries take
+/// its send queue until the IO thread has flushed (in order: staged frames
+/// leave first). A session keeps its buffer while it has traffic; what all
+/// of them stage in one turn is bounded by the IO loop's delivery budget
+/// (`INLINE_DELIVERY_BYTES`, 1 MiB), so 16 subscribers may each fill 64 KiB
+/// where 256 fill 4 KiB.
+pub(crate) const STAGING_MAX: usize = 64 << 10;
 
 /// What [`Staging::stage`] did with a delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,10 +49,9 @@ pub(crate) enum Staged {
     /// Appended; `first` when the buffer was empty (the session must be
     /// marked ready).
     Yes { first: bool },
-    /// Not on the owner thread: use the send queue.
-    NotOwner,
-    /// The staged bytes would pass the session's bound.
-    Full,
+    /// Not on the owner thread, or the buffer is full until the next
+    /// flush: use the send queue.
+    Later,
 }
 
 /// Frames encoded for a session by its own IO thread, waiting for its next
@@ -98,23 +100,25 @@ impl Staging {
     }
 
     /// Appends a frame (`header` then `body`) if this is the IO thread
-    /// `owner` and the staged bytes stay within `limit`.
-    pub(crate) fn stage(&self, owner: usize, header: &[u8], body: &[u8], limit: usize) -> Staged {
+    /// `owner` and the staged bytes stay within [`STAGING_MAX`].
+    pub(crate) fn stage(&self, owner: usize, header: &[u8], body: &[u8]) -> Staged {
         self.with(owner, |slot| {
             let b = slot.get_or_insert_with(Box::default);
             let len = header.len() + body.len();
-            if b.bytes.len() + len > limit {
-                return Staged::Full;
+            if b.bytes.len() + len > STAGING_MAX {
+                return Staged::Later;
             }
             let first = b.bytes.is_empty();
-            // Start at a useful size: a turn usually stages many frames.
-            b.bytes.reserve(len.max(STAGING_START));
+            if b.bytes.capacity() == 0 {
+                // A turn usually stages many frames.
+                b.bytes.reserve(STAGING_START.max(len));
+            }
             b.bytes.extend_from_slice(header);
             b.bytes.extend_from_slice(body);
             b.frames += 1;
             Staged::Yes { first }
         })
-        .unwrap_or(Staged::NotOwner)
+        .unwrap_or(Staged::Later)
     }
 
     /// Staged bytes (0 off the owner thread, which never stages).
@@ -123,23 +127,19 @@ impl Staging {
             .unwrap_or(0)
     }
 
-    /// Hands the staged bytes and their frame count to `f`, which must take
-    /// the bytes out of the vector (it may leave other storage there, as
-    /// `Flusher::push_encoded` does), then keeps at most [`STAGING_KEEP`]
-    /// bytes of capacity. Owner thread only; elsewhere `f` is not called.
-    pub(crate) fn drain(&self, owner: usize, f: impl FnOnce(&mut Vec<u8>, u64)) {
+    /// Hands the staged bytes and their frame count to `f` (which copies
+    /// them out) and empties the buffer, keeping its storage for the next
+    /// turn. Owner thread only; elsewhere `f` is not called.
+    pub(crate) fn drain(&self, owner: usize, f: impl FnOnce(&[u8], u64)) {
         self.with(owner, |slot| {
             let Some(b) = slot else {
                 return;
             };
             if b.frames > 0 {
-                f(&mut b.bytes, b.frames);
+                f(&b.bytes, b.frames);
             }
             b.bytes.clear();
             b.frames = 0;
-            if b.bytes.capacity() > STAGING_KEEP {
-                b.bytes = Vec::new();
-            }
         });
     }
 

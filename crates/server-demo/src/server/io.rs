@@ -67,16 +67,18 @@ pub(crate) const FLUSHER_KEEP: usize = 32 << 10;
 /// client that never stops sending must not starve the rest).
 pub(crate) const READ_BUDGET: usize = 256 << 10;
 
-/// Deliveries inline handlers may queue for other sessions from one
-/// session's reads before the loop flushes them (the rest of the input
-/// waits for the next turn). Without it, one turn of a publisher's input
-/// (up to `READ_BUDGET`: 250 publishes of 1 KiB) queued 250 deliveries for
-/// each of 256 subscribers before any was written: they sat in send-queue
-/// blocks instead of the kernel's socket buffers. Measured (fan-out x256,
-/// inline, one run each on 2 cores): 1024 peaked at 7.6-7.8 MB RSS where no
-/// budget peaked at 13.7-14.1 MB, at the same or higher deliveries/s
-/// (1 KiB: 1.68-1.77 M/s against 1.66-1.69 M/s).
-pub(crate) const INLINE_DELIVERY_BUDGET: usize = 1024;
+/// Delivery bytes (headers and bodies) inline handlers may queue or stage
+/// for other sessions from one session's reads before the loop flushes
+/// them (the rest of the input waits for the next turn). Without it, one
+/// turn of a publisher's input (up to `READ_BUDGET`: 250 publishes of
+/// 1 KiB) queued 250 deliveries for each of 256 subscribers before any was
+/// written: they sat in send-queue blocks instead of the kernel's socket
+/// buffers. Counted in deliveries first (1,024: fan-out x256 1 KiB peaked
+/// at 7.6-7.8 MB RSS where no budget peaked at 13.7-14.1 MB); in bytes
+/// since, with the same 1 MiB at 1 KiB, because a count starved small
+/// messages: at 64 B to 256 subscribers 1,024 deliveries are 4 publishes,
+/// so every turn wrote 256 sockets 288 bytes each.
+pub(crate) const INLINE_DELIVERY_BYTES: usize = 1 << 20;
 
 /// The part of an IO thread other threads reach: its waker, the sessions
 /// that have something for it, and connections handed to it.
@@ -666,12 +668,12 @@ impl IoThread {
         let mut budget = READ_BUDGET;
         let was_parked = s.io.is_none();
         let inline = shared.logic.is_empty();
-        let deliveries = super::logic::deliveries_queued();
+        let delivered = super::logic::delivery_bytes_queued();
         while s.want_read {
             if budget == 0
                 || (inline
-                    && super::logic::deliveries_queued().wrapping_sub(deliveries)
-                        >= INLINE_DELIVERY_BUDGET)
+                    && super::logic::delivery_bytes_queued().wrapping_sub(delivered)
+                        >= INLINE_DELIVERY_BYTES)
             {
                 self.again.push(id);
                 return Ok(());

@@ -164,14 +164,16 @@ fn push(session: &SessionShared, frame: OutFrame, overflow_reason: &str) {
 }
 
 std::thread_local! {
-    /// Deliveries this thread's handlers queued (wrapping): an IO thread
-    /// running handlers inline reads it to bound what one turn queues.
-    static DELIVERIES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Delivery bytes (headers and bodies) this thread's handlers queued or
+    /// staged (wrapping): an IO thread running handlers inline reads it to
+    /// bound what one turn queues.
+    static DELIVERY_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Deliveries queued by handlers on this thread so far (wrapping).
-pub(crate) fn deliveries_queued() -> usize {
-    DELIVERIES.with(|d| d.get())
+/// Delivery bytes queued or staged by handlers on this thread so far
+/// (wrapping).
+pub(crate) fn delivery_bytes_queued() -> usize {
+    DELIVERY_BYTES.with(|d| d.get())
 }
 
 fn publish(shared: &Shared, room: u16, body: Message) {
@@ -179,10 +181,11 @@ fn publish(shared: &Shared, room: u16, body: Message) {
     let msg: SharedMessage = body.freeze();
     let members = shared.rooms.room(room);
     let members = members.locked();
-    DELIVERIES.with(|d| d.set(d.get().wrapping_add(members.len())));
+    let bytes = members.len() * (HEADER_LEN + msg.len());
+    DELIVERY_BYTES.with(|d| d.set(d.get().wrapping_add(bytes)));
     let direct = msg.len() <= DIRECT_MAX_BODY && shared.logic.is_empty();
     for s in members.iter() {
-        if direct && stage(shared, s, &h, &msg[..]) {
+        if direct && stage(s, &h, &msg[..]) {
             continue;
         }
         let out = match shared.cfg.broadcast {
@@ -200,26 +203,19 @@ fn publish(shared: &Shared, room: u16, body: Message) {
 
 /// Stages a small delivery for a subscriber of this IO thread whose send
 /// queue is empty (see `direct.rs`); `false`: it takes the send queue.
-fn stage(shared: &Shared, s: &SessionShared, header: &[u8], body: &[u8]) -> bool {
+fn stage(s: &SessionShared, header: &[u8], body: &[u8]) -> bool {
     // A frame still queued must leave first; a closed session takes
     // nothing (its queue refuses).
     if s.queue.queued_bytes() != 0 || s.queue.is_closed() {
         return false;
     }
-    match s
-        .staged
-        .stage(s.io.uid(), header, body, shared.cfg.send_queue_bytes)
-    {
+    match s.staged.stage(s.io.uid(), header, body) {
         Staged::Yes { first } => {
             if first {
                 s.io.mark_ready(s.id);
             }
             true
         }
-        Staged::NotOwner => false,
-        Staged::Full => {
-            s.request_close("slow consumer");
-            true
-        }
+        Staged::Later => false,
     }
 }

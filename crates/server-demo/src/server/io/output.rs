@@ -33,12 +33,10 @@ pub(super) fn pump_output(
         return Ok(());
     }
     let (io, stream, session) = s.io(shared);
+    lend_buffer(&mut io.flusher, spare);
     if io.flusher.pending_bytes() < FLUSHER_HIGH {
-        // Before the spare is lent: an empty flusher adopts the staged
-        // bytes as its buffer, no copy.
         take_staged(&mut io.flusher, session, shared);
     }
-    lend_buffer(&mut io.flusher, spare);
     loop {
         let mut idle = false;
         if io.flusher.pending_bytes() < FLUSHER_HIGH {

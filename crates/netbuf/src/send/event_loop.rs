@@ -181,7 +181,18 @@
 //!   of that input waits for the next turn). Without it, in the README's
 //!   fan-out test, one turn of a publisher's input queued 250 deliveries
 //!   for each of 256 subscribers before any was written: 4.5 MB of the
-//!   peak were send-queue blocks.
+//!   peak were send-queue blocks. Count bytes, not deliveries: a count
+//!   small enough for 1 KiB bodies cut 64 B fan-out into tiny writes.
+//! * **Small deliveries to connections of the same thread** need no queue:
+//!   a handler running on the loop's thread can append them, encoded, to a
+//!   per-connection buffer the loop owns, and the loop hands each batch to
+//!   the flusher with [`Flusher::push_encoded`] (one copy per batch, the
+//!   frames still counted). Keep the order: append only while the
+//!   connection's queue is empty, and move the batch into the flusher
+//!   before draining the queue and before any later reply. The demo does
+//!   this for bodies up to 256 B: 441 to about 290 server instructions per
+//!   64 B delivery under callgrind, fan-out 64 B 1.53x to 1.96x the tokio
+//!   peer (16 subscribers).
 //!
 //! # What this gives, in syscalls
 //!

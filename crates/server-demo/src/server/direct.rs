@@ -24,6 +24,7 @@
 //! IO threads take the send queue, as before.
 
 use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::io::on_io_thread;
 
@@ -68,6 +69,10 @@ struct Buffer {
 /// only while in use: an idle connection pays one pointer for it.
 pub(crate) struct Staging {
     cell: UnsafeCell<Option<Box<Buffer>>>,
+    /// Something is staged. Written only by the owner (with the buffer);
+    /// any thread may read it, and the hot paths (every echo, every pump)
+    /// read it before asking which thread they are on.
+    nonempty: AtomicBool,
 }
 
 // SAFETY: `cell` is only reached through `with`, which first checks that
@@ -83,6 +88,7 @@ impl Staging {
     pub(crate) fn new() -> Staging {
         Staging {
             cell: UnsafeCell::new(None),
+            nonempty: AtomicBool::new(false),
         }
     }
 
@@ -116,21 +122,26 @@ impl Staging {
             b.bytes.extend_from_slice(header);
             b.bytes.extend_from_slice(body);
             b.frames += 1;
+            if first {
+                self.nonempty.store(true, Ordering::Relaxed);
+            }
             Staged::Yes { first }
         })
         .unwrap_or(Staged::Later)
     }
 
-    /// Staged bytes (0 off the owner thread, which never stages).
-    pub(crate) fn len(&self, owner: usize) -> usize {
-        self.with(owner, |slot| slot.as_ref().map_or(0, |b| b.bytes.len()))
-            .unwrap_or(0)
+    /// Nothing staged.
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.nonempty.load(Ordering::Relaxed)
     }
 
     /// Hands the staged bytes and their frame count to `f` (which copies
     /// them out) and empties the buffer, keeping its storage for the next
     /// turn. Owner thread only; elsewhere `f` is not called.
     pub(crate) fn drain(&self, owner: usize, f: impl FnOnce(&[u8], u64)) {
+        if self.is_empty() {
+            return;
+        }
         self.with(owner, |slot| {
             let Some(b) = slot else {
                 return;
@@ -140,12 +151,16 @@ impl Staging {
             }
             b.bytes.clear();
             b.frames = 0;
+            self.nonempty.store(false, Ordering::Relaxed);
         });
     }
 
     /// Drops the staged bytes and the buffer (the session closed or went
     /// idle). Owner thread only.
     pub(crate) fn discard(&self, owner: usize) {
-        self.with(owner, |slot| *slot = None);
+        self.with(owner, |slot| {
+            *slot = None;
+            self.nonempty.store(false, Ordering::Relaxed);
+        });
     }
 }

@@ -301,7 +301,7 @@ impl Session {
     /// Nothing received and not decoded, nothing to write or queued.
     fn is_quiet(&self) -> bool {
         self.shared.queue.queued_bytes() == 0
-            && self.shared.staged.len(self.shared.io.uid()) == 0
+            && self.shared.staged.is_empty()
             && self
                 .io
                 .as_ref()
@@ -591,36 +591,40 @@ impl IoThread {
         true
     }
 
-    fn add_session(&mut self, mut stream: Stream) {
+    /// A new connection's id and shared half (its send queue, notifying
+    /// this thread), once its stream is registered with the poller;
+    /// `None` if it could not be (the stream is dropped). Counted as
+    /// opened and live. Demo sessions and ZMTP connections both start here.
+    pub(super) fn open_session(&mut self, stream: &mut Stream) -> Option<Arc<SessionShared>> {
         let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
-        if !self.attach(&mut stream, id) {
-            return;
+        if !self.attach(stream, id) {
+            return None;
         }
         let cfg = &self.shared.cfg;
-        let queue = SessionQueue::new(
-            cfg.queue,
-            cfg.send_queue_bytes,
-            SessionNotify {
-                id,
-                io: self.me().clone(),
-            },
-        );
-        let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
-        self.sessions.insert(
+        let notify = SessionNotify {
             id,
-            Box::new(Session {
-                stream,
-                shared,
-                io: None,
-                want_read: true,
-                read_closed: false,
-            }),
-        );
-        self.shared
-            .counters
-            .sessions_opened
-            .fetch_add(1, Ordering::Relaxed);
+            io: self.me().clone(),
+        };
+        let queue = SessionQueue::new(cfg.queue, cfg.send_queue_bytes, notify);
+        let c = &self.shared.counters;
+        c.sessions_opened.fetch_add(1, Ordering::Relaxed);
         self.shared.live_sessions.fetch_add(1, Ordering::Relaxed);
+        Some(Arc::new(SessionShared::new(id, queue, self.me().clone())))
+    }
+
+    fn add_session(&mut self, mut stream: Stream) {
+        let Some(shared) = self.open_session(&mut stream) else {
+            return;
+        };
+        let id = shared.id;
+        let session = Session {
+            stream,
+            shared,
+            io: None,
+            want_read: true,
+            read_closed: false,
+        };
+        self.sessions.insert(id, Box::new(session));
         self.process(id);
     }
 

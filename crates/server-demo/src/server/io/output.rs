@@ -25,10 +25,7 @@ pub(super) fn pump_output(
     shared: &Shared,
     spare: &mut Vec<u8>,
 ) -> Result<(), netbuf::FlushError> {
-    if s.io.is_none()
-        && s.shared.queue.queued_bytes() == 0
-        && s.shared.staged.len(s.shared.io.uid()) == 0
-    {
+    if s.io.is_none() && s.shared.queue.queued_bytes() == 0 && s.shared.staged.is_empty() {
         // Parked with nothing to send: stays parked.
         return Ok(());
     }

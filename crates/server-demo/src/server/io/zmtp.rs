@@ -9,8 +9,7 @@ use mio::net::{TcpListener, UnixListener};
 use mio::{Interest, Registry, Token};
 
 use super::{IoThread, Stream};
-use crate::server::queue::SessionQueue;
-use crate::server::session::{SessionNotify, SessionShared};
+
 use crate::sync::LockExt;
 use crate::zmtp::EndpointAddr;
 use crate::zmtp::conn::{ZmtpClose, ZmtpConn};
@@ -110,28 +109,13 @@ impl IoThread {
     }
 
     pub(super) fn add_zmtp(&mut self, mut stream: Stream, ep: Arc<Endpoint>) {
-        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
-        if !self.attach(&mut stream, id) {
+        let Some(shared) = self.open_session(&mut stream) else {
             return;
-        }
-        let cfg = &self.shared.cfg;
-        let queue = SessionQueue::new(
-            cfg.queue,
-            cfg.send_queue_bytes,
-            SessionNotify {
-                id,
-                io: self.me().clone(),
-            },
-        );
-        let shared = Arc::new(SessionShared::new(id, queue, self.me().clone()));
+        };
+        let id = shared.id;
         ep.stats.sessions_opened.fetch_add(1, Ordering::Relaxed);
         let conn = ZmtpConn::new(stream, shared, ep, &self.shared);
         self.zmtp.insert(id, Box::new(conn));
-        self.shared
-            .counters
-            .sessions_opened
-            .fetch_add(1, Ordering::Relaxed);
-        self.shared.live_sessions.fetch_add(1, Ordering::Relaxed);
         self.process_zmtp(id);
     }
 

@@ -164,3 +164,69 @@ impl Staging {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::io::{enter_io_thread, next_io_uid};
+
+    #[test]
+    fn only_the_owner_thread_stages_and_drains() {
+        let owner = next_io_uid();
+        let staging = Staging::new();
+        // Not (yet) on the owner thread: nothing is staged or drained.
+        assert_eq!(staging.stage(owner, b"h", b"body"), Staged::Later);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter_io_thread(owner);
+                assert_eq!(
+                    staging.stage(owner, b"h1", b"a"),
+                    Staged::Yes { first: true }
+                );
+                assert_eq!(
+                    staging.stage(owner, b"h2", b"bc"),
+                    Staged::Yes { first: false }
+                );
+                assert!(!staging.is_empty());
+                // Another thread sees it staged but cannot take it.
+                std::thread::scope(|s| {
+                    s.spawn(|| {
+                        assert!(!staging.is_empty());
+                        staging.drain(owner, |_, _| panic!("drained off the owner thread"));
+                    });
+                });
+                let mut got = (Vec::new(), 0);
+                staging.drain(owner, |b, n| got = (b.to_vec(), n));
+                assert_eq!(got, (b"h1ah2bc".to_vec(), 2));
+                assert!(staging.is_empty());
+                staging.drain(owner, |_, _| panic!("nothing was staged"));
+            });
+        });
+    }
+
+    #[test]
+    fn a_full_buffer_sends_the_rest_through_the_queue() {
+        let owner = next_io_uid();
+        let staging = Staging::new();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                enter_io_thread(owner);
+                let body = [7u8; 1000];
+                let mut staged = 0;
+                while let Staged::Yes { .. } = staging.stage(owner, &[0; 8], &body) {
+                    staged += 1;
+                }
+                assert_eq!(staged, STAGING_MAX / 1008);
+                staging.drain(owner, |b, n| {
+                    assert_eq!((b.len(), n), (staged * 1008, staged as u64))
+                });
+                assert_eq!(
+                    staging.stage(owner, &[0; 8], &body),
+                    Staged::Yes { first: true }
+                );
+                staging.discard(owner);
+                assert!(staging.is_empty());
+            });
+        });
+    }
+}

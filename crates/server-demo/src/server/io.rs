@@ -106,10 +106,21 @@ pub(crate) fn on_io_thread(uid: usize) -> bool {
     CURRENT_IO.with(|c| c.get()) == uid
 }
 
+/// Marks this thread as the IO thread with `uid` (once, when it starts;
+/// tests use it to act as one).
+pub(crate) fn enter_io_thread(uid: usize) {
+    CURRENT_IO.with(|c| c.set(uid));
+}
+
+/// A fresh process-wide IO thread id.
+pub(crate) fn next_io_uid() -> usize {
+    NEXT_IO_UID.fetch_add(1, Ordering::Relaxed)
+}
+
 impl IoShared {
     pub(crate) fn new(waker: Waker) -> Self {
         IoShared {
-            uid: NEXT_IO_UID.fetch_add(1, Ordering::Relaxed),
+            uid: next_io_uid(),
             waker,
             ready: Mutex::new(Vec::new()),
             incoming: Mutex::new(Vec::new()),
@@ -414,7 +425,7 @@ impl IoThread {
     }
 
     pub(crate) fn run(mut self) {
-        CURRENT_IO.with(|c| c.set(self.me().uid));
+        enter_io_thread(self.me().uid);
         let meter: Arc<ThreadMeter> = self.shared.meter();
         let (mut seen_epoch, mut spins) = (0u64, 0u32);
         let mut events = Events::with_capacity(1024);

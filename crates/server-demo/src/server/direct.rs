@@ -5,23 +5,29 @@
 //! Why: with handlers inline, a publish to a room whose subscribers share
 //! the publisher's IO thread paid, per subscriber, a `SendQueue` push (its
 //! CAS and byte accounting), a reference-count increment and decrement on
-//! the shared body, a drain and the flusher's copy: 441 instructions per
-//! 64 B delivery under callgrind (fan-out to 16 subscribers), against 125
-//! for a lean mio server that appends each delivery to the subscriber's
-//! buffer. Staging is that append: the frame is copied once (the copy the
-//! flusher made anyway for a small body), and the IO thread moves a
-//! session's staged bytes into its flusher with one copy per turn.
+//! the shared body, a drain and the flusher's copy: 392 instructions per
+//! 64 B delivery besides `memcpy` under callgrind (fan-out to 16
+//! subscribers; 367 to 256), where a lean mio server that appends each
+//! delivery to the subscriber's buffer spends 125 in all. Staging is that
+//! append: 235 (x16) and 114 (x256) besides `memcpy`. The frame is copied
+//! into the staging buffer, and the IO thread copies a session's whole
+//! batch into its flusher once per turn.
 //!
 //! Order: a session's staged frames go out before anything still in its
 //! send queue, so a delivery is staged only while the queue is empty (a
 //! frame queued earlier must leave first). Publishes to one room hold the
-//! room's lock, so a concurrent publisher either queued before the check
-//! (the queue is not empty: this delivery queues too) or runs after it.
+//! room's lock, so a concurrent publisher to that room either queued before
+//! the check (the queue is not empty: this delivery queues too) or runs
+//! after it; across rooms no order is promised. The session's own replies
+//! come from handlers on this same thread: the inline echo path takes the
+//! staged frames into the flusher before it writes a reply there
+//! (`output::take_staged`), and a reply that takes the queue goes after
+//! them anyway.
 //!
 //! Only the session's own IO thread touches the staging buffer: a
-//! handler on it stages (checked with the thread's IO index), and the same
-//! thread drains it in `pump_output`. Handlers on logic threads or other
-//! IO threads take the send queue, as before.
+//! handler on it stages (checked with the thread's process-wide IO id),
+//! and the same thread drains it in `pump_output`. Handlers on logic
+//! threads or other IO threads take the send queue, as before.
 
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, Ordering};

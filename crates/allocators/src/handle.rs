@@ -43,6 +43,15 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
     NonNull::slice_from_raw_parts(ptr, 0)
 }
 
+/// The block of `size` bytes at `p` that `A` returned, or `AllocError` if
+/// it returned null.
+#[inline]
+fn block(p: *mut u8, size: usize) -> Result<NonNull<[u8]>, AllocError> {
+    NonNull::new(p)
+        .map(|p| NonNull::slice_from_raw_parts(p, size))
+        .ok_or(AllocError)
+}
+
 // SAFETY: memory returned by `allocate` comes from `A::alloc` with the same
 // layout and stays valid until `deallocate` hands it back to `A::dealloc`
 // with that layout; zero-sized blocks never touch `A`. Copies of the handle
@@ -50,26 +59,12 @@ fn dangling(layout: Layout) -> NonNull<[u8]> {
 unsafe impl<A: GlobalAlloc> Allocator for GlobalHandle<A> {
     #[inline]
     fn allocate(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
-        }
-        // SAFETY: `layout` has a non-zero size, checked above.
-        let p = unsafe { self.0.alloc(layout) };
-        NonNull::new(p)
-            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-            .ok_or(AllocError)
+        self.allocate_with(layout, false)
     }
 
     #[inline]
     fn allocate_zeroed(&self, layout: Layout) -> Result<NonNull<[u8]>, AllocError> {
-        if layout.size() == 0 {
-            return Ok(dangling(layout));
-        }
-        // SAFETY: `layout` has a non-zero size, checked above.
-        let p = unsafe { self.0.alloc_zeroed(layout) };
-        NonNull::new(p)
-            .map(|p| NonNull::slice_from_raw_parts(p, layout.size()))
-            .ok_or(AllocError)
+        self.allocate_with(layout, true)
     }
 
     #[inline]
@@ -105,6 +100,24 @@ unsafe impl<A: GlobalAlloc> Allocator for GlobalHandle<A> {
 }
 
 impl<A: GlobalAlloc> GlobalHandle<A> {
+    /// `allocate` and (`zeroed`) `allocate_zeroed`: a dangling block for a
+    /// zero size, otherwise `A::alloc` or (`zeroed`) `A::alloc_zeroed`.
+    #[inline]
+    fn allocate_with(&self, layout: Layout, zeroed: bool) -> Result<NonNull<[u8]>, AllocError> {
+        if layout.size() == 0 {
+            return Ok(dangling(layout));
+        }
+        // SAFETY: `layout` has a non-zero size, checked above.
+        let p = unsafe {
+            if zeroed {
+                self.0.alloc_zeroed(layout)
+            } else {
+                self.0.alloc(layout)
+            }
+        };
+        block(p, layout.size())
+    }
+
     /// `realloc` when it is allowed (same alignment, both sizes non-zero),
     /// otherwise allocate + copy + free.
     ///
@@ -123,9 +136,7 @@ impl<A: GlobalAlloc> GlobalHandle<A> {
             // `Layout` with the same alignment, does not overflow `isize`
             // when rounded up to it.
             let p = unsafe { self.0.realloc(ptr.as_ptr(), old, new.size()) };
-            return NonNull::new(p)
-                .map(|p| NonNull::slice_from_raw_parts(p, new.size()))
-                .ok_or(AllocError);
+            return block(p, new.size());
         }
         let fresh = self.allocate(new)?;
         let n = old.size().min(new.size());
@@ -155,6 +166,30 @@ mod tests {
         assert_eq!(&v[..], &[0, 1, 2]);
         let z: Vec<(), _> = Vec::with_capacity_in(10, selected_handle());
         assert_eq!(z.len(), 0);
+    }
+
+    #[test]
+    fn zeroed_and_zero_sized_blocks() {
+        let h = GlobalHandle(std::alloc::System);
+        let layout = Layout::from_size_align(64, 16).unwrap();
+        let p = h.allocate_zeroed(layout).unwrap();
+        assert_eq!(p.len(), 64);
+        // SAFETY: `p` is a live, zeroed block of 64 bytes, freed with its
+        // own layout.
+        unsafe {
+            assert!(p.as_ref().iter().all(|&b| b == 0));
+            h.deallocate(p.cast(), layout);
+        }
+        let empty = Layout::from_size_align(0, 32).unwrap();
+        for z in [
+            h.allocate(empty).unwrap(),
+            h.allocate_zeroed(empty).unwrap(),
+        ] {
+            assert_eq!((z.len(), z.cast::<u8>().as_ptr() as usize), (0, 32));
+            // SAFETY: allocated by `h` with `empty` (zero-sized: `System`
+            // never sees it).
+            unsafe { h.deallocate(z.cast(), empty) };
+        }
     }
 
     #[test]

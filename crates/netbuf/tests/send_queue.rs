@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 
-use netbuf::test_util::{Tagged, quiet_pool};
+use netbuf::test_util::{self, Tagged, quiet_pool};
 use netbuf::{
     BatchError, CondvarNotify, Drained, FnNotify, MessagePool, Outgoing, PushError, QueueItem,
     SendQueue,
@@ -31,17 +31,7 @@ fn counting_notify() -> (
 /// Checks that `got` holds every (producer, seq) exactly once and that each
 /// producer's items appear in increasing order.
 fn check_exactly_once_in_order(got: &[Tagged], producers: usize, per: usize) {
-    assert_eq!(got.len(), producers * per);
-    let mut next = vec![0usize; producers];
-    for t in got {
-        assert_eq!(
-            t.seq, next[t.producer],
-            "producer {} out of order",
-            t.producer
-        );
-        next[t.producer] += 1;
-    }
-    assert!(next.iter().all(|&n| n == per));
+    test_util::check_exactly_once_in_order(got.iter().map(|t| (t.producer, t.seq)), producers, per);
 }
 
 fn run_mpsc(producers: usize, per: usize, batch: usize) {

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use futures::executor::block_on;
+use netbuf::test_util::check_exactly_once_in_order;
 use netbuf::{CondvarNotify, Drained, PushError, QueueItem, SendQueue, WakerNotify};
 
 /// A test item: producer, sequence number, claimed size; counts its drops.
@@ -93,18 +94,9 @@ fn poll_once<F: Future + Unpin>(f: &mut F, waker: &Waker) -> Poll<F::Output> {
     std::pin::Pin::new(f).poll(&mut Context::from_waker(waker))
 }
 
-/// Checks that each producer's items came out in order and all of them did.
+/// Checks that each producer's items came out once, in order, and all of them did.
 fn check_in_order(got: &[Item], producers: usize, per: usize) {
-    assert_eq!(got.len(), producers * per);
-    let mut next = vec![0; producers];
-    for it in got {
-        assert_eq!(
-            it.seq, next[it.producer],
-            "producer {} out of order",
-            it.producer
-        );
-        next[it.producer] += 1;
-    }
+    check_exactly_once_in_order(got.iter().map(|i| (i.producer, i.seq)), producers, per);
 }
 
 #[test]

@@ -26,6 +26,11 @@ fn queue() -> SendQueue<Tagged> {
     SendQueue::builder().entry_overhead(0).build()
 }
 
+/// A queue (no entry overhead) that holds at most `limit` bytes.
+fn limited_queue(limit: usize) -> SendQueue<Tagged> {
+    SendQueue::builder().limit(limit).entry_overhead(0).build()
+}
+
 /// Slots per block (63), as the queue documents it.
 const BLOCK_CAP: usize = 63;
 
@@ -117,15 +122,8 @@ fn release_refuses_when_not_empty() {
 
 #[test]
 fn a_refused_push_installs_no_block() {
-    let q = SendQueue::builder()
-        .limit(10)
-        .entry_overhead(0)
-        .build::<Tagged>();
-    let big = Tagged {
-        producer: 0,
-        seq: 0,
-        size: 11,
-    };
+    let q = limited_queue(10);
+    let big = Tagged::new(0, 0, 11);
     let mut batch = vec![big];
     let before = allocators::thread_stats();
     assert!(matches!(q.try_push(big), Err(PushError::Full { .. })));
@@ -213,15 +211,8 @@ impl Wake for CountWake {
 /// of blocks come between, and its retry installs a new block.
 #[test]
 fn waiting_producer_is_woken_across_a_release() {
-    let q = SendQueue::builder()
-        .limit(4)
-        .entry_overhead(0)
-        .build::<Tagged>();
-    let big = |seq| Tagged {
-        producer: 0,
-        seq,
-        size: 4,
-    };
+    let q = limited_queue(4);
+    let big = |seq| Tagged::new(0, seq, 4);
     q.try_push(big(0)).unwrap();
     let w = Arc::new(CountWake(AtomicUsize::new(0)));
     let waker = Waker::from(w.clone());
@@ -245,12 +236,7 @@ fn concurrent_producers_with_a_releasing_consumer() {
     const PRODUCERS: usize = 4;
     const PER: usize = 50_000;
     // Small enough that producers find it full and wait.
-    let q = Arc::new(
-        SendQueue::builder()
-            .limit(300)
-            .entry_overhead(0)
-            .build::<Tagged>(),
-    );
+    let q = Arc::new(limited_queue(300));
     let mut handles = Vec::new();
     for p in 0..PRODUCERS {
         let q = q.clone();
@@ -344,11 +330,8 @@ fn concurrent_producers_with_a_releasing_consumer() {
 #[test]
 fn close_after_release() {
     let drops = Arc::new(AtomicUsize::new(0));
-    let q = SendQueue::builder().entry_overhead(0).build::<Counted>();
-    q.try_push(counted(&drops)).unwrap();
+    let q = released_queue(&drops);
     let mut out = Vec::new();
-    q.drain_into(&mut out, usize::MAX);
-    assert!(q.release_idle_blocks() > 0);
     // Closing a queue without a block.
     q.shutdown();
     let d = q.drain_into(&mut out, usize::MAX);
@@ -366,10 +349,7 @@ fn close_after_release() {
     assert_eq!(drops.load(Ordering::SeqCst), 2);
 
     // Released, then pushed to (a new block), then closed: dropped.
-    let q = SendQueue::builder().entry_overhead(0).build::<Counted>();
-    q.try_push(counted(&drops)).unwrap();
-    q.drain_into(&mut Vec::new(), usize::MAX);
-    assert!(q.release_idle_blocks() > 0);
+    let q = released_queue(&drops);
     for _ in 0..BLOCK_CAP + 2 {
         q.try_push(counted(&drops)).unwrap();
     }
@@ -385,30 +365,19 @@ fn close_after_release() {
 fn drop_after_release() {
     let drops = Arc::new(AtomicUsize::new(0));
     let before = allocators::thread_stats();
-    {
-        // Released, then dropped.
-        let q = SendQueue::builder().entry_overhead(0).build::<Counted>();
-        q.try_push(counted(&drops)).unwrap();
-        q.drain_into(&mut Vec::new(), usize::MAX);
-        assert!(q.release_idle_blocks() > 0);
-    }
+    // Released, then dropped.
+    drop(released_queue(&drops));
     {
         // Released, then pushed to across blocks and dropped undrained:
         // `Drop` starts from the block installed after the release.
-        let q = SendQueue::builder().entry_overhead(0).build::<Counted>();
-        q.try_push(counted(&drops)).unwrap();
-        q.drain_into(&mut Vec::new(), usize::MAX);
-        assert!(q.release_idle_blocks() > 0);
+        let q = released_queue(&drops);
         for _ in 0..2 * BLOCK_CAP + 3 {
             q.try_push(counted(&drops)).unwrap();
         }
     }
     {
         // The same, with the consumer in the new blocks when dropped.
-        let q = SendQueue::builder().entry_overhead(0).build::<Counted>();
-        q.try_push(counted(&drops)).unwrap();
-        q.drain_into(&mut Vec::new(), usize::MAX);
-        assert!(q.release_idle_blocks() > 0);
+        let q = released_queue(&drops);
         for _ in 0..2 * BLOCK_CAP + 3 {
             q.try_push(counted(&drops)).unwrap();
         }
@@ -438,4 +407,14 @@ impl Drop for Counted {
 
 fn counted(drops: &Arc<AtomicUsize>) -> Counted {
     Counted(drops.clone())
+}
+
+/// A queue (no entry overhead) with one item pushed, drained (and
+/// dropped) and its block released.
+fn released_queue(drops: &Arc<AtomicUsize>) -> SendQueue<Counted> {
+    let q = SendQueue::builder().entry_overhead(0).build();
+    q.try_push(counted(drops)).unwrap();
+    q.drain_into(&mut Vec::new(), usize::MAX);
+    assert!(q.release_idle_blocks() > 0);
+    q
 }

@@ -26,8 +26,7 @@ fn body(len: usize, seed: u8) -> Vec<u8> {
 #[test]
 fn router_echoes_dealer_req_and_router_peers() {
     let t = TestServer::start(StrategyArgs::default());
-    let mut d = t.connect(EndpointKind::Router);
-    d.handshake("DEALER");
+    let mut d = t.dealer();
     // Our READY carries Socket-Type ROUTER and an (empty) Identity.
     assert!(d.server_ready.windows(6).any(|w| w == b"ROUTER"));
     assert!(d.server_ready.windows(8).any(|w| w == b"Identity"));
@@ -45,19 +44,14 @@ fn router_echoes_dealer_req_and_router_peers() {
     ro.send_message(&[b"a", b"b"]);
     assert_eq!(ro.read_message(), vec![b"a".to_vec(), b"b".to_vec()]);
     drop((d, r, ro));
-    let stats = t.finish();
-    let router = stats
-        .iter()
-        .find(|r| r.kind == EndpointKind::Router)
-        .unwrap();
+    let router = t.finish_report(EndpointKind::Router);
     assert_eq!((router.messages_in, router.messages_out), (3, 3));
 }
 
 #[test]
 fn multipart_with_empty_parts_and_size_boundaries() {
     let t = TestServer::start(big_cfg());
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     let empties: [&[u8]; 5] = [b"", b"x", b"", b"", b"end"];
     c.send_message(&empties);
     assert_eq!(
@@ -85,8 +79,7 @@ fn multipart_with_empty_parts_and_size_boundaries() {
 #[test]
 fn ping_gets_pong_with_its_context() {
     let t = TestServer::start(StrategyArgs::default());
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     let mut ping = 50u16.to_be_bytes().to_vec();
     ping.extend_from_slice(b"ctx-123");
     c.send_command("PING", &ping);
@@ -108,6 +101,16 @@ fn ping_gets_pong_with_its_context() {
     t.finish();
 }
 
+/// Greets as ZMTP 3.1 and sends READY as a PAIR, without waiting for the
+/// server's READY (or ERROR).
+fn greet_as_pair(c: &mut Client) {
+    c.greet(1);
+    c.send(&zmtp_client::frame(
+        zmtp_client::COMMAND,
+        &zmtp_client::ready("PAIR", None),
+    ));
+}
+
 #[test]
 fn pair_echoes_one_peer_at_a_time() {
     let t = TestServer::start(StrategyArgs::default());
@@ -116,11 +119,7 @@ fn pair_echoes_one_peer_at_a_time() {
     a.send_message(&[b"p1", b"p2"]);
     assert_eq!(a.read_message(), vec![b"p1".to_vec(), b"p2".to_vec()]);
     let mut b = t.connect(EndpointKind::Pair);
-    b.greet(1);
-    b.send(&zmtp_client::frame(
-        zmtp_client::COMMAND,
-        &zmtp_client::ready("PAIR", None),
-    ));
+    greet_as_pair(&mut b);
     let reason = b.error_then_close().expect("ERROR for a second PAIR peer");
     assert!(reason.contains("PAIR"), "{reason}");
     // The first peer is unaffected; once it leaves, a new one is served.
@@ -129,11 +128,7 @@ fn pair_echoes_one_peer_at_a_time() {
     drop(a);
     eventually("the PAIR slot is free", || {
         let mut c = t.connect(EndpointKind::Pair);
-        c.greet(1);
-        c.send(&zmtp_client::frame(
-            zmtp_client::COMMAND,
-            &zmtp_client::ready("PAIR", None),
-        ));
+        greet_as_pair(&mut c);
         let Ok(Some(f)) = c.read_frame() else {
             return false;
         };
@@ -186,8 +181,7 @@ fn large_parts_take_the_gather_path() {
         ..big_cfg()
     };
     let t = TestServer::start(cfg);
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     let b = body(256 << 10, 3);
     for _ in 0..8 {
         c.send_message(&[b"small", &b, b"small"]);
@@ -195,11 +189,7 @@ fn large_parts_take_the_gather_path() {
         assert!(got[1] == b);
     }
     drop(c);
-    let stats = t.finish();
-    let r = stats
-        .iter()
-        .find(|r| r.kind == EndpointKind::Router)
-        .unwrap();
+    let r = t.finish_report(EndpointKind::Router);
     assert_eq!(r.large_path_ratio(), Some(1.0), "{r}");
     assert!(r.copies_per_byte() < 0.01, "{r}");
     assert!(r.large_bytes >= 8 * (256 << 10), "{r}");
@@ -209,16 +199,11 @@ fn large_parts_take_the_gather_path() {
         send: SendMode::Linear,
         ..big_cfg()
     });
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     c.send_message(&[&b]);
     assert!(c.read_message()[0] == b);
     drop(c);
-    let stats = t.finish();
-    let r = stats
-        .iter()
-        .find(|r| r.kind == EndpointKind::Router)
-        .unwrap();
+    let r = t.finish_report(EndpointKind::Router);
     assert_eq!(r.large_path_ratio(), Some(0.0), "{r}");
     assert!(r.copies_per_byte() > 0.99, "{r}");
 }
@@ -231,8 +216,7 @@ fn large_parts_take_the_gather_path() {
 #[test]
 fn large_parts_are_received_without_a_copy() {
     let t = TestServer::start(big_cfg());
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     let b = body(256 << 10, 5);
     for _ in 0..16 {
         c.send_message(&[b"small", &b]);
@@ -240,11 +224,7 @@ fn large_parts_are_received_without_a_copy() {
         assert!(got[0] == b"small" && got[1] == b);
     }
     drop(c);
-    let stats = t.finish();
-    let r = stats
-        .iter()
-        .find(|r| r.kind == EndpointKind::Router)
-        .unwrap();
+    let r = t.finish_report(EndpointKind::Router);
     assert!(r.direct_parts >= 15, "{r}");
     let later = r.recv_bytes_copied.saturating_sub(256 << 10);
     assert!(
@@ -271,8 +251,7 @@ fn echo_under_every_recv_and_queue_mode() {
                 ..big_cfg()
             });
             for _ in 0..2 {
-                let mut c = t.connect(EndpointKind::Router);
-                c.handshake("DEALER");
+                let mut c = t.dealer();
                 for len in [0usize, 256, 5000, 70_000] {
                     let b = body(len, 1);
                     c.send_message(&[&b, b"x"]);
@@ -321,10 +300,6 @@ fn pipelining_dealers_get_their_own_replies_in_order() {
     for j in joins {
         j.join().unwrap();
     }
-    let stats = t.finish();
-    let r = stats
-        .iter()
-        .find(|r| r.kind == EndpointKind::Router)
-        .unwrap();
+    let r = t.finish_report(EndpointKind::Router);
     assert_eq!(r.messages_out, 2 * u64::from(N), "{r}");
 }

@@ -14,8 +14,7 @@ use zmtp_client::{COMMAND, Client, TestServer, frame, greeting, ready};
 
 /// A healthy DEALER that checks the server still echoes.
 fn still_serving(t: &TestServer) {
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     c.send_message(&[b"ok?"]);
     assert_eq!(c.read_message(), vec![b"ok?".to_vec()]);
 }
@@ -65,11 +64,7 @@ fn versions_below_3_are_closed_without_error() {
     c.send(&g[..10]);
     assert_eq!(c.read_to_end().len(), 64);
     still_serving(&t);
-    let stats = t.finish();
-    let r = stats
-        .iter()
-        .find(|r| r.kind == EndpointKind::Router)
-        .unwrap();
+    let r = t.finish_report(EndpointKind::Router);
     assert_eq!(r.sessions_rejected, 5, "{r}");
 }
 
@@ -128,8 +123,7 @@ fn reserved_flags_oversize_and_garbage() {
         ..StrategyArgs::default()
     });
     for flags in [0x08u8, 0x10, 0x80, 0x05] {
-        let mut c = t.connect(EndpointKind::Router);
-        c.handshake("DEALER");
+        let mut c = t.dealer();
         c.send(&[flags, 1, b'x']);
         let reason = c.error_then_close().expect("ERROR");
         assert!(
@@ -141,8 +135,7 @@ fn reserved_flags_oversize_and_garbage() {
     // size field alone (an allocation attempt would abort the process).
     let before = t.server().pool().stats();
     for size in [1001u64, 1 << 40, u64::MAX] {
-        let mut c = t.connect(EndpointKind::Router);
-        c.handshake("DEALER");
+        let mut c = t.dealer();
         let mut h = vec![0x02];
         h.extend_from_slice(&size.to_be_bytes());
         c.send(&h);
@@ -155,8 +148,7 @@ fn reserved_flags_oversize_and_garbage() {
         "no large allocation for refused frames: {before:?} -> {after:?}"
     );
     // Garbage after a good handshake, and garbage instead of a greeting.
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     c.send(b"\xff\xff\xff\xff garbage");
     assert!(c.error_then_close().is_some());
     let mut c = t.connect(EndpointKind::Router);
@@ -164,14 +156,12 @@ fn reserved_flags_oversize_and_garbage() {
     assert_eq!(c.read_to_end().len(), 64);
     // Malformed commands.
     for body in [&b""[..], b"\x09SUB", b"\x04PING\x00", b"\x05ERROR"] {
-        let mut c = t.connect(EndpointKind::Router);
-        c.handshake("DEALER");
+        let mut c = t.dealer();
         c.send(&frame(COMMAND, body));
         assert!(c.error_then_close().is_some(), "{body:?}");
     }
     // A peer that vanishes mid-frame.
-    let mut c = t.connect(EndpointKind::Router);
-    c.handshake("DEALER");
+    let mut c = t.dealer();
     c.send(&[0x00, 100, 1, 2, 3]);
     drop(c);
     still_serving(&t);

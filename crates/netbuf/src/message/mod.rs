@@ -1,5 +1,49 @@
 //! [`Message`]: an owned, writable message from a [`MessagePool`](crate::MessagePool).
 
+/// The accessors [`Message`] and [`SharedMessage`] share, as items of an
+/// `impl` block: both are a handle (`hdr`) on one live block whose first
+/// `len` payload bytes are the message.
+macro_rules! block_accessors {
+    () => {
+        #[inline]
+        fn header(&self) -> &$crate::pool::header::Header {
+            // SAFETY: the block is alive while any handle on it exists.
+            unsafe { self.hdr.as_ref() }
+        }
+
+        /// Bytes in the message.
+        #[inline]
+        pub fn len(&self) -> usize {
+            self.len
+        }
+
+        /// Whether the message is empty.
+        #[inline]
+        pub fn is_empty(&self) -> bool {
+            self.len == 0
+        }
+
+        /// Payload bytes of the block the message lives in: the class size
+        /// for a pooled message, the requested size for a heap one.
+        #[inline]
+        pub fn capacity(&self) -> usize {
+            self.header().capacity as usize
+        }
+
+        /// Whether the memory came from a pooled block (the block header's
+        /// origin tag).
+        #[inline]
+        pub fn is_pooled(&self) -> bool {
+            self.header().origin != $crate::pool::header::ORIGIN_HEAP
+        }
+
+        /// Where the memory came from.
+        pub fn origin(&self) -> $crate::message::Origin {
+            $crate::message::origin_of(self.hdr)
+        }
+    };
+}
+
 mod outgoing;
 pub(crate) mod shared;
 
@@ -79,47 +123,12 @@ impl Message {
         Message { hdr, len: 0 }
     }
 
-    #[inline]
-    fn header(&self) -> &Header {
-        // SAFETY: the block is alive while the message owns it.
-        unsafe { self.hdr.as_ref() }
-    }
-
-    /// Bytes written.
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether nothing was written.
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Payload capacity: the class size for pooled messages, the requested
-    /// size for heap ones.
-    #[inline]
-    pub fn capacity(&self) -> usize {
-        self.header().capacity as usize
-    }
+    block_accessors!();
 
     /// Capacity not yet written.
     #[inline]
     pub fn remaining_capacity(&self) -> usize {
         self.capacity() - self.len
-    }
-
-    /// Whether the memory came from a pooled block (the block header's
-    /// origin tag).
-    #[inline]
-    pub fn is_pooled(&self) -> bool {
-        self.header().origin != ORIGIN_HEAP
-    }
-
-    /// Where the memory came from.
-    pub fn origin(&self) -> Origin {
-        origin_of(self.hdr)
     }
 
     /// Appends `data`, or says how much room is left.

@@ -5,9 +5,9 @@ use core::fmt;
 use core::ops::Deref;
 use core::ptr::NonNull;
 
-use crate::message::{Message, Origin, origin_of};
+use crate::message::Message;
 use crate::pool;
-use crate::pool::header::{Header, ORIGIN_HEAP};
+use crate::pool::header::Header;
 use crate::sync::{Ordering, fence};
 
 /// An immutable message shared by reference count.
@@ -51,44 +51,11 @@ impl SharedMessage {
         SharedMessage { hdr, len }
     }
 
-    #[inline]
-    fn header(&self) -> &Header {
-        // SAFETY: alive while any owner exists.
-        unsafe { self.hdr.as_ref() }
-    }
-
-    /// Bytes in the message.
-    #[inline]
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the message is empty.
-    #[inline]
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Payload bytes of the block the message lives in (its pool class's
-    /// size, or the requested size for a heap message).
-    #[inline]
-    pub fn capacity(&self) -> usize {
-        self.header().capacity as usize
-    }
+    block_accessors!();
 
     /// Owners of this message right now (a snapshot under concurrency).
     pub fn ref_count(&self) -> usize {
         self.header().refs.load(Ordering::Relaxed)
-    }
-
-    /// Whether the memory came from a pooled block.
-    pub fn is_pooled(&self) -> bool {
-        self.header().origin != ORIGIN_HEAP
-    }
-
-    /// Where the memory came from.
-    pub fn origin(&self) -> Origin {
-        origin_of(self.hdr)
     }
 
     /// Whether two handles share one allocation.

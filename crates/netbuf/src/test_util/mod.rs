@@ -10,7 +10,8 @@
 //!   calls, a peer that lies about its counts.
 //! * [`Rng`]: SplitMix64, seeded.
 //! * [`quiet_pool`]: a pool builder that does not report leaks on drop.
-//! * [`Tagged`]: a [`QueueItem`] that says who pushed it and when.
+//! * [`Tagged`]: a [`QueueItem`] that says who pushed it and when, and
+//!   [`check_exactly_once_in_order`] for what a consumer received.
 //! * [`fuzz`]: the logic of the `cargo fuzz` targets in `fuzz/`, also run
 //!   by `tests/fuzz_harness.rs`.
 
@@ -73,4 +74,31 @@ impl QueueItem for Tagged {
     fn byte_size(&self) -> usize {
         self.size
     }
+}
+
+/// Panics unless `got`, the (producer, sequence number) of each item in the
+/// order a consumer received them, holds the `per` items of each of
+/// `producers` producers exactly once, each producer's in its own order
+/// (`0..per`).
+///
+/// ```
+/// use netbuf::test_util::{Tagged, check_exactly_once_in_order};
+///
+/// let got = [(1, 0), (0, 0), (1, 1), (0, 1)].map(|(p, s)| Tagged::new(p, s, 1));
+/// check_exactly_once_in_order(got.iter().map(|t| (t.producer, t.seq)), 2, 2);
+/// ```
+pub fn check_exactly_once_in_order(
+    got: impl IntoIterator<Item = (usize, usize)>,
+    producers: usize,
+    per: usize,
+) {
+    let mut next = vec![0usize; producers];
+    for (producer, seq) in got {
+        assert_eq!(seq, next[producer], "producer {producer} out of order");
+        next[producer] += 1;
+    }
+    assert!(
+        next.iter().all(|&n| n == per),
+        "items received per producer: {next:?}, {per} each expected"
+    );
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use server_demo::config::{Listen, StrategyArgs};
 use server_demo::server::Server;
 use server_demo::zmtp::client as zc;
-use server_demo::zmtp::{EndpointKind, EndpointSpec};
+use server_demo::zmtp::{EndpointKind, EndpointReport, EndpointSpec};
 
 pub use zc::{COMMAND, Frame, LONG, MORE, command, frame, greeting, ready};
 
@@ -141,11 +141,24 @@ impl TestServer {
         Client::tcp(self.addr(kind))
     }
 
+    /// A DEALER peer of the ROUTER endpoint, past the handshake.
+    pub fn dealer(&self) -> Client {
+        let mut c = self.connect(EndpointKind::Router);
+        c.handshake("DEALER");
+        c
+    }
+
     /// Shuts down and checks that nothing leaked.
-    pub fn finish(mut self) -> Vec<server_demo::zmtp::EndpointReport> {
+    pub fn finish(mut self) -> Vec<EndpointReport> {
         let (leaks, stats) = self.server.take().unwrap().shutdown_with_stats();
         assert!(leaks.is_clean(), "{leaks}");
         stats
+    }
+
+    /// [`finish`](Self::finish), then the report of the first endpoint of
+    /// `kind`.
+    pub fn finish_report(self, kind: EndpointKind) -> EndpointReport {
+        self.finish().into_iter().find(|r| r.kind == kind).unwrap()
     }
 }
 

@@ -26,29 +26,30 @@ pub trait QueueItem: Send {
     }
 }
 
-impl QueueItem for Message {
-    #[inline]
-    fn byte_size(&self) -> usize {
-        self.len()
-    }
-    #[inline]
-    fn pinned_bytes(&self) -> usize {
-        self.capacity() + HEADER_SIZE
-    }
+/// A pool's message, owned or shared, pins its whole block: the payload
+/// capacity and the header.
+macro_rules! pooled_message_item {
+    ($($(#[$doc:meta])* $ty:ty),+) => {$(
+        $(#[$doc])*
+        impl QueueItem for $ty {
+            #[inline]
+            fn byte_size(&self) -> usize {
+                self.len()
+            }
+            #[inline]
+            fn pinned_bytes(&self) -> usize {
+                self.capacity() + HEADER_SIZE
+            }
+        }
+    )+};
 }
 
-/// A shared message pins its whole block in each queue it is in (counted
-/// in full by each, though the queues share it: a bound, not a sum).
-impl QueueItem for SharedMessage {
-    #[inline]
-    fn byte_size(&self) -> usize {
-        self.len()
-    }
-    #[inline]
-    fn pinned_bytes(&self) -> usize {
-        self.capacity() + HEADER_SIZE
-    }
-}
+pooled_message_item!(
+    Message,
+    /// A shared message pins its whole block in each queue it is in (counted
+    /// in full by each, though the queues share it: a bound, not a sum).
+    SharedMessage
+);
 
 impl QueueItem for Outgoing {
     #[inline]

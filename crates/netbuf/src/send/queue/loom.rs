@@ -109,6 +109,38 @@ fn queue() -> SendQueue<Item> {
     SendQueue::builder().entry_overhead(0).build()
 }
 
+/// A queue with room for `limit` items (of one byte each).
+fn limited_queue(limit: usize) -> SendQueue<Item> {
+    SendQueue::builder().limit(limit).entry_overhead(0).build()
+}
+
+/// Starts one execution of a model: the quarantine, `q` behind a loom
+/// `Arc`, and the items' drop counter at zero.
+fn begin(q: SendQueue<Item>) -> (Arc<SendQueue<Item>>, StdArc<AtomicUsize>) {
+    quarantine::begin_execution();
+    (Arc::new(q), StdArc::new(AtomicUsize::new(0)))
+}
+
+/// Runs `f` on a new loom thread with its own handles on the queue and on
+/// the drop counter.
+fn spawn_with<R: Send + 'static>(
+    q: &Arc<SendQueue<Item>>,
+    drops: &StdArc<AtomicUsize>,
+    f: impl FnOnce(Arc<SendQueue<Item>>, StdArc<AtomicUsize>) -> R + Send + 'static,
+) -> thread::JoinHandle<R> {
+    let (q, drops) = (q.clone(), drops.clone());
+    thread::spawn(move || f(q, drops))
+}
+
+/// Drops the items taken and then the last handle on the queue (whose
+/// `Drop` drops what is left in it), and checks that `n` items were
+/// dropped in all: each exactly once.
+fn drop_all(got: Vec<Item>, q: Arc<SendQueue<Item>>, drops: &AtomicUsize, n: usize) {
+    drop(got);
+    drop(q);
+    assert_eq!(drops.load(Relaxed), n);
+}
+
 /// Block 1 is read to its end (and recycled as the spare) by a drain that
 /// races the producer reaching the end of block 2, which takes a block to
 /// link as block 3: the recycled block 1 if the consumer put it back first,
@@ -122,9 +154,7 @@ fn third_block_reuses_the_recycled_spare() {
     static FRESH: AtomicUsize = AtomicUsize::new(0);
     assert_eq!(BLOCK_CAP, 3);
     loom::model(|| {
-        quarantine::begin_execution();
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(queue());
+        let (q, drops) = begin(queue());
         let mut got = Vec::new();
         // Slots 0 and 1 of block 1, pushed and read: the consumer stays in
         // block 1.
@@ -133,16 +163,13 @@ fn third_block_reuses_the_recycled_spare() {
         }
         q.drain_into(&mut got, usize::MAX);
         let block1 = q.first_block_addr();
-        let producer = {
-            let (q, drops) = (q.clone(), drops.clone());
-            thread::spawn(move || {
-                // 2: block 1's last slot (links a new block 2); 3, 4: block
-                // 2; 5: block 2's last slot (links block 3).
-                for seq in 2..6 {
-                    q.try_push(item(0, seq, &drops)).unwrap();
-                }
-            })
-        };
+        let producer = spawn_with(&q, &drops, |q, drops| {
+            // 2: block 1's last slot (links a new block 2); 3, 4: block
+            // 2; 5: block 2's last slot (links block 3).
+            for seq in 2..6 {
+                q.try_push(item(0, seq, &drops)).unwrap();
+            }
+        });
         // Reading seq 2 recycles block 1 (`put_spare`), racing the
         // producer's `take_block` for block 3.
         q.drain_into(&mut got, usize::MAX);
@@ -163,9 +190,7 @@ fn third_block_reuses_the_recycled_spare() {
         assert_eq!((d.items, d.idle), (1, true));
         assert_eq!(seqs(&got), [0, 1, 2, 3, 4, 5, 6]);
         assert_eq!(q.queued_bytes(), 0);
-        drop(got);
-        drop(q);
-        assert_eq!(drops.load(Relaxed), 7);
+        drop_all(got, q, &drops, 7);
     });
     assert!(REUSED.load(Relaxed) > 0, "the spare was never reused");
     assert!(FRESH.load(Relaxed) > 0);
@@ -190,22 +215,17 @@ fn drop_walks_two_blocks() {
     static DROP_ON_PRODUCER: AtomicUsize = AtomicUsize::new(0);
     static DRAINED_A_PUSH: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        quarantine::begin_execution();
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(queue());
+        let (q, drops) = begin(queue());
         q.try_push(item(0, 0, &drops)).unwrap();
-        let producer = {
-            let (q, drops) = (q.clone(), drops.clone());
-            thread::spawn(move || {
-                for seq in 1..5 {
-                    q.try_push(item(0, seq, &drops)).unwrap();
-                }
-                if Arc::strong_count(&q) == 1 {
-                    DROP_ON_PRODUCER.fetch_add(1, Relaxed);
-                }
-                drop(q);
-            })
-        };
+        let producer = spawn_with(&q, &drops, |q, drops| {
+            for seq in 1..5 {
+                q.try_push(item(0, seq, &drops)).unwrap();
+            }
+            if Arc::strong_count(&q) == 1 {
+                DROP_ON_PRODUCER.fetch_add(1, Relaxed);
+            }
+            drop(q);
+        });
         // Takes seq 0, maybe seq 1: seq 2 (block 1) to seq 4 (block 2) at
         // least are left for `Drop`.
         let mut got = Vec::new();
@@ -240,34 +260,24 @@ fn panicking_drain_callback_releases_bytes() {
     static FIT: AtomicUsize = AtomicUsize::new(0);
     static REFUSED: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        quarantine::begin_execution();
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(
-            SendQueue::builder()
-                .limit(3)
-                .entry_overhead(0)
-                .build::<Item>(),
-        );
+        let (q, drops) = begin(limited_queue(3));
         for seq in 0..2 {
             q.try_push(item(0, seq, &drops)).unwrap();
         }
-        let producer = {
-            let (q, drops) = (q.clone(), drops.clone());
-            thread::spawn(move || {
-                // Slot 2 (links block 2): always fits (2 + 1 <= 3).
-                q.try_push(item(1, 0, &drops)).unwrap();
-                // Block 2's slot 0: fits once the panicking drain gave back
-                // its two bytes.
-                match q.try_push(item(1, 1, &drops)) {
-                    Ok(()) => true,
-                    Err(e) => {
-                        assert!(e.is_full());
-                        drop(e.into_inner());
-                        false
-                    }
+        let producer = spawn_with(&q, &drops, |q, drops| {
+            // Slot 2 (links block 2): always fits (2 + 1 <= 3).
+            q.try_push(item(1, 0, &drops)).unwrap();
+            // Block 2's slot 0: fits once the panicking drain gave back
+            // its two bytes.
+            match q.try_push(item(1, 1, &drops)) {
+                Ok(()) => true,
+                Err(e) => {
+                    assert!(e.is_full());
+                    drop(e.into_inner());
+                    false
                 }
-            })
-        };
+            }
+        });
         let mut handed = 0;
         let r = catch_unwind(AssertUnwindSafe(|| {
             q.drain_each(usize::MAX, |it| {
@@ -299,9 +309,7 @@ fn panicking_drain_callback_releases_bytes() {
         for seq in 2..5 {
             q.try_push(item(1, seq, &drops)).unwrap();
         }
-        drop(got);
-        drop(q);
-        assert_eq!(drops.load(Relaxed), 7);
+        drop_all(got, q, &drops, 7);
     });
     assert!(FIT.load(Relaxed) > 0, "the release never came first");
     assert!(REFUSED.load(Relaxed) > 0);
@@ -324,35 +332,25 @@ fn sink_style_wait_registers_or_retries() {
     static RETRIED: AtomicUsize = AtomicUsize::new(0);
     static DIRECT: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        quarantine::begin_execution();
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(
-            SendQueue::builder()
-                .limit(1)
-                .entry_overhead(0)
-                .build::<Item>(),
-        );
+        let (q, drops) = begin(limited_queue(1));
         q.try_push(item(0, 0, &drops)).unwrap();
-        let producer = {
-            let (q, drops) = (q.clone(), drops.clone());
-            thread::spawn(move || {
-                let mut pending = Some(item(1, 0, &drops));
-                let mut waited = false;
-                block_on(poll_fn(|cx| {
-                    let it = pending.take().unwrap();
-                    match q.try_push_or_wait(it, cx.waker()) {
-                        Ok(()) => Poll::Ready(()),
-                        Err(PushError::Full { item, .. }) => {
-                            waited = true;
-                            pending = Some(item);
-                            Poll::Pending
-                        }
-                        Err(e) => panic!("{e:?}"),
+        let producer = spawn_with(&q, &drops, |q, drops| {
+            let mut pending = Some(item(1, 0, &drops));
+            let mut waited = false;
+            block_on(poll_fn(|cx| {
+                let it = pending.take().unwrap();
+                match q.try_push_or_wait(it, cx.waker()) {
+                    Ok(()) => Poll::Ready(()),
+                    Err(PushError::Full { item, .. }) => {
+                        waited = true;
+                        pending = Some(item);
+                        Poll::Pending
                     }
-                }));
-                waited
-            })
-        };
+                    Err(e) => panic!("{e:?}"),
+                }
+            }));
+            waited
+        });
         let mut got = Vec::new();
         assert_eq!(q.drain_into(&mut got, usize::MAX).items, 1);
         let waited = producer.join().unwrap();
@@ -369,9 +367,7 @@ fn sink_style_wait_registers_or_retries() {
         q.drain_into(&mut got, usize::MAX);
         assert_eq!(seqs(&got), [0, 0]);
         assert_eq!(got[1].producer, 1);
-        drop(got);
-        drop(q);
-        assert_eq!(drops.load(Relaxed), 2);
+        drop_all(got, q, &drops, 2);
     });
     assert!(WAITED.load(Relaxed) > 0, "never waited");
     assert!(
@@ -391,27 +387,17 @@ fn cancelled_send_racing_release_deregisters() {
     static CANCELLED: AtomicUsize = AtomicUsize::new(0);
     static COMPLETED: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        quarantine::begin_execution();
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(
-            SendQueue::builder()
-                .limit(1)
-                .entry_overhead(0)
-                .build::<Item>(),
-        );
+        let (q, drops) = begin(limited_queue(1));
         q.try_push(item(0, 0, &drops)).unwrap();
-        let producer = {
-            let (q, drops) = (q.clone(), drops.clone());
-            thread::spawn(move || {
-                let mut send = q.send(item(1, 0, &drops));
-                let r = Pin::new(&mut send).poll(&mut Context::from_waker(Waker::noop()));
-                drop(send);
-                // Gone, whether the drop took it back or the release's wake
-                // took it first (this is the only producer).
-                assert_eq!(q.waiters.len(), 0);
-                r.map(|r| r.unwrap()).is_ready()
-            })
-        };
+        let producer = spawn_with(&q, &drops, |q, drops| {
+            let mut send = q.send(item(1, 0, &drops));
+            let r = Pin::new(&mut send).poll(&mut Context::from_waker(Waker::noop()));
+            drop(send);
+            // Gone, whether the drop took it back or the release's wake
+            // took it first (this is the only producer).
+            assert_eq!(q.waiters.len(), 0);
+            r.map(|r| r.unwrap()).is_ready()
+        });
         let mut got = Vec::new();
         assert_eq!(q.drain_into(&mut got, usize::MAX).items, 1);
         let completed = producer.join().unwrap();
@@ -435,9 +421,7 @@ fn cancelled_send_racing_release_deregisters() {
         drop(send);
         assert_eq!(q.queued_bytes(), 1);
         assert_eq!(q.waiters.len(), 0);
-        drop(got);
-        drop(q);
-        assert_eq!(drops.load(Relaxed), 3);
+        drop_all(got, q, &drops, 3);
     });
     assert!(CANCELLED.load(Relaxed) > 0);
     assert!(COMPLETED.load(Relaxed) > 0);
@@ -458,13 +442,11 @@ fn pushes_race_the_release_of_idle_blocks() {
     static RELEASED: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
     static DURING_A_PUSH: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        quarantine::begin_execution();
+        let (q, drops) = begin(queue());
         // The producer's push in progress (its seq), 0 if none. A `std`
         // atomic: the model's threads run on one OS thread, so it reads
         // what the interleaving did, without adding synchronisation.
         let in_push = StdArc::new(AtomicUsize::new(0));
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(queue());
         let mut got = Vec::new();
         // Block 1 (read, recycled as the spare), then seq 3 in block 2.
         for seq in 0..4 {
@@ -473,8 +455,8 @@ fn pushes_race_the_release_of_idle_blocks() {
         q.drain_into(&mut got, 3);
         assert_ne!(q.spare_addr(), 0);
         let producer = {
-            let (q, drops, in_push) = (q.clone(), drops.clone(), in_push.clone());
-            thread::spawn(move || {
+            let in_push = in_push.clone();
+            spawn_with(&q, &drops, move |q, drops| {
                 for seq in 4..6 {
                     in_push.store(usize::from(seq), Relaxed);
                     q.try_push(item(0, seq, &drops)).unwrap();
@@ -512,9 +494,7 @@ fn pushes_race_the_release_of_idle_blocks() {
         q.try_push(item(0, 6, &drops)).unwrap();
         assert_eq!(q.drain_into(&mut got, usize::MAX).items, 1);
         assert_eq!(got.len(), 7);
-        drop(got);
-        drop(q);
-        assert_eq!(drops.load(Relaxed), 7);
+        drop_all(got, q, &drops, 7);
     });
     for (n, r) in RELEASED.iter().enumerate() {
         assert!(r.load(Relaxed) > 0, "never {n} releases");
@@ -537,23 +517,20 @@ fn close_races_the_push_after_a_release() {
     static REFUSED: AtomicUsize = AtomicUsize::new(0);
     static CLOSED_IT: AtomicUsize = AtomicUsize::new(0);
     loom::model(|| {
-        quarantine::begin_execution();
-        let drops = StdArc::new(AtomicUsize::new(0));
-        let q = Arc::new(queue());
+        let (q, drops) = begin(queue());
         q.try_push(item(0, 0, &drops)).unwrap();
         let mut got = Vec::new();
         q.drain_into(&mut got, usize::MAX);
         assert_ne!(q.release_idle_blocks(), 0);
-        let producer = {
-            let (q, drops) = (q.clone(), drops.clone());
-            thread::spawn(move || match q.try_push(item(0, 1, &drops)) {
+        let producer = spawn_with(&q, &drops, |q, drops| {
+            match q.try_push(item(0, 1, &drops)) {
                 Ok(()) => true,
                 Err(e) => {
                     assert!(!e.is_full());
                     false
                 }
-            })
-        };
+            }
+        });
         let closed = q.close();
         let pushed = producer.join().unwrap();
         if !pushed {
@@ -568,9 +545,7 @@ fn close_races_the_push_after_a_release() {
         // An empty closed queue gives its blocks back, and `Drop` frees
         // whatever a push installed.
         q.release_idle_blocks();
-        drop(got);
-        drop(q);
-        assert_eq!(drops.load(Relaxed), 2);
+        drop_all(got, q, &drops, 2);
     });
     assert!(REFUSED.load(Relaxed) > 0);
     assert!(CLOSED_IT.load(Relaxed) > 0);

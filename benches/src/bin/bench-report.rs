@@ -460,7 +460,8 @@ fn report_md(
         "\nRatios, not absolute times: the load generator and the server share the \
          machine. Every server runs as a child process of `bench-report` with the same \
          global allocator, a 1 MiB body limit and a 64 MiB per-session send bound (65,536 messages per room for the tokio peer's `broadcast`); `server-demo` with its default strategies \
-         (1 IO + 1 logic thread, pool, shared broadcast, auto gather threshold), the tokio \
+         (1 IO thread running the handlers inline, pool, shared broadcast, small deliveries \
+         staged directly, auto gather threshold; `server-demo-logic1` adds one logic thread), the tokio \
          servers on a multi-thread runtime with one worker per core, `mio-lean` (a lean \
          hand-written mio server: a poll per worker, one worker per core, plain `Vec<u8>` \
          buffers, no pools; the ceiling for small messages) with the same 64 MiB bound on a \

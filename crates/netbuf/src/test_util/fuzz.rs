@@ -348,131 +348,223 @@ fn flush_up_to(
     Ok(false)
 }
 
-/// Fuzz target: the flusher under a partial-writing writer (see the module
-/// docs). Panics on a wrong byte stream or a leaked body.
-pub fn flush(data: &[u8]) {
-    let mut input = Input(data);
-    let threshold = match input.byte() % 6 {
-        0 => GatherThreshold::Never,
-        1 => GatherThreshold::ALWAYS,
-        2 => GatherThreshold::Bytes(1),
-        3 => GatherThreshold::Bytes(64),
-        4 => GatherThreshold::Bytes(4096),
-        _ => GatherThreshold::Bytes(16 << 10),
-    };
-    let flags = input.byte();
-    let transform = flags & 1 == 1;
-    let fail_after = if flags & 2 == 2 {
-        input.byte() as u64
-    } else {
-        u64::MAX
-    };
-    // Writes of 1 byte happen (see `partial`), but on average a
-    // step is at least 32 bytes: runs stay fast.
-    let max_chunk = 64 + input.byte() as usize * 257;
-    let seed = input.byte() as u64;
-    let framing = framings(usize::MAX)[input.byte() as usize % 3];
-    let pool = MessagePool::builder()
-        .extra_class(256)
-        .pooled(flags & 4 == 0)
-        .build();
-    let key = u64::from(flags) << 8 | seed;
-    let mut expected = Vec::new();
-    let mut w = partial(seed, max_chunk, fail_after);
-    let mut failed = false;
-    {
-        let mut f: Flusher<Outgoing> = Flusher::new(threshold);
-        if transform {
-            f = f.with_transform(XorStream::new(key));
+/// A flush scenario, read off the front of the input (in this order, which
+/// the fuzz corpus depends on).
+#[derive(Debug)]
+struct FlushSetup {
+    threshold: GatherThreshold,
+    /// Whether the stream goes through [`XorStream`] (keyed by `key`).
+    transform: bool,
+    key: u64,
+    /// The writer double's parameters (see [`partial`]).
+    fail_after: u64,
+    max_chunk: usize,
+    seed: u64,
+    framing: LengthDelimited,
+    pooled: bool,
+}
+
+impl FlushSetup {
+    fn read(input: &mut Input<'_>) -> FlushSetup {
+        let threshold = match input.byte() % 6 {
+            0 => GatherThreshold::Never,
+            1 => GatherThreshold::ALWAYS,
+            2 => GatherThreshold::Bytes(1),
+            3 => GatherThreshold::Bytes(64),
+            4 => GatherThreshold::Bytes(4096),
+            _ => GatherThreshold::Bytes(16 << 10),
+        };
+        let flags = input.byte();
+        let fail_after = if flags & 2 == 2 {
+            input.byte() as u64
+        } else {
+            u64::MAX
+        };
+        // Writes of 1 byte happen (see `partial`), but on average a
+        // step is at least 32 bytes: runs stay fast.
+        let max_chunk = 64 + input.byte() as usize * 257;
+        let seed = input.byte() as u64;
+        let framing = framings(usize::MAX)[input.byte() as usize % 3];
+        FlushSetup {
+            threshold,
+            transform: flags & 1 == 1,
+            key: u64::from(flags) << 8 | seed,
+            fail_after,
+            max_chunk,
+            seed,
+            framing,
+            pooled: flags & 4 == 0,
         }
-        let mut n = 0u32;
-        let mut budget = 128usize << 10;
-        while !input.0.is_empty() && !failed {
+    }
+}
+
+/// A flush scenario running: the flusher under test, the writer double,
+/// and the plain bytes of every frame pushed (what the writer must end up
+/// with, or a prefix of it after a failure).
+struct FlushRun<'a> {
+    setup: &'a FlushSetup,
+    pool: &'a MessagePool,
+    f: Flusher<Outgoing>,
+    w: ScriptedWriter<'static>,
+    expected: Vec<u8>,
+    /// Frames pushed (varies the bodies' bytes).
+    n: u32,
+    /// Body bytes an input may still push: at most 128 KiB per input.
+    budget: usize,
+    /// The writer failed: the session would close.
+    failed: bool,
+}
+
+impl<'a> FlushRun<'a> {
+    fn new(setup: &'a FlushSetup, pool: &'a MessagePool) -> FlushRun<'a> {
+        let mut f: Flusher<Outgoing> = Flusher::new(setup.threshold);
+        if setup.transform {
+            f = f.with_transform(XorStream::new(setup.key));
+        }
+        FlushRun {
+            setup,
+            pool,
+            f,
+            w: partial(setup.seed, setup.max_chunk, setup.fail_after),
+            expected: Vec::new(),
+            n: 0,
+            budget: 128 << 10,
+            failed: false,
+        }
+    }
+
+    /// Runs the input's operations (pushes and flushes in arbitrary order)
+    /// until it ends or the writer fails, checking after each that no byte
+    /// is lost or made up.
+    fn ops(&mut self, input: &mut Input<'_>) {
+        while !input.0.is_empty() && !self.failed {
             let op = input.byte();
             match op % 4 {
-                0 | 1 => {
-                    // Push a frame (mostly small, sometimes over 64 KiB).
-                    // Bodies stay within ~64 writes of the writer's largest
-                    // step, so an input cannot make one run take minutes.
-                    // At most 128 KiB of bodies per input.
-                    let len = if op & 0x80 == 0x80 {
-                        (input.u16() as usize * 3).min(max_chunk * 64)
-                    } else {
-                        input.byte() as usize * 7 % 1500
-                    }
-                    .min(budget);
-                    budget -= len;
-                    n = n.wrapping_add(1);
-                    let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
-                    let header = framing
-                        .encode_header(&HeaderBytes::EMPTY, len)
-                        .expect("no limit");
-                    expected.extend_from_slice(header.as_slice());
-                    expected.extend_from_slice(&body);
-                    let Ok(m) = pool.message_from(&body) else {
-                        panic!("pool refused a {len} B message")
-                    };
-                    let out = if op & 0x40 == 0x40 {
-                        let shared = m.freeze();
-                        let keep = shared.clone();
-                        drop(keep);
-                        Outgoing::Shared(shared)
-                    } else {
-                        Outgoing::Owned(m)
-                    };
-                    f.push(OutFrame::new(header, out));
-                }
+                0 | 1 => self.push_frame(input, op),
                 2 => {
-                    if f.flush(&mut w).is_err() {
-                        failed = true;
+                    if self.f.flush(&mut self.w).is_err() {
+                        self.failed = true;
                     }
                 }
                 _ => {
                     // A few writes' worth, as a readiness loop would do.
-                    if flush_up_to(&mut f, &mut w, u32::from(op >> 2) % 8).is_err() {
-                        failed = true;
+                    let rounds = u32::from(op >> 2) % 8;
+                    if flush_up_to(&mut self.f, &mut self.w, rounds).is_err() {
+                        self.failed = true;
                     }
                 }
             }
             assert_eq!(
-                f.pending_bytes() as u64 + w.written().len() as u64,
-                expected.len() as u64,
+                self.f.pending_bytes() as u64 + self.w.written().len() as u64,
+                self.expected.len() as u64,
                 "pending + written bytes must equal the bytes pushed"
             );
         }
-        if !failed {
-            // Drain: the writer always makes progress eventually.
-            match flush_up_to(&mut f, &mut w, 1_000_000) {
+    }
+
+    /// Pushes a frame (mostly small, sometimes over 64 KiB; owned or shared
+    /// body, per `op`). Bodies stay within ~64 writes of the writer's
+    /// largest step, so an input cannot make one run take minutes.
+    fn push_frame(&mut self, input: &mut Input<'_>, op: u8) {
+        let len = if op & 0x80 == 0x80 {
+            (input.u16() as usize * 3).min(self.setup.max_chunk * 64)
+        } else {
+            input.byte() as usize * 7 % 1500
+        }
+        .min(self.budget);
+        self.budget -= len;
+        self.n = self.n.wrapping_add(1);
+        let n = self.n;
+        let body: Vec<u8> = (0..len).map(|i| (i as u32 ^ n) as u8).collect();
+        let header = self
+            .setup
+            .framing
+            .encode_header(&HeaderBytes::EMPTY, len)
+            .expect("no limit");
+        self.expected.extend_from_slice(header.as_slice());
+        self.expected.extend_from_slice(&body);
+        let Ok(m) = self.pool.message_from(&body) else {
+            panic!("pool refused a {len} B message")
+        };
+        let out = if op & 0x40 == 0x40 {
+            let shared = m.freeze();
+            let keep = shared.clone();
+            drop(keep);
+            Outgoing::Shared(shared)
+        } else {
+            Outgoing::Owned(m)
+        };
+        self.f.push(OutFrame::new(header, out));
+    }
+
+    /// Drains what is pending (the writer always makes progress
+    /// eventually); after a failure, drops it as a closing session would.
+    fn finish(&mut self) {
+        if !self.failed {
+            match flush_up_to(&mut self.f, &mut self.w, 1_000_000) {
                 Ok(done) => assert!(done, "flush makes no progress"),
-                Err(()) => failed = true,
+                Err(()) => self.failed = true,
             }
-            if !failed {
-                assert!(f.is_empty() && f.pending_bytes() == 0);
-                assert_eq!(f.metrics().bytes_written, w.written().len() as u64);
+            if !self.failed {
+                assert!(self.f.is_empty() && self.f.pending_bytes() == 0);
+                assert_eq!(
+                    self.f.metrics().bytes_written,
+                    self.w.written().len() as u64
+                );
             }
+        }
+        if self.failed {
+            // The session closes: what is pending is dropped.
+            self.f.clear();
+            assert!(self.f.is_empty());
+        }
+    }
+
+    /// Drops the flusher (freeing what it still holds) and checks the bytes
+    /// written: exactly the frames (transformed if the stream is), or a
+    /// prefix of them after a failure.
+    fn check_written(self) {
+        let FlushRun {
+            setup,
+            f,
+            w,
+            mut expected,
+            failed,
+            ..
+        } = self;
+        drop(f);
+        if setup.transform {
+            let mut t = XorStream::new(setup.key);
+            let plain = std::mem::take(&mut expected);
+            expected = vec![0; plain.len()];
+            t.apply(&plain, &mut expected);
         }
         if failed {
-            // The session closes: what is pending is dropped.
-            f.clear();
-            assert!(f.is_empty());
+            assert!(
+                expected.starts_with(w.written()),
+                "bytes written before the failure are not a prefix of the frames"
+            );
+        } else {
+            assert!(
+                w.written() == expected,
+                "written bytes differ from the frames"
+            );
         }
     }
-    if transform {
-        let mut t = XorStream::new(key);
-        let plain = std::mem::take(&mut expected);
-        expected = vec![0; plain.len()];
-        t.apply(&plain, &mut expected);
-    }
-    if failed {
-        assert!(
-            expected.starts_with(w.written()),
-            "bytes written before the failure are not a prefix of the frames"
-        );
-    } else {
-        assert!(
-            w.written() == expected,
-            "written bytes differ from the frames"
-        );
-    }
+}
+
+/// Fuzz target: the flusher under a partial-writing writer (see the module
+/// docs). Panics on a wrong byte stream or a leaked body.
+pub fn flush(data: &[u8]) {
+    let mut input = Input(data);
+    let setup = FlushSetup::read(&mut input);
+    let pool = MessagePool::builder()
+        .extra_class(256)
+        .pooled(setup.pooled)
+        .build();
+    let mut run = FlushRun::new(&setup, &pool);
+    run.ops(&mut input);
+    run.finish();
+    run.check_written();
     assert_eq!(pool.stats().live_messages, 0, "the flusher leaked a body");
 }

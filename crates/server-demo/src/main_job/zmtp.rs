@@ -300,6 +300,26 @@ fn dealer_echo(
 ) -> Result<f64, String> {
     let size = size.max(8);
     let per = messages / clients as u64;
+    let conns = connect_dealers(ep, clients)?;
+    let start = Instant::now();
+    let results: Vec<Result<(), String>> = thread::scope(|s| {
+        let handles: Vec<_> = conns
+            .into_iter()
+            .map(|c| s.spawn(move || echo_client(s, c, size, per, window)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err("client panicked".into())))
+            .collect()
+    });
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    results.into_iter().collect::<Result<Vec<()>, String>>()?;
+    Ok((per * clients as u64) as f64 / elapsed)
+}
+
+/// `clients` DEALERs on `ep`, handshaken, every blocking step timing out
+/// after [`STEP`] (a hang fails the row instead of the job).
+fn connect_dealers(ep: &str, clients: usize) -> Result<Vec<Client<Socket>>, String> {
     let mut conns = Vec::new();
     for _ in 0..clients {
         let sock = client::connect(ep).map_err(|e| err("connect", e))?;
@@ -312,72 +332,94 @@ fn dealer_echo(
             .map_err(|e| err("handshake", e))?;
         conns.push(c);
     }
-    let start = Instant::now();
-    let results: Vec<Result<(), String>> = thread::scope(|s| {
-        let handles: Vec<_> = conns
-            .into_iter()
-            .map(|mut c| {
-                s.spawn(move || -> Result<(), String> {
-                    let mut w = c.get_ref().try_clone().map_err(|e| err("clone", e))?;
-                    let received = Arc::new(AtomicU64::new(0));
-                    let tpl: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
-                    let writer = {
-                        let (received, mut body) = (received.clone(), tpl.clone());
-                        s.spawn(move || -> Result<(), String> {
-                            let mut out = Outbox::new();
-                            let mut sent = 0u64;
-                            let deadline = Instant::now() + STEP;
-                            while sent < per {
-                                let done = received.load(Ordering::Acquire);
-                                let credit = window.saturating_sub(sent - done.min(sent));
-                                if credit == 0 {
-                                    if Instant::now() > deadline {
-                                        return Err("echo: no replies (hang)".into());
-                                    }
-                                    out.flush(&mut w).map_err(|e| err("send", e))?;
-                                    thread::park_timeout(Duration::from_millis(10));
-                                    continue;
-                                }
-                                for _ in 0..credit.min(per - sent) {
-                                    stamp(&mut body, sent);
-                                    out.push(&mut w, &[&body[..]]).map_err(|e| err("send", e))?;
-                                    sent += 1;
-                                }
-                                out.flush(&mut w).map_err(|e| err("send", e))?;
-                            }
-                            Ok(())
-                        })
-                    };
-                    let mut parts = Vec::new();
-                    for i in 0..per {
-                        if !c
-                            .read_message_into(&mut parts)
-                            .map_err(|e| err("reply", e))?
-                        {
-                            return Err("echo: server closed".into());
-                        }
-                        let ok = parts.len() == 1
-                            && parts[0].len() == size
-                            && seq_of(&parts[0]) == i
-                            && parts[0][8..] == tpl[8..];
-                        if !ok {
-                            return Err(format!("echo: reply {i} differs from its request"));
-                        }
-                        received.store(i + 1, Ordering::Release);
-                        writer.thread().unpark();
-                    }
-                    writer.join().map_err(|_| "writer panicked".to_string())?
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("client panicked".into())))
-            .collect()
-    });
-    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
-    results.into_iter().collect::<Result<Vec<()>, String>>()?;
-    Ok((per * clients as u64) as f64 / elapsed)
+    Ok(conns)
+}
+
+/// One DEALER's share, `per` requests of `size` bytes: a writer thread (in
+/// scope `s`) keeps up to `window` of them in flight while this thread
+/// reads and checks the replies, its count (`received`) granting the
+/// writer more credit.
+fn echo_client<'scope>(
+    s: &'scope thread::Scope<'scope, '_>,
+    mut c: Client<Socket>,
+    size: usize,
+    per: u64,
+    window: u64,
+) -> Result<(), String> {
+    let w = c.get_ref().try_clone().map_err(|e| err("clone", e))?;
+    let received = Arc::new(AtomicU64::new(0));
+    let tpl: Vec<u8> = (0..size).map(|i| (i * 7) as u8).collect();
+    let writer = {
+        let (received, body) = (received.clone(), tpl.clone());
+        s.spawn(move || send_echo_requests(w, body, &received, per, window))
+    };
+    check_echo_replies(&mut c, &tpl, per, &received, writer.thread())?;
+    writer.join().map_err(|_| "writer panicked".to_string())?
+}
+
+/// Sends `per` copies of `body`, each stamped with its sequence, at most
+/// `window` ahead of the replies `received`; waits (parked, woken by the
+/// reader) while out of credit, and gives up after [`STEP`].
+fn send_echo_requests(
+    mut w: Socket,
+    mut body: Vec<u8>,
+    received: &AtomicU64,
+    per: u64,
+    window: u64,
+) -> Result<(), String> {
+    let mut out = Outbox::new();
+    let mut sent = 0u64;
+    let deadline = Instant::now() + STEP;
+    while sent < per {
+        let done = received.load(Ordering::Acquire);
+        let credit = window.saturating_sub(sent - done.min(sent));
+        if credit == 0 {
+            if Instant::now() > deadline {
+                return Err("echo: no replies (hang)".into());
+            }
+            out.flush(&mut w).map_err(|e| err("send", e))?;
+            thread::park_timeout(Duration::from_millis(10));
+            continue;
+        }
+        for _ in 0..credit.min(per - sent) {
+            stamp(&mut body, sent);
+            out.push(&mut w, &[&body[..]]).map_err(|e| err("send", e))?;
+            sent += 1;
+        }
+        out.flush(&mut w).map_err(|e| err("send", e))?;
+    }
+    Ok(())
+}
+
+/// Reads `per` replies, each checked against its request (one part, the
+/// sequence, every byte of `tpl` after it), counting them in `received`
+/// and waking the `writer` after each.
+fn check_echo_replies(
+    c: &mut Client<Socket>,
+    tpl: &[u8],
+    per: u64,
+    received: &AtomicU64,
+    writer: &thread::Thread,
+) -> Result<(), String> {
+    let mut parts = Vec::new();
+    for i in 0..per {
+        if !c
+            .read_message_into(&mut parts)
+            .map_err(|e| err("reply", e))?
+        {
+            return Err("echo: server closed".into());
+        }
+        let ok = parts.len() == 1
+            && parts[0].len() == tpl.len()
+            && seq_of(&parts[0]) == i
+            && parts[0][8..] == tpl[8..];
+        if !ok {
+            return Err(format!("echo: reply {i} differs from its request"));
+        }
+        received.store(i + 1, Ordering::Release);
+        writer.unpark();
+    }
+    Ok(())
 }
 
 /// One PUB through the broker to `subscribers` SUBs: probes until every

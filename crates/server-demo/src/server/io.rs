@@ -14,6 +14,7 @@ use netbuf::{
     ChaCha20Transform, Flusher, FrameSource, OutFrame, Outgoing, ReceiveBuffer, Transport,
 };
 
+mod events;
 mod input;
 mod memory;
 mod output;
@@ -432,36 +433,12 @@ impl IoThread {
         let mut ready = Vec::new();
         loop {
             if self.shared.shutdown.load(Ordering::SeqCst) {
-                let ids: Vec<u64> = self.sessions.keys().copied().collect();
-                for id in ids {
-                    self.close(id, Close::Protocol("server shutdown".into()));
-                }
-                self.close_all_zmtp();
+                self.shut_down();
                 break;
             }
-            // Sessions that used their read budget, and work this thread
-            // queued for itself (inline handlers mark their own sessions
-            // ready without a wakeup), must not wait for a poll timeout.
-            let self_queued = !self.me().ready.locked().is_empty();
-            let idle = self.again.is_empty() && !self_queued;
-            // Busy-poll (`--busy-poll N`): up to N non-blocking polls after
-            // the last event before sleeping, so a request that arrives
-            // meanwhile is seen without a wakeup. Counted in polls, not
-            // time: reading the clock is a syscall on some machines.
-            let timeout = if idle && spins >= self.shared.cfg.busy_poll {
-                Duration::from_millis(100)
-            } else {
-                Duration::ZERO
-            };
-            if idle && spins > 0 && spins < self.shared.cfg.busy_poll {
-                // Spinning for the next request: let a runnable thread on
-                // this core (the peer's, on a small machine) go first.
-                std::thread::yield_now();
-            }
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
-                && e.kind() != io::ErrorKind::Interrupted
-            {
-                tracing::error!(thread = self.index, error = %e, "poll failed");
+            let idle = self.is_idle();
+            let timeout = self.poll_timeout(idle, spins);
+            if !self.poll_events(&mut events, timeout) {
                 break;
             }
             if events.is_empty() && idle {
@@ -469,103 +446,110 @@ impl IoThread {
             } else {
                 spins = 0;
             }
-            for ev in events.iter() {
-                match ev.token() {
-                    WAKE => {}
-                    TCP_LISTENER => self.accept_tcp(),
-                    UNIX_LISTENER => self.accept_unix(),
-                    t if zmtp::listener_index(t).is_some() => {
-                        if let Some(i) = zmtp::listener_index(t) {
-                            self.accept_zmtp(i);
-                        }
-                    }
-                    Token(t) => {
-                        let id = t as u64;
-                        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                        if let Some(s) = self.sessions.get_mut(&id) {
-                            if readable {
-                                s.want_read = true;
-                            }
-                            if ev.is_read_closed() || ev.is_error() {
-                                s.read_closed = true;
-                            }
-                            self.process(id);
-                        } else if let Some(c) = self.zmtp.get_mut(&id) {
-                            if readable {
-                                c.want_read = true;
-                            }
-                            if ev.is_read_closed() || ev.is_error() {
-                                c.read_closed = true;
-                            }
-                            self.process(id);
-                        }
-                    }
-                }
-            }
-            let incoming = std::mem::take(&mut *self.me().incoming.locked());
-            for s in incoming {
-                self.add_session(s);
-            }
-            let incoming = std::mem::take(&mut *self.me().incoming_zmtp.locked());
-            for (s, ep) in incoming {
-                self.add_zmtp(s, ep);
-            }
-            std::mem::swap(&mut ready, &mut *self.me().ready.locked());
-            for id in ready.drain(..) {
-                self.process(id);
-            }
-            ready.append(&mut self.again);
-            for id in ready.drain(..) {
-                self.process(id);
-            }
+            self.dispatch_events(&events);
+            self.take_incoming();
+            self.process_ready(&mut ready);
             let quiet = events.is_empty() && !timeout.is_zero();
             self.housekeeping(quiet);
-            let epoch = self.shared.meter_epoch.load(Ordering::Relaxed);
-            if quiet
-                || epoch != seen_epoch
-                || self
-                    .house
-                    .turns()
-                    .is_multiple_of(super::ThreadMeter::METER_EVERY)
-            {
-                seen_epoch = epoch;
-                meter.update();
-            }
+            self.publish_meter(&meter, quiet, &mut seen_epoch);
         }
         meter.update();
     }
 
-    fn accept_tcp(&mut self) {
-        loop {
-            let Some(l) = &self.tcp else { return };
-            match l.accept() {
-                Ok((s, _)) => {
-                    let _ = s.set_nodelay(true);
-                    self.assign(Stream::Tcp(s));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    // e.g. EMFILE: keep serving the sessions we have.
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
-            }
+    /// Server shutdown: every peer is told why its session ends.
+    fn shut_down(&mut self) {
+        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.close(id, Close::Protocol("server shutdown".into()));
+        }
+        self.close_all_zmtp();
+    }
+
+    /// Nothing waits for this thread but the poll: sessions that used their
+    /// read budget, and work this thread queued for itself (inline handlers
+    /// mark their own sessions ready without a wakeup), must not wait for a
+    /// poll timeout.
+    #[inline]
+    fn is_idle(&self) -> bool {
+        self.again.is_empty() && self.me().ready.locked().is_empty()
+    }
+
+    /// Busy-poll (`--busy-poll N`): up to N non-blocking polls after the
+    /// last event before sleeping, so a request that arrives meanwhile is
+    /// seen without a wakeup. Counted in polls, not time: reading the clock
+    /// is a syscall on some machines.
+    #[inline]
+    fn poll_timeout(&self, idle: bool, spins: u32) -> Duration {
+        let timeout = if idle && spins >= self.shared.cfg.busy_poll {
+            Duration::from_millis(100)
+        } else {
+            Duration::ZERO
+        };
+        if idle && spins > 0 && spins < self.shared.cfg.busy_poll {
+            // Spinning for the next request: let a runnable thread on
+            // this core (the peer's, on a small machine) go first.
+            std::thread::yield_now();
+        }
+        timeout
+    }
+
+    /// Waits for events; `false` if polling failed for good (logged), which
+    /// ends the thread.
+    #[inline]
+    fn poll_events(&mut self, events: &mut Events, timeout: Duration) -> bool {
+        if let Err(e) = self.poll.poll(events, Some(timeout))
+            && e.kind() != io::ErrorKind::Interrupted
+        {
+            tracing::error!(thread = self.index, error = %e, "poll failed");
+            return false;
+        }
+        true
+    }
+
+    /// Adopts the connections other threads' accepts handed to this one.
+    #[inline]
+    fn take_incoming(&mut self) {
+        let incoming = std::mem::take(&mut *self.me().incoming.locked());
+        for s in incoming {
+            self.add_session(s);
+        }
+        let incoming = std::mem::take(&mut *self.me().incoming_zmtp.locked());
+        for (s, ep) in incoming {
+            self.add_zmtp(s, ep);
         }
     }
 
-    fn accept_unix(&mut self) {
-        loop {
-            let Some(l) = &self.unix else { return };
-            match l.accept() {
-                Ok((s, _)) => self.assign(Stream::Unix(s)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    return;
-                }
-            }
+    /// Serves the sessions marked ready (output queued, a close requested),
+    /// then those that used their read budget last turn. `ready` is the
+    /// loop's spare list, swapped with the shared one so producers keep
+    /// pushing into an allocated vector.
+    #[inline]
+    fn process_ready(&mut self, ready: &mut Vec<u64>) {
+        std::mem::swap(ready, &mut *self.me().ready.locked());
+        for id in ready.drain(..) {
+            self.process(id);
+        }
+        ready.append(&mut self.again);
+        for id in ready.drain(..) {
+            self.process(id);
+        }
+    }
+
+    /// Publishes the thread's meter when idle, when a report asked for it
+    /// (a new epoch), and otherwise only every `METER_EVERY` turns (reading
+    /// the thread's CPU time is a syscall).
+    #[inline]
+    fn publish_meter(&self, meter: &ThreadMeter, quiet: bool, seen_epoch: &mut u64) {
+        let epoch = self.shared.meter_epoch.load(Ordering::Relaxed);
+        if quiet
+            || epoch != *seen_epoch
+            || self
+                .house
+                .turns()
+                .is_multiple_of(super::ThreadMeter::METER_EVERY)
+        {
+            *seen_epoch = epoch;
+            meter.update();
         }
     }
 

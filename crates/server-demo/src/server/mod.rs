@@ -136,6 +136,34 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The state every thread starts from: no session, no meter yet, the
+    /// gather thresholds resolved (calibrated) once here.
+    fn new(
+        cfg: &StrategyArgs,
+        pool: MessagePool,
+        logic: Vec<Arc<logic::LogicQueue>>,
+        zmtp: crate::zmtp::ZmtpState,
+    ) -> Shared {
+        Shared {
+            zmtp,
+            cfg: cfg.clone(),
+            pool,
+            counters: ServerCounters::default(),
+            shutdown: AtomicBool::new(false),
+            logic,
+            rooms: logic::Rooms::default(),
+            meters: Mutex::new(Vec::new()),
+            meter_epoch: AtomicU64::new(0),
+            memory: Mutex::new(Vec::new()),
+            next_session: AtomicU64::new(1),
+            live_sessions: AtomicU64::new(0),
+            thresholds: [
+                cfg.gather_threshold_for(Transport::Tcp).resolve(),
+                cfg.gather_threshold_for(Transport::Unix).resolve(),
+            ],
+        }
+    }
+
     pub(crate) fn threshold(&self, t: Transport) -> GatherThreshold {
         GatherThreshold::Bytes(match t {
             Transport::Tcp => self.thresholds[0],
@@ -187,6 +215,157 @@ pub(crate) fn deepen_backlog(l: &impl std::os::fd::AsRawFd) {
     }
 }
 
+/// The server's message pool. 256 B and 2 KiB classes beside the 4 KiB
+/// block: small requests and replies (the common case) do not pin a whole
+/// page each, nor does a 1 KiB message with its header (fan-out x256 at
+/// 1 KiB peaked 0.5-1 MB higher with 4 KiB blocks for them).
+fn message_pool(cfg: &StrategyArgs) -> MessagePool {
+    MessagePool::builder()
+        .extra_class(256)
+        .extra_class(2048)
+        .pooled(cfg.pool == PoolMode::Pooled)
+        .max_message(cfg.max_frame.max(16 << 20))
+        .build()
+}
+
+/// One job queue per logic thread, each waking its thread on a condvar.
+fn logic_queues(n: usize) -> Vec<Arc<logic::LogicQueue>> {
+    (0..n)
+        .map(|_| {
+            let wake = Arc::new(CondvarNotify::new());
+            Arc::new(logic::LogicQueue {
+                jobs: SendQueue::builder()
+                    .limit(netbuf::MAX_LIMIT)
+                    .notify(wake.clone())
+                    .build(),
+                wake,
+            })
+        })
+        .collect()
+}
+
+/// The ZMTP endpoints' listeners, bound before any thread starts (so a
+/// taken address fails the start), with the endpoints' shared state and
+/// the ipc:// paths to remove at shutdown.
+type ZmtpBound = (
+    crate::zmtp::ZmtpState,
+    Vec<(io::ZmtpListener, Arc<crate::zmtp::endpoint::Endpoint>)>,
+    Vec<PathBuf>,
+);
+
+/// Binds every ZMTP endpoint of `specs` (see [`ZmtpBound`]).
+fn bind_zmtp(specs: &[crate::zmtp::EndpointSpec], pool: &MessagePool) -> stdio::Result<ZmtpBound> {
+    let mut state = crate::zmtp::ZmtpState::new(pool.clone());
+    let mut listeners = Vec::new();
+    let mut ipc_paths = Vec::new();
+    for spec in specs {
+        let (l, address) = io::ZmtpListener::bind(&spec.addr)?;
+        if let crate::zmtp::EndpointAddr::Ipc(p) = &spec.addr {
+            ipc_paths.push(p.clone());
+        }
+        let ep = Arc::new(crate::zmtp::endpoint::Endpoint::new(spec.kind, address));
+        state.endpoints.push(ep.clone());
+        listeners.push((l, ep));
+    }
+    Ok((state, listeners, ipc_paths))
+}
+
+/// Binds the demo protocol's listeners, TCP (its bound address returned
+/// too: the port may have been 0) and Unix (a stale socket file at the path
+/// removed first), and joins them with the ZMTP ones.
+fn bind_listeners(
+    listen: &Listen,
+    zmtp: Vec<(io::ZmtpListener, Arc<crate::zmtp::endpoint::Endpoint>)>,
+) -> stdio::Result<(FirstListeners, Option<SocketAddr>)> {
+    let mut tcp = None;
+    let mut tcp_addr = None;
+    if let Some(addr) = listen.tcp {
+        let l = mio::net::TcpListener::bind(addr)?;
+        deepen_backlog(&l);
+        tcp_addr = Some(l.local_addr()?);
+        tcp = Some(l);
+    }
+    let mut unix = None;
+    if let Some(path) = &listen.unix {
+        let _ = std::fs::remove_file(path);
+        let l = mio::net::UnixListener::bind(path)?;
+        deepen_backlog(&l);
+        unix = Some(l);
+    }
+    Ok((FirstListeners { tcp, unix, zmtp }, tcp_addr))
+}
+
+/// Each IO thread's poll and shared half (its waker registered with that
+/// poll), created before any thread starts: every IO thread gets all the
+/// shared halves, to hand connections to the others.
+fn io_polls(n: usize) -> stdio::Result<(Vec<Arc<io::IoShared>>, Vec<mio::Poll>)> {
+    let mut io_shared = Vec::new();
+    let mut polls = Vec::new();
+    for _ in 0..n {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), io::WAKE)?;
+        io_shared.push(Arc::new(io::IoShared::new(waker)));
+        polls.push(poll);
+    }
+    Ok((io_shared, polls))
+}
+
+/// The listeners, all served by the first IO thread (it hands accepted
+/// connections round-robin to the others).
+struct FirstListeners {
+    tcp: Option<mio::net::TcpListener>,
+    unix: Option<mio::net::UnixListener>,
+    zmtp: Vec<(io::ZmtpListener, Arc<crate::zmtp::endpoint::Endpoint>)>,
+}
+
+/// Starts one IO thread per poll (`io-N`), the first with the listeners.
+fn spawn_io_threads(
+    shared: &Arc<Shared>,
+    io_shared: &[Arc<io::IoShared>],
+    polls: Vec<mio::Poll>,
+    mut first: FirstListeners,
+) -> stdio::Result<Vec<JoinHandle<()>>> {
+    let mut threads = Vec::new();
+    for (i, poll) in polls.into_iter().enumerate() {
+        let ctx = io::IoThread::new(
+            i,
+            poll,
+            shared.clone(),
+            io_shared.to_vec(),
+            if i == 0 { first.tcp.take() } else { None },
+            if i == 0 { first.unix.take() } else { None },
+            if i == 0 {
+                std::mem::take(&mut first.zmtp)
+            } else {
+                Vec::new()
+            },
+        )?;
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("io-{i}"))
+                .spawn(move || ctx.run())?,
+        );
+    }
+    Ok(threads)
+}
+
+/// Starts one logic thread per job queue (`logic-N`).
+fn spawn_logic_threads(
+    shared: &Arc<Shared>,
+    threads: &mut Vec<JoinHandle<()>>,
+) -> stdio::Result<()> {
+    for (i, q) in shared.logic.iter().enumerate() {
+        let q = q.clone();
+        let s = shared.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("logic-{i}"))
+                .spawn(move || logic::run(s, q))?,
+        );
+    }
+    Ok(())
+}
+
 impl Server {
     /// Binds, starts every thread, and returns once the listeners accept
     /// connections.
@@ -220,116 +399,15 @@ impl Server {
         // As many connections as the hard limit allows (10,000+ idle ones
         // in the main job); a refusal leaves the soft limit as it is.
         let _ = crate::load::raise_fd_limit(u64::MAX);
-        // 256 B and 2 KiB classes beside the 4 KiB block: small requests
-        // and replies (the common case) do not pin a whole page each, nor
-        // does a 1 KiB message with its header (fan-out x256 at 1 KiB
-        // peaked 0.5-1 MB higher with 4 KiB blocks for them).
-        let pool = MessagePool::builder()
-            .extra_class(256)
-            .extra_class(2048)
-            .pooled(cfg.pool == PoolMode::Pooled)
-            .max_message(cfg.max_frame.max(16 << 20))
-            .build();
+        let pool = message_pool(&cfg);
         // 0 logic threads: handlers run inline on the IO threads.
-        let logic_n = cfg.logic_threads;
-        let io_n = cfg.io_threads.max(1);
-        let logic: Vec<Arc<logic::LogicQueue>> = (0..logic_n)
-            .map(|_| {
-                let wake = Arc::new(CondvarNotify::new());
-                Arc::new(logic::LogicQueue {
-                    jobs: SendQueue::builder()
-                        .limit(netbuf::MAX_LIMIT)
-                        .notify(wake.clone())
-                        .build(),
-                    wake,
-                })
-            })
-            .collect();
-        let mut zmtp_state = crate::zmtp::ZmtpState::new(pool.clone());
-        let mut zmtp_listeners = Vec::new();
-        let mut ipc_paths = Vec::new();
-        for spec in zmtp {
-            let (l, address) = io::ZmtpListener::bind(&spec.addr)?;
-            if let crate::zmtp::EndpointAddr::Ipc(p) = &spec.addr {
-                ipc_paths.push(p.clone());
-            }
-            let ep = Arc::new(crate::zmtp::endpoint::Endpoint::new(spec.kind, address));
-            zmtp_state.endpoints.push(ep.clone());
-            zmtp_listeners.push((l, ep));
-        }
-        let shared = Arc::new(Shared {
-            zmtp: zmtp_state,
-            cfg: cfg.clone(),
-            pool,
-            counters: ServerCounters::default(),
-            shutdown: AtomicBool::new(false),
-            logic,
-            rooms: logic::Rooms::default(),
-            meters: Mutex::new(Vec::new()),
-            meter_epoch: AtomicU64::new(0),
-            memory: Mutex::new(Vec::new()),
-            next_session: AtomicU64::new(1),
-            live_sessions: AtomicU64::new(0),
-            thresholds: [
-                cfg.gather_threshold_for(Transport::Tcp).resolve(),
-                cfg.gather_threshold_for(Transport::Unix).resolve(),
-            ],
-        });
-
-        let mut tcp = None;
-        let mut tcp_addr = None;
-        if let Some(addr) = listen.tcp {
-            let l = mio::net::TcpListener::bind(addr)?;
-            deepen_backlog(&l);
-            tcp_addr = Some(l.local_addr()?);
-            tcp = Some(l);
-        }
-        let mut unix = None;
-        if let Some(path) = &listen.unix {
-            let _ = std::fs::remove_file(path);
-            let l = mio::net::UnixListener::bind(path)?;
-            deepen_backlog(&l);
-            unix = Some(l);
-        }
-
-        let mut io_shared = Vec::new();
-        let mut polls = Vec::new();
-        for _ in 0..io_n {
-            let poll = mio::Poll::new()?;
-            let waker = mio::Waker::new(poll.registry(), io::WAKE)?;
-            io_shared.push(Arc::new(io::IoShared::new(waker)));
-            polls.push(poll);
-        }
-        let mut threads = Vec::new();
-        for (i, poll) in polls.into_iter().enumerate() {
-            let ctx = io::IoThread::new(
-                i,
-                poll,
-                shared.clone(),
-                io_shared.clone(),
-                if i == 0 { tcp.take() } else { None },
-                if i == 0 { unix.take() } else { None },
-                if i == 0 {
-                    std::mem::take(&mut zmtp_listeners)
-                } else {
-                    Vec::new()
-                },
-            )?;
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("io-{i}"))
-                    .spawn(move || ctx.run())?,
-            );
-        }
-        for (i, q) in shared.logic.iter().enumerate() {
-            let q = q.clone();
-            let s = shared.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("logic-{i}"))
-                    .spawn(move || logic::run(s, q))?,
-            );
-        }
+        let logic = logic_queues(cfg.logic_threads);
+        let (zmtp_state, zmtp_listeners, ipc_paths) = bind_zmtp(zmtp, &pool)?;
+        let shared = Arc::new(Shared::new(&cfg, pool, logic, zmtp_state));
+        let (first, tcp_addr) = bind_listeners(&listen, zmtp_listeners)?;
+        let (io_shared, polls) = io_polls(cfg.io_threads.max(1))?;
+        let mut threads = spawn_io_threads(&shared, &io_shared, polls, first)?;
+        spawn_logic_threads(&shared, &mut threads)?;
         Ok(Server {
             shared,
             io: io_shared,

@@ -121,26 +121,10 @@ impl<T: QueueItem> SendQueue<T> {
             idle,
             closed,
         };
-        if c.block.is_null() {
-            // No block adopted: `head` is the boundary position before the
-            // slots of the block a push installs.
-            if index_of(self.state.load(Ordering::Acquire)) == c.head {
-                // The index has not left the boundary: no block to read,
-                // nothing reserved.
-                if !arm {
-                    return Drained::default();
-                }
-                let r = unreleased.release(Some(c.head));
-                if r.idle {
-                    return drained(0, 0, true, r.closed);
-                }
-                // A push installed a block and moved the index past the
-                // boundary meanwhile (the state load in `release` acquired
-                // that), so the block is visible now.
-            }
-            if !self.adopt_first(&mut c) {
-                return Drained::default();
-            }
+        if c.block.is_null()
+            && let Some(d) = self.enter_first_block(&mut c, &mut unreleased, arm)
+        {
+            return d;
         }
         loop {
             if items == max {
@@ -194,6 +178,42 @@ impl<T: QueueItem> SendQueue<T> {
                 Err(_) => continue,
             }
         }
+    }
+
+    /// A drain's start when the consumer holds no block (`head` is the
+    /// boundary position before the slots of the block a push installs):
+    /// adopts that block if the index has left the boundary; else, armed,
+    /// arms the wakeup. `Some` is what the drain returns without reading a
+    /// slot. Once per drain, outside the per-item loop.
+    #[inline]
+    fn enter_first_block(
+        &self,
+        c: &mut Cursor<T>,
+        unreleased: &mut Unreleased<'_, T>,
+        arm: bool,
+    ) -> Option<Drained> {
+        if index_of(self.state.load(Ordering::Acquire)) == c.head {
+            // The index has not left the boundary: no block to read,
+            // nothing reserved.
+            if !arm {
+                return Some(Drained::default());
+            }
+            let r = unreleased.release(Some(c.head));
+            if r.idle {
+                return Some(Drained {
+                    idle: true,
+                    closed: r.closed,
+                    ..Drained::default()
+                });
+            }
+            // A push installed a block and moved the index past the
+            // boundary meanwhile (the state load in `release` acquired
+            // that), so the block is visible now.
+        }
+        if !self.adopt_first(c) {
+            return Some(Drained::default());
+        }
+        None
     }
 
     /// Gives back `bytes` (clearing `WAITERS` if any are given back); with

@@ -31,12 +31,16 @@ pub(super) fn pump_output(
     }
     let (io, stream, session) = s.io(shared);
     lend_buffer(&mut io.flusher, spare);
-    if io.flusher.pending_bytes() < FLUSHER_HIGH {
-        take_staged(&mut io.flusher, session, shared);
-    }
     loop {
         let mut idle = false;
         if io.flusher.pending_bytes() < FLUSHER_HIGH {
+            // Staged frames first, every time the queue is drained: they
+            // were staged while the queue was empty, so whatever is queued
+            // now came after them. (Taking them only when the pump starts
+            // missed a pump that started with the flusher full and drained
+            // the queue once a write emptied it: the soak saw staged
+            // deliveries arrive after later queued ones.)
+            take_staged(&mut io.flusher, session, shared);
             // In small chunks, stopping at FLUSHER_HIGH: the flusher's
             // buffer holds at most that plus a chunk's last frame, whatever
             // the frame size.

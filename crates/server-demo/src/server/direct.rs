@@ -15,7 +15,8 @@
 //!
 //! Order: a session's staged frames go out before anything still in its
 //! send queue, so a delivery is staged only while the queue is empty (a
-//! frame queued earlier must leave first). Publishes to one room hold the
+//! frame queued earlier must leave first), and `pump_output` moves the
+//! staged frames into the flusher before every drain of the queue. Publishes to one room hold the
 //! room's lock, so a concurrent publisher to that room either queued before
 //! the check (the queue is not empty: this delivery queues too) or runs
 //! after it; across rooms no order is promised. The session's own replies

@@ -154,12 +154,11 @@ impl Staging {
             return;
         }
         self.with(owner, |slot| {
+            // Flagged non-empty: a buffer with at least one frame.
             let Some(b) = slot else {
                 return;
             };
-            if b.frames > 0 {
-                f(&b.bytes, b.frames);
-            }
+            f(&b.bytes, b.frames);
             b.bytes.clear();
             b.frames = 0;
             self.nonempty.store(false, Ordering::Relaxed);

@@ -204,9 +204,11 @@ fn publish(shared: &Shared, room: u16, body: Message) {
 /// Stages a small delivery for a subscriber of this IO thread whose send
 /// queue is empty (see `direct.rs`); `false`: it takes the send queue.
 fn stage(s: &SessionShared, header: &[u8], body: &[u8]) -> bool {
-    // A frame still queued must leave first; a closed session takes
-    // nothing (its queue refuses).
-    if s.queue.queued_bytes() != 0 || s.queue.is_closed() {
+    // A frame still queued must leave first. (A closed session is never
+    // staged into: only its own IO thread stages, and that thread's
+    // `close` discards the buffer and, handlers being inline, takes the
+    // session out of its rooms before any handler runs again.)
+    if s.queue.queued_bytes() != 0 {
         return false;
     }
     match s.staged.stage(s.io.uid(), header, body) {
